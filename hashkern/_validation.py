@@ -1,0 +1,72 @@
+"""Input checks shared by every public function: errors name the argument and what was expected."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+
+def check_tensor(name: str, value, *, ndim: int | Iterable[int] | None = None,
+                 dtypes: Iterable[torch.dtype] | None = None, floating: bool = False) -> torch.Tensor:
+    """Check that ``value`` is a tensor with the given rank and dtype; returns it unchanged."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if value.dim() not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {want}, got shape {tuple(value.shape)}")
+    if dtypes is not None:
+        dtypes = tuple(dtypes)
+        if value.dtype not in dtypes:
+            names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+            raise TypeError(f"{name} must have dtype {names}, got {str(value.dtype).replace('torch.', '')}")
+    if floating and not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {str(value.dtype).replace('torch.', '')}")
+    return value
+
+
+def check_same_device(**tensors: torch.Tensor) -> torch.device:
+    """All tensors on one device; returns it."""
+    items = list(tensors.items())
+    first_name, first = items[0]
+    for name, tensor in items[1:]:
+        if tensor.device != first.device:
+            raise ValueError(f"{first_name} and {name} must be on the same device, got {first.device} and {tensor.device}")
+    return first.device
+
+
+def check_positive(name: str, value: float) -> float:
+    """A finite number > 0 (temperatures, scales)."""
+    if isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a Python number, got a tensor")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def check_int(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
+    """An int within [low, high] (inclusive where given)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return value
+
+
+def check_out(name: str, out: torch.Tensor, *, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A caller-provided output buffer: exact shape, dtype, device, and contiguous."""
+    check_tensor(name, out)
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
+    if out.device != device:
+        raise ValueError(f"{name} must be on {device}, got {out.device}")
+    if not out.is_contiguous():
+        raise ValueError(f"{name} must be contiguous")
+    return out
