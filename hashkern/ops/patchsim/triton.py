@@ -1,0 +1,266 @@
+"""Triton kernels of patch similarity: forward (running max / online softmax over patch tiles)
+and backward (gather at the saved argmax, or recompute for the smooth max).
+
+Never writes ``[b1, b2, P, Q]``: the forward keeps a ``[BLOCK_P, BLOCK_Q]`` tile of
+similarities in registers and saves only per-patch statistics ``[b1, b2, P]`` (the argmax
+``j``, or the softmax log-normaliser and the smooth max). Patch dot products use ``tl.dot``:
+tensor cores for bf16/fp16 with fp32 accumulation, tf32 for fp32 input on CUDA (about 1e-3
+relative error), ieee fp64 for fp64 input. This module imports triton; import it lazily.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _sim_tile(x1_ptr, x2_ptr, offs_i, offs_j, P, Q, D, s1p, s1d, s2q, s2d,
+              ACC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+              DOT_PRECISION: tl.constexpr):
+    """x1_ptr -> tokens of one image [P, D], x2_ptr -> [Q, D]; returns x1[offs_i] . x2[offs_j] [BLOCK_P, BLOCK_Q]."""
+    acc = tl.zeros([BLOCK_P, BLOCK_Q], dtype=ACC)
+    offs_k = tl.arange(0, BLOCK_K)
+    for k0 in range(0, D, BLOCK_K):
+        k = k0 + offs_k
+        a = tl.load(x1_ptr + offs_i[:, None] * s1p + k[None, :] * s1d,
+                    mask=(offs_i[:, None] < P) & (k[None, :] < D), other=0.0)  # [BLOCK_P, BLOCK_K]
+        b = tl.load(x2_ptr + offs_j[None, :] * s2q + k[:, None] * s2d,
+                    mask=(offs_j[None, :] < Q) & (k[:, None] < D), other=0.0)  # [BLOCK_K, BLOCK_Q]
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+    return acc
+
+
+@triton.jit
+def _row_mask(mask_ptr, offs, L, HAS_MASK: tl.constexpr):
+    """In-range patches, minus the padded ones of a boolean (int8) mask row [L]."""
+    ok = offs < L
+    if HAS_MASK:
+        ok = ok & (tl.load(mask_ptr + offs, mask=offs < L, other=0) != 0)
+    return ok
+
+
+@triton.jit
+def _softmax_dsim(sim, lse, f, c, scale, valid):
+    """d(c * sum_j p_j sim_j)/d sim_j = c p_j (1 + (sim_j - f) / T), p = softmax_j(sim / T); 0 where invalid."""
+    p = tl.exp(sim * scale - lse[:, None])
+    return tl.where(valid, c * p * (1.0 + (sim - f[:, None]) * scale), 0.0)
+
+
+@triton.jit
+def _patch_similarity_fwd_kernel(
+    x1_ptr, x2_ptr,        # [b1, P, D], [b2, Q, D]
+    mask1_ptr, mask2_ptr,  # [b1, P], [b2, Q] int8, 1 = real patch (read only with HAS_MASK*)
+    inv_count_ptr,         # [b1] 1 / number of real patches of x1[n]
+    s_ptr,                 # [b1, b2] out
+    aux_a_ptr, aux_b_ptr,  # [b1, b2, P] out: argmax j (int32) | logsumexp(sim/T), smooth max
+    b2, P, Q, D, s1b, s1p, s1d, s2b, s2q, s2d, scale,
+    REDUCE_MAX: tl.constexpr, HAS_MASK1: tl.constexpr, HAS_MASK2: tl.constexpr, ACC: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # m varies fastest so that neighbouring programs share x1[n] in L2
+    m = tl.program_id(0).to(tl.int64)
+    n = tl.program_id(1).to(tl.int64)
+    x1_n = x1_ptr + n * s1b
+    x2_m = x2_ptr + m * s2b
+    aux_row = (n * b2 + m) * P
+    total = tl.zeros([BLOCK_P], dtype=ACC)
+    for p0 in range(0, P, BLOCK_P):
+        offs_i = p0 + tl.arange(0, BLOCK_P)
+        row_ok = _row_mask(mask1_ptr + n * P, offs_i, P, HAS_MASK1)
+        if REDUCE_MAX:
+            best = tl.full([BLOCK_P], float("-inf"), ACC)
+            best_j = tl.zeros([BLOCK_P], dtype=tl.int32)
+        else:
+            run_max = tl.full([BLOCK_P], float("-inf"), ACC)
+            run_sum = tl.zeros([BLOCK_P], dtype=ACC)
+            run_w = tl.zeros([BLOCK_P], dtype=ACC)
+        for q0 in range(0, Q, BLOCK_Q):
+            offs_j = q0 + tl.arange(0, BLOCK_Q)
+            col_ok = _row_mask(mask2_ptr + m * Q, offs_j, Q, HAS_MASK2)
+            sim = _sim_tile(x1_n, x2_m, offs_i, offs_j, P, Q, D, s1p, s1d, s2q, s2d,
+                            ACC, BLOCK_P, BLOCK_Q, BLOCK_K, DOT_PRECISION)
+            masked = tl.where(col_ok[None, :], sim, float("-inf"))
+            if REDUCE_MAX:
+                tile_best = tl.max(masked, axis=1)
+                tile_j = tl.argmax(masked, axis=1).to(tl.int32) + q0
+                better = tile_best > best  # strict: earlier tiles win ties, like argmax within a tile
+                best = tl.where(better, tile_best, best)
+                best_j = tl.where(better, tile_j, best_j)
+            else:
+                new_max = tl.maximum(run_max, tl.max(masked * scale, axis=1))
+                safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)  # tile fully masked so far
+                alpha = tl.exp(run_max - safe_max)
+                p = tl.where(col_ok[None, :], tl.exp(sim * scale - safe_max[:, None]), 0.0)
+                run_sum = run_sum * alpha + tl.sum(p, axis=1)
+                run_w = run_w * alpha + tl.sum(p * sim, axis=1)
+                run_max = new_max
+        in_range = offs_i < P
+        if REDUCE_MAX:
+            per_patch = best
+            tl.store(aux_a_ptr + aux_row + offs_i, best_j, mask=in_range)
+        else:
+            per_patch = run_w / run_sum
+            tl.store(aux_a_ptr + aux_row + offs_i, run_max + tl.log(run_sum), mask=in_range)
+            tl.store(aux_b_ptr + aux_row + offs_i, per_patch, mask=in_range)
+        total += tl.where(row_ok, per_patch, 0.0)
+    s = tl.sum(total, axis=0) * tl.load(inv_count_ptr + n)
+    tl.store(s_ptr + n * b2 + m, s)
+
+
+@triton.jit
+def _patch_similarity_bwd_dx1_kernel(
+    grad_ptr,              # [b1, b2] upstream gradient of s (contiguous)
+    x1_ptr, x2_ptr,        # [b1, P, D], [b2, Q, D]
+    mask1_ptr, mask2_ptr, inv_count_ptr, aux_a_ptr, aux_b_ptr,
+    dx1_ptr,               # [b1, P, D] out, contiguous
+    b2, P, Q, D, s1b, s1p, s1d, s2b, s2q, s2d, scale,
+    REDUCE_MAX: tl.constexpr, HAS_MASK1: tl.constexpr, HAS_MASK2: tl.constexpr, ACC: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """dx1[n, i] = sum_m c[n, m] * (x2[m, argmax] | sum_j dsim[n, m, i, j] x2[m, j]); c = grad / count."""
+    pid_d = tl.program_id(0)
+    offs_i = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+    n = tl.program_id(2).to(tl.int64)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    row_ok = _row_mask(mask1_ptr + n * P, offs_i, P, HAS_MASK1)
+    inv_count = tl.load(inv_count_ptr + n)
+    acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=ACC)
+    for m in range(0, b2):
+        c = tl.load(grad_ptr + n * b2 + m).to(ACC) * inv_count
+        aux = aux_a_ptr + (n * b2 + m) * P + offs_i
+        x2_m = x2_ptr + m * s2b
+        if REDUCE_MAX:
+            j = tl.load(aux, mask=row_ok, other=0)
+            rows = tl.load(x2_m + j[:, None] * s2q + offs_d[None, :] * s2d,
+                           mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # gathered x2[m, argmax]
+            acc += c * rows.to(ACC)
+        else:
+            lse = tl.load(aux, mask=row_ok, other=0.0)
+            f = tl.load(aux_b_ptr + (n * b2 + m) * P + offs_i, mask=row_ok, other=0.0)
+            for q0 in range(0, Q, BLOCK_Q):
+                offs_j = q0 + tl.arange(0, BLOCK_Q)
+                col_ok = _row_mask(mask2_ptr + m * Q, offs_j, Q, HAS_MASK2)
+                sim = _sim_tile(x1_ptr + n * s1b, x2_m, offs_i, offs_j, P, Q, D, s1p, s1d, s2q, s2d,
+                                ACC, BLOCK_P, BLOCK_Q, BLOCK_K, DOT_PRECISION)
+                ds = _softmax_dsim(sim, lse, f, c, scale, row_ok[:, None] & col_ok[None, :])
+                v = tl.load(x2_m + offs_j[:, None] * s2q + offs_d[None, :] * s2d,
+                            mask=col_ok[:, None] & d_ok[None, :], other=0.0)  # [BLOCK_Q, BLOCK_D]
+                acc = tl.dot(ds.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+    out = dx1_ptr + n * P * D + offs_i[:, None] * D + offs_d[None, :]
+    tl.store(out, acc.to(dx1_ptr.dtype.element_ty), mask=(offs_i[:, None] < P) & d_ok[None, :])
+
+
+@triton.jit
+def _patch_similarity_bwd_dx2_kernel(
+    grad_ptr, x1_ptr, x2_ptr, mask1_ptr, mask2_ptr, inv_count_ptr, aux_a_ptr, aux_b_ptr,
+    dx2_ptr,               # [b2, Q, D] out, contiguous
+    b1, b2, P, Q, D, s1b, s1p, s1d, s2b, s2q, s2d, scale,
+    REDUCE_MAX: tl.constexpr, HAS_MASK1: tl.constexpr, HAS_MASK2: tl.constexpr, ACC: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """dx2[m, j] = sum_n c[n, m] sum_i dsim[n, m, i, j] x1[n, i]; for maxmean dsim is the one-hot
+    of the saved argmax, applied as a 0/1 matrix on tensor cores (no atomics, deterministic)."""
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_j = tl.program_id(1) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    m = tl.program_id(2).to(tl.int64)
+    d_ok = offs_d < D
+    col_ok = _row_mask(mask2_ptr + m * Q, offs_j, Q, HAS_MASK2)
+    acc = tl.zeros([BLOCK_Q, BLOCK_D], dtype=ACC)
+    for n in range(0, b1):
+        c = tl.load(grad_ptr + n * b2 + m).to(ACC) * tl.load(inv_count_ptr + n)
+        for p0 in range(0, P, BLOCK_P):
+            offs_i = p0 + tl.arange(0, BLOCK_P)
+            row_ok = _row_mask(mask1_ptr + n * P, offs_i, P, HAS_MASK1)
+            u = tl.load(x1_ptr + n * s1b + offs_i[:, None] * s1p + offs_d[None, :] * s1d,
+                        mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # [BLOCK_P, BLOCK_D]
+            aux = (n * b2 + m) * P + offs_i
+            if REDUCE_MAX:
+                j = tl.load(aux_a_ptr + aux, mask=row_ok, other=-1)
+                hit = (offs_j[:, None] == j[None, :]).to(u.dtype)  # [BLOCK_Q, BLOCK_P], exact 0/1
+                acc += c * tl.dot(hit, u, input_precision=DOT_PRECISION).to(ACC)
+            else:
+                lse = tl.load(aux_a_ptr + aux, mask=row_ok, other=0.0)
+                f = tl.load(aux_b_ptr + aux, mask=row_ok, other=0.0)
+                sim = _sim_tile(x1_ptr + n * s1b, x2_ptr + m * s2b, offs_i, offs_j, P, Q, D,
+                                s1p, s1d, s2q, s2d, ACC, BLOCK_P, BLOCK_Q, BLOCK_K, DOT_PRECISION)
+                ds = _softmax_dsim(sim, lse, f, c, scale, row_ok[:, None] & col_ok[None, :])
+                acc = tl.dot(tl.trans(ds).to(u.dtype), u, acc, input_precision=DOT_PRECISION)
+    out = dx2_ptr + m * Q * D + offs_j[:, None] * D + offs_d[None, :]
+    tl.store(out, acc.to(dx2_ptr.dtype.element_ty), mask=(offs_j[:, None] < Q) & d_ok[None, :])
+
+
+def _config(u1: torch.Tensor, P: int, Q: int, D: int) -> dict:
+    """Tile sizes: tensor-core shaped on CUDA; on CPU (interpreter) as few programs/iterations as possible."""
+    acc = tl.float64 if u1.dtype == torch.float64 else tl.float32
+    if u1.dtype == torch.float32 and u1.is_cuda:
+        precision = "tf32"
+    else:
+        precision = "ieee"
+    if u1.is_cuda:
+        wide = u1.element_size() <= 2
+        return dict(ACC=acc, DOT_PRECISION=precision, BLOCK_P=64, BLOCK_Q=64,
+                    BLOCK_K=64 if wide else 32, BLOCK_D=64, num_warps=4, num_stages=3 if wide else 2)
+    pow2 = triton.next_power_of_2
+    return dict(ACC=acc, DOT_PRECISION=precision, BLOCK_P=max(16, min(64, pow2(P))),
+                BLOCK_Q=max(16, min(64, pow2(Q))), BLOCK_K=max(16, min(256, pow2(D))),
+                BLOCK_D=max(16, min(256, pow2(D))))
+
+
+def _mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return like if mask is None else mask.contiguous().view(torch.int8)
+
+
+def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperature: float):
+    """u1 [b1, P, D], u2 [b2, Q, D] (normalised or raw), masks bool or None, inv_count [b1]
+    -> s [b1, b2] (fp32; fp64 for fp64 input), aux_a, aux_b [b1, b2, P] (see the chunked path)."""
+    b1, P, D = u1.shape
+    b2, Q, _ = u2.shape
+    cfg = _config(u1, P, Q, D)
+    acc_dtype = torch.float64 if u1.dtype == torch.float64 else torch.float32
+    s = torch.empty(b1, b2, dtype=acc_dtype, device=u1.device)
+    reduce_max = reduce == "maxmean"
+    if reduce_max:
+        aux_a = torch.empty(b1, b2, P, dtype=torch.int32, device=u1.device)
+        aux_b = torch.empty(0, dtype=acc_dtype, device=u1.device)
+    else:
+        aux_a = torch.empty(b1, b2, P, dtype=acc_dtype, device=u1.device)
+        aux_b = torch.empty(b1, b2, P, dtype=acc_dtype, device=u1.device)
+    if s.numel() == 0:
+        return s, aux_a, aux_b
+    cfg.pop("BLOCK_D")
+    _patch_similarity_fwd_kernel[(b2, b1)](
+        u1, u2, _mask_arg(mask1, u1), _mask_arg(mask2, u1), inv_count, s, aux_a,
+        aux_a if reduce_max else aux_b, b2, P, Q, D, *u1.stride(), *u2.stride(), 1.0 / temperature,
+        REDUCE_MAX=reduce_max, HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None, **cfg)
+    return s, aux_a, aux_b
+
+
+def patch_similarity_bwd(grad_s, u1, u2, mask1, mask2, inv_count, aux_a, aux_b, reduce: str, temperature: float):
+    """grad_s [b1, b2] -> du1 [b1, P, D], du2 [b2, Q, D] (dtypes of u1, u2)."""
+    b1, P, D = u1.shape
+    b2, Q, _ = u2.shape
+    cfg = _config(u1, P, Q, D)
+    reduce_max = reduce == "maxmean"
+    grad_s = grad_s.contiguous()
+    du1 = torch.empty_like(u1, memory_format=torch.contiguous_format)
+    du2 = torch.empty_like(u2, memory_format=torch.contiguous_format)
+    if b1 == 0 or b2 == 0:
+        return du1.zero_(), du2.zero_()
+    args = (u1, u2, _mask_arg(mask1, u1), _mask_arg(mask2, u1), inv_count, aux_a,
+            aux_a if reduce_max else aux_b)
+    flags = dict(REDUCE_MAX=reduce_max, HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None, **cfg)
+    strides = (*u1.stride(), *u2.stride(), 1.0 / temperature)
+    block_d = cfg["BLOCK_D"]
+    if reduce_max and u1.is_cuda:
+        flags["BLOCK_D"] = 128  # dx1 is a gather: wide rows, short tiles
+        flags["BLOCK_P"] = 32
+    _patch_similarity_bwd_dx1_kernel[(triton.cdiv(D, flags["BLOCK_D"]), triton.cdiv(P, flags["BLOCK_P"]), b1)](
+        grad_s, *args, du1, b2, P, Q, D, *strides, **flags)
+    flags.update(BLOCK_D=block_d, BLOCK_P=cfg["BLOCK_P"])
+    _patch_similarity_bwd_dx2_kernel[(triton.cdiv(D, block_d), triton.cdiv(Q, cfg["BLOCK_Q"]), b2)](
+        grad_s, *args, du2, b1, b2, P, Q, D, *strides, **flags)
+    return du1, du2
