@@ -1,0 +1,115 @@
+"""Triton forward of the soft-sort gather, flash-attention style.
+
+For row ``b``, rank ``k`` is a query with scalar key ``q[b, k] = sort(s_b)_k``, sample ``j`` a key
+``s[b, j]``, the score ``-|q - s| / tau`` and the value ``v[j]``. One program owns ``BLOCK_K``
+ranks of one row and streams the samples in ``BLOCK_J`` tiles: ``P`` only ever exists as a
+``[BLOCK_K, BLOCK_J]`` tile in registers, and the value product runs on tensor cores.
+
+The softmax needs no running maximum: ``q_k`` is itself one of the keys, so every rank's
+largest score is exactly 0 and ``sum_j exp(score) >= 1``; it can neither overflow nor
+vanish, however small ``tau`` is.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _soft_sort_gather_fwd_kernel(
+    Q, S,            # [b, n] sorted values, similarities
+    V,               # [bv, n, d] values (stride_vb = 0 when shared by every row)
+    U,               # [b, d] unit anchors (COSINE only)
+    OUT,             # [b, n, d] E, or [b, n] cosines when COSINE
+    LSE,             # [b, n] log-sum-exp of each rank's scores
+    n, d,
+    stride_qb, stride_sb, stride_vb, stride_vn, stride_ub, stride_ob, stride_on, stride_lb,
+    inv_tau, eps,
+    COSINE: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid_k = tl.program_id(0)
+    row = tl.program_id(1).to(tl.int64)
+    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_k = offs_k < n
+    mask_d = offs_d < d
+    q = tl.load(Q + row * stride_qb + offs_k, mask=mask_k, other=0.0).to(ACC)
+
+    denom = tl.zeros([BLOCK_K], dtype=ACC)
+    acc = tl.zeros([BLOCK_K, BLOCK_D], dtype=ACC)
+    for j0 in range(0, n, BLOCK_J):
+        offs_j = j0 + tl.arange(0, BLOCK_J)
+        mask_j = offs_j < n
+        s = tl.load(S + row * stride_sb + offs_j, mask=mask_j, other=0.0).to(ACC)
+        x = -tl.abs(q[:, None] - s[None, :]) * inv_tau
+        p = tl.where(mask_j[None, :], tl.exp(x), 0.0)  # max score is 0: see module docstring
+        denom += tl.sum(p, axis=1)
+        v = tl.load(V + row * stride_vb + offs_j[:, None] * stride_vn + offs_d[None, :],
+                    mask=mask_j[:, None] & mask_d[None, :], other=0.0)
+        acc += tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(ACC)
+
+    denom = tl.where(mask_k, denom, 1.0)  # padded ranks may underflow to 0; never stored
+    e = acc / denom[:, None]
+    tl.store(LSE + row * stride_lb + offs_k, tl.log(denom), mask=mask_k)
+    if COSINE:
+        u = tl.load(U + row * stride_ub + offs_d, mask=mask_d, other=0.0).to(ACC)
+        norm = tl.maximum(tl.sqrt(tl.sum(e * e, axis=1)), eps)
+        c = tl.sum(e * u[None, :], axis=1) / norm
+        tl.store(OUT + row * stride_ob + offs_k * stride_on, c, mask=mask_k)
+    else:
+        tl.store(OUT + row * stride_ob + offs_k[:, None] * stride_on + offs_d[None, :],
+                 e.to(OUT.dtype.element_ty), mask=mask_k[:, None] & mask_d[None, :])
+
+
+def _tl_acc(acc: torch.dtype):
+    return tl.float64 if acc == torch.float64 else tl.float32
+
+
+def launch_config(n: int, d: int, device: torch.device):
+    """Tile sizes: small grids under the CPU interpreter (~1 ms per program), register-sized on GPU."""
+    block_d = max(16, triton.next_power_of_2(d))
+    if device.type != "cuda":
+        block = min(128, max(16, triton.next_power_of_2(n)))
+        return block, block, block_d, 4
+    block_k = 64 if block_d <= 128 else 32
+    return block_k, 64, block_d, 4 if block_d <= 64 else 8
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 values use TF32 tensor cores only where torch's own matmuls may."""
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+def soft_sort_gather_fwd_triton(q: torch.Tensor, s: torch.Tensor, v: torch.Tensor, tau: float,
+                                u: torch.Tensor | None = None, eps: float = 1e-8,
+                                e_dtype: torch.dtype | None = None):
+    """Same contract as ``chunked.soft_sort_gather_fwd_torch``: ``(out, lse)``."""
+    b, n = s.shape
+    d = v.shape[-1]
+    acc = torch.float64 if torch.float64 in (s.dtype, v.dtype) else torch.float32
+    q, s, v = q.contiguous(), s.contiguous(), v.contiguous()
+    lse = torch.empty(b, n, dtype=acc, device=s.device)
+    if u is None:
+        out = torch.empty(b, n, d, dtype=e_dtype or v.dtype, device=s.device)
+        u_arg, stride_ub, stride_ob, stride_on = out, 0, out.stride(0), out.stride(1)
+    else:
+        out = torch.empty(b, n, dtype=acc, device=s.device)
+        u_arg = u.to(acc).contiguous()
+        stride_ub, stride_ob, stride_on = u_arg.stride(0), out.stride(0), 1
+    if b == 0 or n == 0:
+        return out, lse
+    block_k, block_j, block_d, warps = launch_config(n, d, s.device)
+    grid = (triton.cdiv(n, block_k), b)
+    _soft_sort_gather_fwd_kernel[grid](
+        q, s, v, u_arg, out, lse, n, d,
+        q.stride(0), s.stride(0), v.stride(0) if v.shape[0] > 1 else 0, v.stride(1),
+        stride_ub, stride_ob, stride_on, lse.stride(0),
+        1.0 / tau, eps,
+        COSINE=u is not None, ACC=_tl_acc(acc), PRECISION=dot_precision(v.dtype),
+        BLOCK_K=block_k, BLOCK_J=block_j, BLOCK_D=block_d, num_warps=warps,
+    )
+    return out, lse
