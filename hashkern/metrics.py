@@ -1,0 +1,229 @@
+"""Retrieval metrics for hash codes: mAP@k, precision-recall over Hamming radii, P@H<=r.
+
+Relevance follows DeepHash-pytorch / CIBHash: with single-label ``int [n]`` labels a database
+item is relevant when its label equals the query's; with multi-hot ``[n, C]`` labels when they
+share at least one label. AP@k of a query is the mean of precision@j over the relevant
+positions j <= k, normalised by the relevant items found in the top k (0 when there are none);
+mAP is its mean over all queries.
+
+Codes are ``±1`` (or ``{0, 1}``, or bool) tensors ``[n, K]``, or packed uint8 ``[n, ceil(K/8)]``
+with ``nbits=K``. Queries are processed in blocks so memory stays bounded for any database size.
+"""
+from __future__ import annotations
+
+import torch
+
+from hashkern._validation import check_int, check_tensor
+from hashkern.codes import hamming_distance, pack_bits
+from hashkern.ops.search import check_search_inputs, hamming_topk
+
+__all__ = ["mean_average_precision", "precision_at_radius", "precision_recall_curve"]
+
+_BUDGET = 1 << 26  # elements per block of query x database work
+
+
+def _packed(name: str, codes, nbits: int | None) -> tuple[torch.Tensor, int]:
+    """±1 / {0,1} / bool codes ``[n, K]`` -> (packed uint8 ``[n, ceil(K/8)]``, K)."""
+    check_tensor(name, codes, ndim=2)
+    if codes.dtype == torch.uint8:
+        width = codes.shape[1]
+        nbits = 8 * width if nbits is None else check_int("nbits", nbits, low=1)
+        if (nbits + 7) // 8 != width:
+            raise ValueError(f"{name} has {width} bytes per code, which does not hold nbits={nbits} bits")
+        return codes.contiguous(), nbits
+    if nbits is not None and nbits != codes.shape[1]:
+        raise ValueError(f"nbits={nbits} does not match {name} with {codes.shape[1]} bits per code")
+    return pack_bits(codes), codes.shape[1]
+
+
+def _labels(name: str, labels, n: int, codes_name: str) -> torch.Tensor:
+    check_tensor(name, labels, ndim=(1, 2))
+    if labels.shape[0] != n:
+        raise ValueError(f"{name} must have one row per code of {codes_name} ({n}), got {labels.shape[0]}")
+    if labels.dim() == 1 and (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
+        raise TypeError(f"{name} must be integer class ids [n] or multi-hot [n, C], got dtype {labels.dtype}")
+    return labels
+
+
+def _prepare(q_codes, db_codes, q_labels, db_labels, nbits):
+    q_packed, q_bits = _packed("q_codes", q_codes, nbits)
+    db_packed, db_bits = _packed("db_codes", db_codes, nbits)
+    if q_bits != db_bits:
+        raise ValueError(f"q_codes and db_codes must have the same number of bits, got {q_bits} and {db_bits}")
+    check_search_inputs(q_packed, db_packed, "q_codes", "db_codes")
+    q_labels = _labels("q_labels", q_labels, q_packed.shape[0], "q_codes")
+    db_labels = _labels("db_labels", db_labels, db_packed.shape[0], "db_codes")
+    if q_labels.dim() != db_labels.dim() or (q_labels.dim() == 2 and q_labels.shape[1] != db_labels.shape[1]):
+        raise ValueError(
+            f"q_labels {tuple(q_labels.shape)} and db_labels {tuple(db_labels.shape)} must both be class ids "
+            "[n] or both multi-hot [n, C] with the same C"
+        )
+    for name, t in (("q_labels", q_labels), ("db_labels", db_labels)):
+        if t.device != q_packed.device:
+            raise ValueError(f"{name} must be on {q_packed.device} like the codes, got {t.device}")
+    if q_labels.dim() == 2:  # multi-hot: relevance is a shared label, i.e. a positive dot product
+        q_labels, db_labels = (q_labels != 0).float(), (db_labels != 0).float()
+    return q_packed, db_packed, q_labels, db_labels, q_bits
+
+
+def _relevant(q_labels: torch.Tensor, db_labels: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool relevance of database items (``idx [b, k]``, or all of them) to each query ``[b]``."""
+    if q_labels.dim() == 1:
+        db = db_labels[idx] if idx is not None else db_labels[None, :]
+        return db == q_labels[:, None]
+    if idx is None:
+        return (q_labels @ db_labels.T) > 0
+    return (db_labels[idx] * q_labels[:, None, :]).sum(-1) > 0
+
+
+def _histograms(q_packed, db_packed, q_labels, db_labels, nbits, batch_size):
+    """Per query and distance d in [0, K]: (items at d, relevant items at d), float64 ``[nq, K+1]``."""
+    n_q, n_db, bins = q_packed.shape[0], db_packed.shape[0], nbits + 1
+    hist = torch.zeros(n_q, bins, dtype=torch.float64, device=q_packed.device)
+    rel_hist = torch.zeros_like(hist)
+    block = batch_size or max(1, (_BUDGET >> 4) // n_db)
+    for s in range(0, n_q, block):
+        dist = hamming_distance(q_packed[s:s + block], db_packed).long()
+        rows = dist.shape[0]
+        flat = (dist + torch.arange(rows, device=dist.device)[:, None] * bins).flatten()
+        rel = _relevant(q_labels[s:s + block], db_labels).flatten().to(torch.float64)
+        hist[s:s + rows] = torch.bincount(flat, minlength=rows * bins).view(rows, bins).to(torch.float64)
+        rel_hist[s:s + rows] = torch.bincount(flat, weights=rel, minlength=rows * bins).view(rows, bins)
+    return hist, rel_hist
+
+
+def _expected_group_sum(a, g, r, r_prev, harmonic):
+    """E[sum over relevant positions j of (#relevant up to j) / j] for one tie group.
+
+    The group fills positions a+1..a+g in uniformly random order, r of its g items relevant,
+    r_prev relevant items before it. Position a+s is relevant with probability r/g and then
+    has (s-1)(r-1)/(g-1) relevant group-mates before it on average, so the sum is
+    (r/g) * [(1 + r_prev) * (H(a+g) - H(a)) + (r-1)/(g-1) * (g - (a+1) * (H(a+g) - H(a)))].
+    All arguments are float64 tensors of one shape; ``harmonic[n] = H(n)``.
+    """
+    h = harmonic[(a + g).long()] - harmonic[a.long()]
+    safe_g = g.clamp(min=1)
+    pair = torch.where(g > 1, (r - 1) / (g - 1).clamp(min=1), torch.zeros_like(g))
+    return (r / safe_g) * ((1 + r_prev) * h + pair * (g - (a + 1) * h))
+
+
+def _log_choose(n, k):
+    return torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
+
+
+def _expected_ap(hist, rel_hist, topk):
+    """Exact expected AP@topk per query under uniformly random order inside tied distances."""
+    device = hist.device
+    harmonic = torch.zeros(topk + 1, dtype=torch.float64, device=device)
+    harmonic[1:] = torch.cumsum(1.0 / torch.arange(1, topk + 1, dtype=torch.float64, device=device), 0)
+    before = torch.cumsum(hist, 1) - hist  # items at smaller distances: a
+    rel_before = torch.cumsum(rel_hist, 1) - rel_hist
+    full = (before + hist) <= topk  # whole tie group inside the top k
+    group = _expected_group_sum(before.clamp(max=topk), torch.where(full, hist, 0), rel_hist, rel_before, harmonic)
+    s_full = torch.where(full & (hist > 0), group, torch.zeros_like(group)).sum(1)
+    # The boundary group: its first distance where the top k ends inside (or exactly at) it.
+    boundary = (before + hist >= topk).to(torch.int8).argmax(1, keepdim=True)
+    a = before.gather(1, boundary)[:, 0]
+    g = hist.gather(1, boundary)[:, 0]
+    r = rel_hist.gather(1, boundary)[:, 0]
+    r_b = rel_before.gather(1, boundary)[:, 0]
+    t = topk - a  # items of the boundary group that make the cut (may be all of it: then full)
+    take_all = t >= g  # already counted in s_full
+    most = int(torch.minimum(t, r).max())
+    x = torch.arange(most + 1, dtype=torch.float64, device=device)[None, :]  # relevant among the t
+    t_, g_, r_ = t[:, None], g[:, None], r[:, None]
+    valid = (x <= r_) & (x <= t_) & (t_ - x <= g_ - r_)
+    # Hypergeometric P(x relevant among t drawn from g with r relevant); invalid x get 0 below.
+    log_p = (_log_choose(r_, torch.minimum(x, r_)) + _log_choose(g_ - r_, (t_ - x).clamp(min=0).minimum(g_ - r_))
+             - _log_choose(g_, torch.minimum(t_, g_)))
+    prob = torch.where(valid & ~take_all[:, None], torch.exp(log_p), torch.zeros_like(log_p))
+    prob[:, 0] += take_all.to(torch.float64)  # nothing more to draw: x = 0 surely
+    s_bound = torch.where(take_all[:, None], torch.zeros_like(log_p),
+                          _expected_group_sum(a[:, None].expand_as(log_p), t_.expand_as(log_p), x.expand_as(log_p),
+                                              r_b[:, None].expand_as(log_p), harmonic))
+    found = r_b[:, None] + torch.where(take_all[:, None], r[:, None], x)
+    ap = torch.where(found > 0, (s_full[:, None] + s_bound) / found.clamp(min=1), torch.zeros_like(found))
+    return (prob * ap).sum(1)
+
+
+def _index_ap(q_packed, db_packed, q_labels, db_labels, topk, batch_size):
+    n_q = q_packed.shape[0]
+    aps = torch.zeros(n_q, dtype=torch.float64, device=q_packed.device)
+    block = batch_size or max(1, _BUDGET // (topk * max(1, db_labels.shape[-1] if db_labels.dim() == 2 else 1)))
+    ranks = torch.arange(1, topk + 1, dtype=torch.float64, device=q_packed.device)
+    for s in range(0, n_q, block):
+        _, idx = hamming_topk(q_packed[s:s + block], db_packed, topk)
+        rel = _relevant(q_labels[s:s + block], db_labels, idx).to(torch.float64)
+        found = rel.sum(1)
+        precision_sum = (torch.cumsum(rel, 1) / ranks * rel).sum(1)
+        aps[s:s + block] = torch.where(found > 0, precision_sum / found.clamp(min=1), torch.zeros_like(found))
+    return aps
+
+
+def mean_average_precision(q_codes, db_codes, q_labels, db_labels, topk: int | None = 1000, ties: str = "index",
+                           *, nbits: int | None = None, batch_size: int | None = None) -> float:
+    """mAP@topk of hash-code retrieval.
+
+    Args:
+        q_codes: ``[nq, K]`` ±1 codes (or packed uint8 ``[nq, ceil(K/8)]`` with ``nbits``).
+        db_codes: ``[N, K]`` likewise.
+        q_labels, db_labels: int class ids ``[nq]``/``[N]`` or multi-hot ``[nq, C]``/``[N, C]``.
+        topk: cut-off (clipped to N); ``None`` means the whole database.
+        ties: ``"index"`` ranks equal distances by database index (deterministic, like a stable
+            sort); ``"expected"`` gives the exact expectation of AP over uniformly random orders
+            inside every group of equal distances.
+        nbits: bits per code when the codes are packed.
+        batch_size: queries per block (default: chosen to bound memory).
+    """
+    if ties not in ("index", "expected"):
+        raise ValueError(f"ties must be 'index' or 'expected', got {ties!r}")
+    q_packed, db_packed, q_labels, db_labels, bits = _prepare(q_codes, db_codes, q_labels, db_labels, nbits)
+    n_db = db_packed.shape[0]
+    topk = n_db if topk is None else min(check_int("topk", topk, low=1), n_db)
+    if batch_size is not None:
+        check_int("batch_size", batch_size, low=1)
+    if q_packed.shape[0] == 0:
+        raise ValueError("q_codes is empty: mAP needs at least one query")
+    if ties == "index":
+        aps = _index_ap(q_packed, db_packed, q_labels, db_labels, topk, batch_size)
+    else:
+        hist, rel_hist = _histograms(q_packed, db_packed, q_labels, db_labels, bits, batch_size)
+        block = max(1, (_BUDGET >> 4) // (topk + 1))  # the boundary group's draws: [block, <= topk + 1]
+        aps = torch.cat([_expected_ap(hist[s:s + block], rel_hist[s:s + block], topk)
+                         for s in range(0, hist.shape[0], block)])
+    return float(aps.mean())
+
+
+def precision_recall_curve(q_codes, db_codes, q_labels, db_labels, *, nbits: int | None = None,
+                           empty: str = "zero", batch_size: int | None = None):
+    """Precision and recall of "retrieve everything within Hamming radius r", for r = 0..K.
+
+    Returns ``(radii int64 [K+1], precision float64 [K+1], recall float64 [K+1])``, each the mean
+    over queries. A query that retrieves nothing at radius r has precision 0 there with
+    ``empty="zero"`` (the usual convention), or is left out of that radius' mean with
+    ``empty="skip"``. Queries with no relevant item in the database are left out of recall.
+    """
+    if empty not in ("zero", "skip"):
+        raise ValueError(f"empty must be 'zero' or 'skip', got {empty!r}")
+    if batch_size is not None:
+        check_int("batch_size", batch_size, low=1)
+    q_packed, db_packed, q_labels, db_labels, bits = _prepare(q_codes, db_codes, q_labels, db_labels, nbits)
+    hist, rel_hist = _histograms(q_packed, db_packed, q_labels, db_labels, bits, batch_size)
+    retrieved, hits = torch.cumsum(hist, 1), torch.cumsum(rel_hist, 1)
+    precision = torch.where(retrieved > 0, hits / retrieved.clamp(min=1), torch.zeros_like(hits))
+    counted = (retrieved > 0).sum(0) if empty == "skip" else torch.full_like(hits[0], hits.shape[0])
+    precision = precision.sum(0) / counted.clamp(min=1)
+    total = rel_hist.sum(1, keepdim=True)
+    has_relevant = total[:, 0] > 0
+    recall = (hits[has_relevant] / total[has_relevant]).sum(0) / has_relevant.sum().clamp(min=1)
+    radii = torch.arange(bits + 1, device=hist.device)
+    return radii, precision, recall
+
+
+def precision_at_radius(q_codes, db_codes, q_labels, db_labels, r: int = 2, *, nbits: int | None = None,
+                        empty: str = "zero", batch_size: int | None = None) -> float:
+    """Mean precision of the items within Hamming distance ``r`` (P@H<=r; r >= K means everything)."""
+    r = check_int("r", r, low=0)
+    _, precision, _ = precision_recall_curve(q_codes, db_codes, q_labels, db_labels, nbits=nbits, empty=empty,
+                                             batch_size=batch_size)
+    return float(precision[min(r, precision.shape[0] - 1)])
