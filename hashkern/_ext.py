@@ -33,6 +33,8 @@ def extension_loaded() -> bool:
     return _load_error is None
 
 
+# Registrations are fixed once _C is loaded, so tracing (torch.compile) may treat this as a constant.
+@torch.compiler.assume_constant_result
 def has_kernel(op: str, backend: str) -> bool:
     """True when the extension has a kernel for ``hashkern::<op>`` on ``backend`` ("cpu"/"cuda")."""
     if _load_error is not None:

@@ -1,0 +1,45 @@
+# The two commands: `make test` and `make demo`. Both set up everything on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CUDA 13 build of torch, so the CUDA kernels compile and link even without a GPU.
+TORCH_SPEC ?= torch==2.14.1
+DEPS ?= triton numpy pytest ninja
+export CUDA_HOME ?= /usr/local/cuda
+EXPECT_CUDA := $(if $(wildcard $(CUDA_HOME)/bin/nvcc),1,0)
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
+
+.PHONY: test demo bench install ext clean
+
+test: $(VENV)/.installed
+	HASHKERN_EXPECT_CUDA=$(EXPECT_CUDA) $(PY) -m pytest tests -q
+
+demo: $(VENV)/.installed
+	$(PY) -m hashkern.cli demo
+
+bench: $(VENV)/.installed
+	$(PY) -m hashkern.cli bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.deps:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_SPEC) $(DEPS)
+	touch $@
+
+# Builds hashkern._C the way a user does; the log is kept, its summary printed.
+$(VENV)/.installed: $(VENV)/.deps $(SOURCES)
+	$(PIP) install -v --no-build-isolation -e . > $(VENV)/build.log 2>&1 || (tail -50 $(VENV)/build.log; exit 1)
+	@grep -E "^hashkern: building" $(VENV)/build.log || true
+	@echo "compiled: $$(grep -cE '\.(cu|cpp) -o ' $(VENV)/build.log) sources ($$(grep -cE 'nvcc.*\.cu -o ' $(VENV)/build.log) CUDA), linked into $$(ls hashkern/_C*.so 2>/dev/null)"
+	$(PY) -c "import hashkern; print(hashkern.build_info())"
+	touch $@
+
+# Incremental rebuild of the extension while developing (ninja reuses build/).
+ext: $(VENV)/.deps
+	$(PY) setup.py build_ext --inplace
+
+clean:
+	rm -rf build hashkern/_C*.so $(VENV)/.installed

@@ -1,0 +1,22 @@
+// Op schemas of the hashkern library and the Python module hashkern._C.
+// Kernels register per device in csrc/cpu and csrc/cuda; fake (meta) implementations
+// live in Python (torch.library.register_fake), so torch.compile can trace every op.
+// Ops write into caller-allocated outputs (`out`), which lets tests poison them first.
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(hashkern, m) {
+  // codes [..., K] of any real dtype or bool -> out [..., ceil(K/8)] uint8; bit j of a row
+  // goes to byte j/8, bit j%8; a value > 0 (or true) is a 1 bit.
+  m.def("pack_bits(Tensor codes, Tensor(a!) out) -> ()");
+  // packed [..., W] uint8 -> out [..., nbits]; a 1 bit becomes +1 (true), a 0 bit -1 when
+  // `signed`, else 0 (false).
+  m.def("unpack_bits(Tensor packed, int nbits, bool signed, Tensor(a!) out) -> ()");
+  // a [na, W], b [nb, W] uint8 -> out [na, nb] int32 = popcount(a_i xor b_j).
+  m.def("hamming_distance(Tensor a, Tensor b, Tensor(a!) out) -> ()");
+}
+
+// Importing hashkern._C runs the registrations above; the module itself is empty.
+static struct PyModuleDef hashkern_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&hashkern_module); }

@@ -1,0 +1,1 @@
+"""Drop-in ``nn.Module`` losses built on the ops, with functional forms."""

@@ -1,0 +1,122 @@
+"""Packing binary codes into bits: ``[..., K]`` ±1 / {0,1} / bool  <->  ``[..., ceil(K/8)]`` uint8.
+
+Bit order: code bit ``j`` of a row goes to byte ``j // 8``, bit ``j % 8`` (least significant
+first); the unused high bits of the last byte are zero, so packed rows can be XOR-ed and
+popcounted whole.
+"""
+from __future__ import annotations
+
+import torch
+
+from hashkern import _ext
+from hashkern._dispatch import resolve_backend
+from hashkern._validation import check_int, check_out, check_tensor
+from hashkern.ops.packbits.reference import pack_bits_reference, unpack_bits_reference
+
+__all__ = ["pack_bits", "unpack_bits", "pack_bits_reference", "unpack_bits_reference", "packed_width"]
+
+_PREFERENCE = ("cuda", "cpu", "torch")
+_UNSIGNED = (torch.uint8, torch.bool)
+
+
+def packed_width(nbits: int) -> int:
+    """Bytes per packed row of ``nbits`` bits."""
+    return (nbits + 7) // 8
+
+
+def _check_binary_values(codes: torch.Tensor) -> None:
+    """Values must all be in {-1, +1} or all in {0, 1}: anything else has no bit to map to."""
+    if codes.dtype == torch.bool or codes.numel() == 0 or torch.compiler.is_compiling():
+        return
+    low, high = torch.aminmax(codes)
+    if low == -1:
+        ok = bool((codes.abs() == 1).all())
+        expected = "±1 codes (values in {-1, +1})"
+    else:
+        ok = bool(((codes == 0) | (codes == 1)).all())
+        expected = "{0, 1} codes"
+    if not ok:
+        raise ValueError(
+            f"codes must hold binary values, all in {{-1, +1}} or all in {{0, 1}} (or be bool); "
+            f"got values in [{low.item()}, {high.item()}] that are not {expected}. "
+            "Binarise first, e.g. with hashkern.sign_ste(x)."
+        )
+
+
+def pack_bits(codes: torch.Tensor, *, out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+    """Pack binary codes into bytes.
+
+    Args:
+        codes: ``[..., K]``, K >= 1: ±1 or {0, 1} values of any real dtype, or bool. Any
+            strides (non-contiguous input is copied).
+        out: optional ``[..., ceil(K/8)]`` uint8 contiguous buffer to write into.
+        backend: ``"auto" | "cuda" | "cpu" | "torch"``.
+
+    Returns:
+        ``[..., ceil(K/8)]`` uint8; bit ``j`` -> byte ``j // 8``, bit ``j % 8``; +1 / 1 / True is a 1 bit.
+    """
+    check_tensor("codes", codes)
+    if codes.is_complex():
+        raise TypeError(f"codes must be real or bool, got {codes.dtype}")
+    if codes.dim() < 1 or codes.shape[-1] < 1:
+        raise ValueError(f"codes must have a last dimension K >= 1 (the bits), got shape {tuple(codes.shape)}")
+    _check_binary_values(codes)
+    shape = (*codes.shape[:-1], packed_width(codes.shape[-1]))
+    if out is None:
+        out = torch.empty(shape, dtype=torch.uint8, device=codes.device)
+    else:
+        check_out("out", out, shape=shape, dtype=torch.uint8, device=codes.device)
+    chosen = resolve_backend(backend, "pack_bits", codes.device, _PREFERENCE)
+    if chosen == "torch":
+        return out.copy_(pack_bits_reference(codes))
+    torch.ops.hashkern.pack_bits(codes.contiguous(), out)
+    return out
+
+
+def unpack_bits(packed: torch.Tensor, nbits: int, *, dtype: torch.dtype = torch.float32, signed: bool = True,
+                out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+    """Unpack bytes into codes: the exact inverse of :func:`pack_bits`.
+
+    Args:
+        packed: ``[..., ceil(nbits/8)]`` uint8.
+        nbits: K, the number of code bits per row (>= 1).
+        dtype: output dtype; bool gives True/False.
+        signed: 1 bits become +1 and 0 bits -1 (the default); ``False`` gives {0, 1}.
+        out: optional ``[..., nbits]`` contiguous buffer of ``dtype``.
+        backend: ``"auto" | "cuda" | "cpu" | "torch"``.
+
+    Returns:
+        ``[..., nbits]`` of ``dtype``.
+    """
+    check_tensor("packed", packed, dtypes=(torch.uint8,))
+    nbits = check_int("nbits", nbits, low=1)
+    if packed.dim() < 1 or packed.shape[-1] != packed_width(nbits):
+        raise ValueError(
+            f"packed must have {packed_width(nbits)} bytes per row for nbits={nbits}, got shape {tuple(packed.shape)}"
+        )
+    if not isinstance(dtype, torch.dtype) or dtype.is_complex:
+        raise TypeError(f"dtype must be a real or bool torch.dtype, got {dtype!r}")
+    signed = bool(signed) and dtype != torch.bool
+    if signed and dtype in _UNSIGNED:
+        raise ValueError(f"signed=True gives -1 values, which dtype={dtype} cannot hold; pass signed=False")
+    shape = (*packed.shape[:-1], nbits)
+    if out is None:
+        out = torch.empty(shape, dtype=dtype, device=packed.device)
+    else:
+        check_out("out", out, shape=shape, dtype=dtype, device=packed.device)
+    chosen = resolve_backend(backend, "unpack_bits", packed.device, _PREFERENCE)
+    if chosen == "torch":
+        return out.copy_(unpack_bits_reference(packed, nbits, dtype, signed))
+    torch.ops.hashkern.unpack_bits(packed.contiguous(), nbits, signed, out)
+    return out
+
+
+if _ext.extension_loaded():
+    # The ops mutate only `out`: nothing to compute for tracing.
+    @torch.library.register_fake("hashkern::pack_bits")
+    def _pack_bits_fake(codes, out):
+        return None
+
+    @torch.library.register_fake("hashkern::unpack_bits")
+    def _unpack_bits_fake(packed, nbits, signed, out):
+        return None

@@ -1,0 +1,42 @@
+"""What was built, the errors for what was not, and torch.compile over the compiled ops."""
+import os
+
+import pytest
+import torch
+
+import hashkern
+from hashkern import _ext
+
+COMPILED_OPS = ["pack_bits", "unpack_bits", "hamming_distance"]
+
+
+def test_extension_has_cpu_kernels():
+    assert _ext.extension_loaded(), hashkern.build_info()
+    for op in COMPILED_OPS:
+        assert _ext.has_kernel(op, "cpu"), op
+
+
+@pytest.mark.skipif(os.environ.get("HASHKERN_EXPECT_CUDA") != "1",
+                    reason="HASHKERN_EXPECT_CUDA=1 (set by `make test`) asks that the CUDA kernels were built")
+def test_cuda_kernels_were_compiled_and_linked():
+    for op in COMPILED_OPS:
+        assert _ext.has_kernel(op, "cuda"), f"{op}: {hashkern.build_info()}"
+    print(hashkern.build_info())
+
+
+def test_unbuilt_backend_error_says_how_to_build(monkeypatch):
+    monkeypatch.setattr(_ext, "_load_error", "HASHKERN_NO_EXT=1 was set when hashkern was built or imported")
+    codes = torch.ones(2, 8)
+    with pytest.raises(RuntimeError, match="pip install --no-build-isolation"):
+        hashkern.pack_bits(codes, backend="cpu")
+    # auto falls back to the PyTorch path
+    assert torch.equal(hashkern.pack_bits(codes), torch.full((2, 1), 255, dtype=torch.uint8))
+
+
+def test_ops_compile_without_graph_breaks():
+    def search(q_codes, db_codes):
+        return hashkern.hamming_distance(hashkern.pack_bits(q_codes), hashkern.pack_bits(db_codes))
+
+    compiled = torch.compile(search, backend="aot_eager", fullgraph=True)
+    q, db = torch.rand(5, 70) < 0.5, torch.rand(9, 70) < 0.5
+    assert torch.equal(compiled(q, db), search(q, db))
