@@ -1,0 +1,71 @@
+"""The standard unsupervised-hashing protocol split, and loading a dataset by name into it."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from hashkern._validation import check_int, check_tensor
+from hashkern.data.datasets import (FASHION_MNIST_DIR, ImageSet, load_cifar10, load_fashion_mnist,
+                                    load_image_list)
+
+DATASETS = ("fashion-mnist", "cifar10", "imagelist")
+
+
+@dataclass
+class Split:
+    """query / train / database image sets of one dataset."""
+    query: ImageSet
+    train: ImageSet
+    database: ImageSet
+
+
+def standard_split(labels: torch.Tensor, query_per_class: int = 100, train_per_class: int = 500,
+                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per class, ``query_per_class`` queries and ``train_per_class`` training images, the rest database.
+
+    labels: [N] int64 class ids. Returns index tensors (query, train, database), disjoint, each
+    sorted by class then by a seeded permutation. With 10 classes and the defaults: 1,000 queries,
+    5,000 training images (the CIFAR-10 protocol of CIBHash, NSH and WCH).
+    """
+    check_tensor("labels", labels, ndim=1, dtypes=(torch.int64, torch.int32))
+    check_int("query_per_class", query_per_class, low=1)
+    check_int("train_per_class", train_per_class, low=1)
+    gen = torch.Generator().manual_seed(int(seed))
+    query, train, database = [], [], []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        if members.numel() < query_per_class + train_per_class:
+            raise ValueError(f"class {c} has {members.numel()} images, fewer than query_per_class + "
+                             f"train_per_class = {query_per_class + train_per_class}")
+        members = members[torch.randperm(members.numel(), generator=gen)]
+        query.append(members[:query_per_class])
+        train.append(members[query_per_class:query_per_class + train_per_class])
+        database.append(members[query_per_class + train_per_class:])
+    return torch.cat(query), torch.cat(train), torch.cat(database)
+
+
+def load_split(dataset: str, data_dir: str | None = None, *, seed: int = 0, query_per_class: int = 100,
+               train_per_class: int = 500, image_size: int = 224) -> Split:
+    """Load ``dataset`` ("fashion-mnist", "cifar10" or "imagelist") and split it.
+
+    Single-label sets get :func:`standard_split`; an image-list folder brings its own
+    ``test.txt`` (queries), ``train.txt`` and ``database.txt``.
+    """
+    if dataset == "fashion-mnist":
+        full = load_fashion_mnist(data_dir or FASHION_MNIST_DIR)
+    elif dataset == "cifar10":
+        if data_dir is None:
+            raise ValueError("cifar10 needs --data-dir: the cifar-10-batches-py folder")
+        full = load_cifar10(data_dir)
+    elif dataset == "imagelist":
+        if data_dir is None:
+            raise ValueError("imagelist needs --data-dir: a folder with train.txt, test.txt, database.txt")
+        sets = [load_image_list(data_dir, os.path.join(data_dir, f"{n}.txt"), image_size)
+                for n in ("test", "train", "database")]
+        return Split(*sets)
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+    q, t, d = standard_split(full.labels, query_per_class, train_per_class, seed)
+    return Split(full.subset(q), full.subset(t), full.subset(d))

@@ -1,0 +1,164 @@
+"""Feature backbones: ViT-B/16 patch tokens, VGG-16 fc7, and a small ViT that trains from scratch.
+
+Architectures come from timm / torchvision; weights only ever come from a local file (nothing
+is downloaded). Every backbone takes images [b, C, H, W] (already resized and normalised to
+``input_size``) and exposes
+- ``forward(x) -> [b, D]`` a pooled feature, and
+- ``tokens(x) -> [b, P, D]`` patch tokens without the CLS token (ViTs only: ``has_tokens``).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+
+BACKBONES = ("small-vit", "vit-b16", "vgg16")
+
+
+def _match_channels(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    # Grayscale data into an RGB backbone: repeat the channel rather than fail.
+    if x.shape[1] == 1 and in_chans == 3:
+        return x.expand(-1, 3, -1, -1)
+    if x.shape[1] != in_chans:
+        raise ValueError(f"images must have {in_chans} channels, got {x.shape[1]}")
+    return x
+
+
+def _read_state_dict(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path!r} does not exist (weights are never downloaded: "
+                                "pass the path of a local file)")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable / not a tensor file
+        raise ValueError(f"weights file {path!r} could not be read as a state dict: {exc}") from exc
+    for key in ("state_dict", "model"):  # common checkpoint wrappers
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"weights file {path!r} does not hold a state dict of tensors")
+    return state
+
+
+def _load_strict(module: nn.Module, state: dict, path: str, what: str, ignore_prefixes=()) -> None:
+    state = {k.removeprefix("module."): v for k, v in state.items()
+             if not any(k.startswith(p) for p in ignore_prefixes)}
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+        if wrong:
+            parts.append(f"wrong shapes for {wrong[:3]}")
+        raise ValueError(f"weights file {path!r} does not fit {what}: " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+class ViTBackbone(nn.Module):
+    """A timm VisionTransformer without its classifier head.
+
+    ``tokens(x)`` -> [b, P, D] final-normed patch tokens (CLS dropped); ``forward(x)`` -> [b, D] the CLS token.
+    """
+    has_tokens = True
+
+    def __init__(self, *, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
+                 in_chans: int = 3, mlp_ratio: float = 4.0):
+        super().__init__()
+        from timm.models.vision_transformer import VisionTransformer
+
+        self.vit = VisionTransformer(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0,
+                                     embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio)
+        self.dim, self.input_size, self.in_chans = embed_dim, img_size, in_chans
+        self.num_patches = (img_size // patch_size) ** 2
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit.forward_features(_match_channels(x, self.in_chans))  # [b, 1 + P, D]
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self._features(x)[:, self.vit.num_prefix_tokens:]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._features(x)[:, 0]
+
+
+def small_vit(in_chans: int = 1, img_size: int = 28, patch_size: int = 4, embed_dim: int = 96, depth: int = 4,
+              num_heads: int = 4) -> ViTBackbone:
+    """A ViT small enough to train from scratch on a CPU in minutes (28² input, 49 patches, ~0.45M params)."""
+    return ViTBackbone(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
+                       num_heads=num_heads, in_chans=in_chans, mlp_ratio=2.0)
+
+
+def vit_b16(weights: str | None = None) -> ViTBackbone:
+    """ViT-B/16 at 224² (196 patches of D=768), as WCH uses.
+
+    ``weights``: Google's ``ViT-B_16.npz`` (the format of the WCH code) or a timm / PyTorch state
+    dict (``.pth``/``.pt``/``.bin``/``.safetensors``); the classifier head in the file is ignored.
+    """
+    model = ViTBackbone(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12)
+    if weights is not None:
+        if weights.endswith(".npz"):
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(f"weights file {weights!r} does not exist")
+            from timm.models.vision_transformer import _load_weights
+            try:
+                _load_weights(model.vit, weights)
+            except (KeyError, ValueError, RuntimeError) as exc:
+                raise ValueError(f"weights file {weights!r} is not a ViT-B/16 .npz checkpoint: {exc}") from exc
+        else:
+            _load_strict(model.vit, _read_state_dict(weights), weights, "ViT-B/16", ignore_prefixes=("head.",))
+    return model
+
+
+class VGG16Backbone(nn.Module):
+    """torchvision VGG-16 up to fc7 (after its ReLU): forward(x) -> [b, 4096], as CIBHash / NSH use.
+
+    ``frozen`` (default) keeps the weights fixed and the dropout off, as those papers do.
+    """
+    has_tokens = False
+
+    def __init__(self, weights: str | None = None, frozen: bool = True):
+        super().__init__()
+        from torchvision.models import vgg16
+
+        net = vgg16(weights=None)
+        if weights is not None:
+            _load_strict(net, _read_state_dict(weights), weights, "torchvision VGG-16")
+        self.features, self.avgpool = net.features, net.avgpool
+        self.fc7 = nn.Sequential(*list(net.classifier.children())[:5])  # fc6, relu, drop, fc7, relu
+        self.dim, self.input_size, self.in_chans, self.frozen = 4096, 224, 3, frozen
+        if frozen:
+            self.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        return super().train(mode and not self.frozen)
+
+    def tokens(self, x):
+        raise ValueError("VGG-16 has no patch tokens; WCH needs a ViT backbone (small-vit or vit-b16)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(_match_channels(x, 3)))
+        return self.fc7(torch.flatten(x, 1))
+
+
+def build_backbone(name: str, weights: str | None = None, in_chans: int = 3, img_size: int | None = None,
+                   **kwargs) -> nn.Module:
+    """A backbone by name: "small-vit" (from scratch), "vit-b16" or "vgg16" (local weights)."""
+    if name == "small-vit":
+        if weights is not None:
+            raise ValueError("small-vit trains from scratch: it takes no weights file")
+        return small_vit(in_chans=in_chans, img_size=img_size or 28, **kwargs)
+    if name == "vit-b16":
+        return vit_b16(weights)
+    if name == "vgg16":
+        return VGG16Backbone(weights, **kwargs)
+    raise ValueError(f"unknown backbone {name!r}; choose from {BACKBONES}")

@@ -1,0 +1,46 @@
+"""NSH — Naturally-Sorted Hashing (Yu, Shen, Wang, Zhang, Torr, IJCAI 2022)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from hashkern._validation import check_int
+from hashkern.codes import sign_ste
+from hashkern.distributed import gather_batch
+from hashkern.losses.sorted_nce import SortedNCELoss
+from hashkern.models.base import HashModel
+
+
+class NSH(HashModel):
+    """NSH: codes B ∈ {±1}^K and latents Z ∈ R^dz from a shared trunk, trained with ``SortedNCELoss``.
+
+    Trunk: Linear(D, hidden) -> ReLU; code head Linear(hidden, K) -> sign (STE); latent head
+    Linear(hidden, latent_dim). The loss soft-sorts view-1 latents by code similarity to each
+    anchor and contrasts the first ``num_positives`` ranks with the rest (global batch under DDP).
+    """
+
+    def __init__(self, backbone: nn.Module, nbits: int, latent_dim: int = 128, num_positives: int = 4,
+                 temperature: float = 0.2, sort_temperature: float = 0.1, hidden: int = 1024):
+        super().__init__(backbone, nbits)
+        self.latent_dim = check_int("latent_dim", latent_dim, low=1)
+        self.num_positives = check_int("num_positives", num_positives, low=1)
+        self.trunk = nn.Sequential(nn.Linear(backbone.dim, hidden), nn.ReLU(inplace=True))
+        self.code_head = nn.Linear(hidden, nbits)
+        self.latent_head = nn.Linear(hidden, latent_dim)
+        self.sorted_nce = SortedNCELoss(num_positives, temperature=temperature, sort_temperature=sort_temperature)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.code_head(self.trunk(self.backbone(x)))
+
+    def _forward(self, x):
+        t = self.trunk(self.backbone(x))
+        return sign_ste(torch.tanh(self.code_head(t))), self.latent_head(t)
+
+    def loss(self, view1: torch.Tensor, view2: torch.Tensor) -> dict:
+        """view1, view2: [b, C, H, W] -> {"loss"}; needs a global batch larger than ``num_positives``."""
+        self._check_views(view1, view2)
+        (b1, z1), (b2, z2) = self._forward(view1), self._forward(view2)
+        b1, b2, z1, z2 = gather_batch(b1, b2, z1, z2)
+        if b1.shape[0] <= self.num_positives:
+            raise ValueError(f"the batch ({b1.shape[0]}) must be larger than num_positives ({self.num_positives})")
+        return {"loss": self.sorted_nce(b1, b2, z1, z2)}

@@ -1,0 +1,75 @@
+"""Shallow baselines on raw features: LSH (random hyperplanes) and ITQ (Gong & Lazebnik, CVPR 2011)."""
+from __future__ import annotations
+
+import torch
+
+from hashkern._validation import check_int, check_tensor
+
+
+def as_features(x: torch.Tensor) -> torch.Tensor:
+    """images [n, C, H, W] (uint8 or float) or features [n, d] -> float64 [n, d]."""
+    check_tensor("x", x, ndim=(2, 4))
+    return x.reshape(x.shape[0], -1).double()
+
+
+class LSH:
+    """Sign of random Gaussian projections of mean-centred features: ``LSH(nbits, seed).fit(X).encode(X)``."""
+
+    def __init__(self, nbits: int, seed: int = 0):
+        self.nbits, self.seed = check_int("nbits", nbits, low=1), int(seed)
+        self.mean = self.planes = None
+
+    def fit(self, x: torch.Tensor) -> "LSH":
+        """x: [n, d] features or [n, C, H, W] images (flattened)."""
+        x = as_features(x)
+        gen = torch.Generator().manual_seed(self.seed)
+        self.mean = x.mean(0)
+        self.planes = torch.randn(x.shape[1], self.nbits, generator=gen, dtype=torch.float64)
+        return self
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """-> [n, K] float32 in {-1, +1}."""
+        if self.planes is None:
+            raise RuntimeError("call fit() before encode()")
+        x = as_features(x)
+        if x.shape[1] != self.planes.shape[0]:
+            raise ValueError(f"x has {x.shape[1]} features, fit() saw {self.planes.shape[0]}")
+        proj = (x - self.mean) @ self.planes
+        return torch.where(proj >= 0, 1.0, -1.0).float()
+
+
+class ITQ:
+    """PCA to K dimensions, then the rotation R minimising ||sign(VR) - VR||² (``iterations`` rounds)."""
+
+    def __init__(self, nbits: int, iterations: int = 50, seed: int = 0):
+        self.nbits = check_int("nbits", nbits, low=1)
+        self.iterations = check_int("iterations", iterations, low=0)
+        self.seed = int(seed)
+        self.mean = self.pca = self.rotation = None
+
+    def fit(self, x: torch.Tensor) -> "ITQ":
+        x = as_features(x)
+        if self.nbits > min(x.shape):
+            raise ValueError(f"ITQ needs nbits <= min(n, d) = {min(x.shape)}, got {self.nbits}")
+        self.mean = x.mean(0)
+        xc = x - self.mean
+        # Top-K principal directions from the covariance [d, d] (cheap for d in the thousands).
+        evals, evecs = torch.linalg.eigh(xc.t() @ xc)
+        self.pca = evecs[:, torch.argsort(evals, descending=True)[:self.nbits]]
+        v = xc @ self.pca
+        gen = torch.Generator().manual_seed(self.seed)
+        r, _ = torch.linalg.qr(torch.randn(self.nbits, self.nbits, generator=gen, dtype=torch.float64))
+        for _ in range(self.iterations):
+            b = torch.where(v @ r >= 0, 1.0, -1.0).double()
+            u, _, wt = torch.linalg.svd(v.t() @ b)  # R = U Wᵀ maximises tr(Bᵀ V R)
+            r = u @ wt
+        self.rotation = r
+        return self
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rotation is None:
+            raise RuntimeError("call fit() before encode()")
+        x = as_features(x)
+        if x.shape[1] != self.pca.shape[0]:
+            raise ValueError(f"x has {x.shape[1]} features, fit() saw {self.pca.shape[0]}")
+        return torch.where((x - self.mean) @ self.pca @ self.rotation >= 0, 1.0, -1.0).float()
