@@ -58,6 +58,14 @@ def check_int(name: str, value, *, low: int | None = None, high: int | None = No
     return value
 
 
+def output_buffer(out: torch.Tensor | None, *, shape: tuple, dtype: torch.dtype, device: torch.device,
+                  name: str = "out") -> torch.Tensor:
+    """The caller's ``out`` after checking it, or a new uninitialised tensor."""
+    if out is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    return check_out(name, out, shape=shape, dtype=dtype, device=device)
+
+
 def check_out(name: str, out: torch.Tensor, *, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A caller-provided output buffer: exact shape, dtype, device, and contiguous."""
     check_tensor(name, out)

@@ -40,3 +40,16 @@ def test_ops_compile_without_graph_breaks():
     compiled = torch.compile(search, backend="aot_eager", fullgraph=True)
     q, db = torch.rand(5, 70) < 0.5, torch.rand(9, 70) < 0.5
     assert torch.equal(compiled(q, db), search(q, db))
+
+
+def test_direct_op_calls_check_their_arguments():
+    """torch.ops.hashkern.* bypass the Python checks; the C++ checks still refuse bad shapes."""
+    a = torch.zeros(3, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="same bytes per row"):
+        torch.ops.hashkern.hamming_distance(a, a[:, :4].contiguous(), torch.empty(3, 3, dtype=torch.int32))
+    with pytest.raises(ValueError, match="out must have shape"):
+        torch.ops.hashkern.hamming_distance(a, a, torch.empty(2, 3, dtype=torch.int32))
+    with pytest.raises(ValueError, match="bytes per row for nbits=9"):
+        torch.ops.hashkern.unpack_bits(a, 9, True, torch.empty(3, 9))
+    with pytest.raises(ValueError, match="out must have shape"):
+        torch.ops.hashkern.pack_bits(torch.ones(2, 9), torch.empty(2, 1, dtype=torch.uint8))

@@ -30,13 +30,8 @@ void hamming_tiles(const uint8_t* a, const uint8_t* b, int32_t* out, int64_t na,
 }
 
 void hamming_distance_cpu(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
-  check_packed("a", a);
-  check_packed("b", b);
-  TORCH_CHECK_VALUE(a.dim() == 2 && b.dim() == 2, "a and b must be 2-D packed codes");
-  TORCH_CHECK_VALUE(a.size(1) == b.size(1), "a and b must have the same bytes per row, got ",
-                    a.size(1), " and ", b.size(1));
+  check_hamming_args(a, b, out);
   const int64_t na = a.size(0), nb = b.size(0), width = a.size(1);
-  check_out(out, {na, nb}, at::kInt, a);
   if (na == 0 || nb == 0) return;
   const uint8_t* pa = a.const_data_ptr<uint8_t>();
   const uint8_t* pb = b.const_data_ptr<uint8_t>();

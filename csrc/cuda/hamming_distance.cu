@@ -65,14 +65,8 @@ at::Tensor as_words(const at::Tensor& packed) {
 }
 
 void hamming_distance_cuda(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
-  check_packed("a", a);
-  check_packed("b", b);
-  TORCH_CHECK_VALUE(a.dim() == 2 && b.dim() == 2, "a and b must be 2-D packed codes");
-  TORCH_CHECK_VALUE(a.size(1) == b.size(1), "a and b must have the same bytes per row, got ",
-                    a.size(1), " and ", b.size(1));
-  TORCH_CHECK_VALUE(a.device() == b.device(), "a and b must be on the same device");
+  check_hamming_args(a, b, out);
   const int64_t na = a.size(0), nb = b.size(0);
-  check_out(out, {na, nb}, at::kInt, a);
   if (na == 0 || nb == 0) return;
   c10::cuda::CUDAGuard guard(a.device());
   const at::Tensor wa = as_words(a), wb = as_words(b);

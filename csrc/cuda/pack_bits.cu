@@ -47,12 +47,7 @@ __global__ void unpack_bits_kernel(const uint8_t* __restrict__ packed,  // [rows
 }
 
 void pack_bits_cuda(const at::Tensor& codes, at::Tensor& out) {
-  TORCH_CHECK_VALUE(codes.dim() >= 1 && codes.size(-1) >= 1, "codes must have a last dim K >= 1");
-  TORCH_CHECK_VALUE(codes.is_contiguous(), "codes must be contiguous");
-  const int64_t nbits = codes.size(-1), width = packed_width(nbits);
-  auto shape = codes.sizes().vec();
-  shape.back() = width;
-  check_out(out, shape, at::kByte, codes);
+  const int64_t nbits = check_pack_args(codes, out), width = packed_width(nbits);
   const int64_t rows = codes.numel() / nbits;
   if (rows == 0) return;
   c10::cuda::CUDAGuard guard(codes.device());
@@ -65,16 +60,8 @@ void pack_bits_cuda(const at::Tensor& codes, at::Tensor& out) {
 }
 
 void unpack_bits_cuda(const at::Tensor& packed, int64_t nbits, bool is_signed, at::Tensor& out) {
-  check_packed("packed", packed);
-  TORCH_CHECK_VALUE(nbits >= 1, "nbits must be >= 1, got ", nbits);
-  TORCH_CHECK_VALUE(packed.dim() >= 1 && packed.size(-1) == packed_width(nbits), "packed must have ",
-                    packed_width(nbits), " bytes per row for nbits=", nbits);
+  check_unpack_args(packed, nbits, is_signed, out);
   const int64_t width = packed.size(-1);
-  auto shape = packed.sizes().vec();
-  shape.back() = nbits;
-  check_out(out, shape, out.scalar_type(), packed);
-  TORCH_CHECK_VALUE(!(is_signed && (out.scalar_type() == at::kBool || out.scalar_type() == at::kByte)),
-                    "signed=True needs a signed out dtype, got ", out.scalar_type());
   const int64_t rows = packed.numel() / width;
   if (rows == 0) return;
   c10::cuda::CUDAGuard guard(packed.device());

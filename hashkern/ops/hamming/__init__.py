@@ -5,7 +5,7 @@ import torch
 
 from hashkern import _ext
 from hashkern._dispatch import resolve_backend
-from hashkern._validation import check_out, check_same_device, check_tensor
+from hashkern._validation import check_same_device, check_tensor, output_buffer
 from hashkern.ops.hamming.reference import hamming_distance_reference
 
 __all__ = ["hamming_distance", "hamming_distance_reference", "check_packed_pair"]
@@ -42,10 +42,7 @@ def hamming_distance(a_packed: torch.Tensor, b_packed: torch.Tensor, *, out: tor
     """
     check_packed_pair("a_packed", a_packed, "b_packed", b_packed)
     shape = (a_packed.shape[0], b_packed.shape[0])
-    if out is None:
-        out = torch.empty(shape, dtype=torch.int32, device=a_packed.device)
-    else:
-        check_out("out", out, shape=shape, dtype=torch.int32, device=a_packed.device)
+    out = output_buffer(out, shape=shape, dtype=torch.int32, device=a_packed.device)
     chosen = resolve_backend(backend, "hamming_distance", a_packed.device, _PREFERENCE)
     if chosen == "torch":
         return out.copy_(hamming_distance_reference(a_packed, b_packed))

@@ -10,7 +10,7 @@ import torch
 
 from hashkern import _ext
 from hashkern._dispatch import resolve_backend
-from hashkern._validation import check_int, check_out, check_tensor
+from hashkern._validation import check_int, check_tensor, output_buffer
 from hashkern.ops.packbits.reference import pack_bits_reference, unpack_bits_reference
 
 __all__ = ["pack_bits", "unpack_bits", "pack_bits_reference", "unpack_bits_reference", "packed_width"]
@@ -62,10 +62,7 @@ def pack_bits(codes: torch.Tensor, *, out: torch.Tensor | None = None, backend: 
         raise ValueError(f"codes must have a last dimension K >= 1 (the bits), got shape {tuple(codes.shape)}")
     _check_binary_values(codes)
     shape = (*codes.shape[:-1], packed_width(codes.shape[-1]))
-    if out is None:
-        out = torch.empty(shape, dtype=torch.uint8, device=codes.device)
-    else:
-        check_out("out", out, shape=shape, dtype=torch.uint8, device=codes.device)
+    out = output_buffer(out, shape=shape, dtype=torch.uint8, device=codes.device)
     chosen = resolve_backend(backend, "pack_bits", codes.device, _PREFERENCE)
     if chosen == "torch":
         return out.copy_(pack_bits_reference(codes))
@@ -100,10 +97,7 @@ def unpack_bits(packed: torch.Tensor, nbits: int, *, dtype: torch.dtype = torch.
     if signed and dtype in _UNSIGNED:
         raise ValueError(f"signed=True gives -1 values, which dtype={dtype} cannot hold; pass signed=False")
     shape = (*packed.shape[:-1], nbits)
-    if out is None:
-        out = torch.empty(shape, dtype=dtype, device=packed.device)
-    else:
-        check_out("out", out, shape=shape, dtype=dtype, device=packed.device)
+    out = output_buffer(out, shape=shape, dtype=dtype, device=packed.device)
     chosen = resolve_backend(backend, "unpack_bits", packed.device, _PREFERENCE)
     if chosen == "torch":
         return out.copy_(unpack_bits_reference(packed, nbits, dtype, signed))
