@@ -55,8 +55,8 @@ class HammingIndex:
     def __init__(self, nbits: int, device: torch.device | str = "cpu"):
         self.nbits = check_int("nbits", nbits, low=1, high=2**31 - 1)
         self.width = (self.nbits + 7) // 8
-        self._device = torch.device(device)
-        self._buffer = torch.empty(0, self.width, dtype=torch.uint8, device=self._device)
+        self._buffer = torch.empty(0, self.width, dtype=torch.uint8, device=device)
+        self._device = self._buffer.device  # "cuda" resolved to "cuda:<current>"
         self._count = 0
 
     @property
@@ -77,6 +77,8 @@ class HammingIndex:
     def _pack(self, name: str, codes) -> torch.Tensor:
         """±1 / {0,1} / bool ``[n, nbits]``, or packed uint8 ``[n, ceil(nbits/8)]`` -> packed, on our device."""
         check_tensor(name, codes, ndim=2)
+        if codes.device != self._device:
+            raise ValueError(f"{name} must be on the index's device {self._device}, got {codes.device}")
         if codes.dtype == torch.uint8:  # uint8 is always taken as packed bytes
             if codes.shape[1] != self.width:
                 raise ValueError(
@@ -90,8 +92,6 @@ class HammingIndex:
             if codes.shape[1] != self.nbits:
                 raise ValueError(f"{name} must have nbits={self.nbits} bits per code, got shape {tuple(codes.shape)}")
             packed = pack_bits(codes)
-        if packed.device != self._device:
-            raise ValueError(f"{name} must be on the index's device {self._device}, got {packed.device}")
         return packed.contiguous()
 
     def add(self, codes) -> torch.Tensor:
@@ -131,9 +131,9 @@ class HammingIndex:
 
     def to(self, device: torch.device | str) -> "HammingIndex":
         """Move the codes to ``device`` (in place, like ``nn.Module.to``); returns self."""
-        device = torch.device(device)
-        self._buffer = self.codes.to(device).clone() if device != self._device else self._buffer
-        self._device = device
+        moved = self.codes.to(device)
+        if moved.device != self._device:
+            self._buffer, self._device = moved.clone(), moved.device
         return self
 
     def save(self, path: str | os.PathLike) -> None:
