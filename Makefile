@@ -32,7 +32,7 @@ $(VENV)/.deps:
 # Builds hashkern._C the way a user does; the log is kept, its summary printed.
 $(VENV)/.installed: $(VENV)/.deps $(SOURCES)
 	$(PIP) install -v --no-build-isolation -e . > $(VENV)/build.log 2>&1 || (tail -50 $(VENV)/build.log; exit 1)
-	@grep -E "^hashkern: building" $(VENV)/build.log || true
+	@grep -m1 -oE "hashkern: building.*" $(VENV)/build.log || true
 	@echo "compiled: $$(grep -cE '\.(cu|cpp) -o ' $(VENV)/build.log) sources ($$(grep -cE 'nvcc.*\.cu -o ' $(VENV)/build.log) CUDA), linked into $$(ls hashkern/_C*.so 2>/dev/null)"
 	$(PY) -c "import hashkern; print(hashkern.build_info())"
 	touch $@
