@@ -14,6 +14,14 @@ TORCH_LIBRARY(hashkern, m) {
   m.def("unpack_bits(Tensor packed, int nbits, bool signed, Tensor(a!) out) -> ()");
   // a [na, W], b [nb, W] uint8 -> out [na, nb] int32 = popcount(a_i xor b_j).
   m.def("hamming_distance(Tensor a, Tensor b, Tensor(a!) out) -> ()");
+  // q [nq, W], db [N, W] uint8, 1 <= k <= N -> dist [nq, k] int32, idx [nq, k] int64: the k
+  // nearest by (distance, index) ascending.
+  m.def("hamming_topk(Tensor q, Tensor db, int k, Tensor(a!) dist, Tensor(b!) idx) -> ()");
+  // counts [nq] int64: how many database codes lie within distance r of each query.
+  m.def("hamming_radius_count(Tensor q, Tensor db, int r, Tensor(a!) counts) -> ()");
+  // offsets [nq + 1] int64 (0, then the cumulative counts) -> idx [nnz] int64, dist [nnz] int32:
+  // query i's hits in [offsets[i], offsets[i+1]), by (distance, index) ascending.
+  m.def("hamming_radius_fill(Tensor q, Tensor db, int r, Tensor offsets, Tensor(a!) idx, Tensor(b!) dist) -> ()");
 }
 
 // Importing hashkern._C runs the registrations above; the module itself is empty.

@@ -156,3 +156,36 @@ def test_bad_inputs(device):
         hamming_radius(q, db[:0], 1)
     with pytest.raises(ValueError, match="backend must be one of"):
         hamming_topk(q, db, 1, backend="faiss")
+
+
+def staircase(n, nbits, device, descending):
+    """Codes whose distance to the all-ones code steps through every value, in index order."""
+    levels = torch.arange(n, device=device) * (nbits + 1) // n
+    if descending:
+        levels = nbits - levels
+    bits = torch.arange(nbits, device=device)[None, :] < levels[:, None]  # the first `level` bits flipped
+    return torch.where(bits, -1.0, 1.0)
+
+
+@pytest.mark.parametrize("descending", [True, False])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_topk_streaming_worst_orders(device, descending, backend):
+    # Descending: every item beats the ones before it, so a streaming selector keeps accepting.
+    db = staircase(5000, 64, device, descending)
+    q = torch.cat([torch.ones(1, 64, device=device), random_codes(2, 64, device)])
+    for k in (1, 10, 77, 625):
+        dist, idx = hamming_topk(pack_bits(q), pack_bits(db), k, backend=backend)
+        ref = numpy_topk(q, db, k)
+        np.testing.assert_array_equal(dist.cpu().numpy(), ref[0])
+        np.testing.assert_array_equal(idx.cpu().numpy(), ref[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_topk_large_database_few_queries(device, backend):
+    # Few queries and a large database: the kernels split the database and merge the parts.
+    db = pack_bits(random_codes(40000, 32, device, 500))
+    q = pack_bits(random_codes(2, 32, device))
+    for k in (1, 100, 4999, 40000):
+        dist, idx = hamming_topk(q, db, k, backend=backend)
+        rd, ri = hamming_topk_reference(q, db, k)
+        assert torch.equal(dist, rd) and torch.equal(idx, ri)

@@ -1,0 +1,343 @@
+// Exact Hamming top-k and radius search on the CPU.
+//
+// Distances are integers in [0, 8W], so selection counts instead of sorting or keeping a heap:
+//  * small k (8k <= N): one streaming pass keeps a distance histogram of the accepted items and
+//    a threshold T such that fewer than k accepted items lie below T; an item is accepted only
+//    if it can still be in the top k, which for almost every item is one compare. Ties are
+//    taken in index order because the database is scanned in index order.
+//  * large k, and radius search: a histogram pass, then an emit pass that writes each item
+//    straight to its final slot (a counting sort over distances).
+// Both give the k nearest by (distance, index) ascending, in O(N + k + 8W) per query.
+// Few queries: the database is split into chunks searched in parallel, then merged by counting.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../checks.h"
+#include "popcount.h"
+
+namespace hashkern {
+namespace {
+
+constexpr int64_t kBlockRows = 2048;   // database rows a query tile scans while they are in cache
+constexpr int64_t kQueryTile = 8;      // queries sharing each block of database rows
+constexpr int64_t kMinChunkRows = 16384;
+
+struct Codes {
+  const uint8_t* data;
+  int64_t width, words, tail;
+  const uint8_t* row(int64_t j) const { return data + j * width; }
+};
+
+// Exact top-k by (distance, index) of a stream of items that arrive in increasing index order.
+class Selector {
+ public:
+  void reset(int64_t k, int32_t max_d) {
+    k_ = k;
+    t_ = max_d;
+    limit_ = max_d;
+    count_le_ = 0;
+    size_ = 0;
+    hist_.assign(max_d + 1, 0);
+    cap_ = 2 * k + 64;  // compaction to <= k items makes appends amortised O(1)
+    if (static_cast<int64_t>(dist_.size()) < cap_) {
+      dist_.resize(cap_);
+      idx_.resize(cap_);
+    }
+  }
+
+  // Items at distance <= limit() may still be in the top k; the rest can be skipped.
+  int32_t limit() const { return limit_; }
+
+  void accept(int32_t d, int64_t j) {
+    if (size_ == cap_) compact();
+    dist_[size_] = d;
+    idx_[size_] = j;
+    ++size_;
+    ++hist_[d];
+    ++count_le_;
+    // Once k accepted items lie below T, nothing at T or above is needed any more.
+    while (count_le_ - hist_[t_] >= k_) {
+      count_le_ -= hist_[t_];
+      hist_[t_] = 0;
+      --t_;
+    }
+    limit_ = count_le_ < k_ ? t_ : t_ - 1;
+  }
+
+  // Writes the min(k, items streamed) nearest, ordered by (distance, index); returns how many.
+  int64_t finish(int32_t* out_d, int64_t* out_i) {
+    const int64_t below = count_le_ - hist_[t_];
+    const int64_t total = below + std::min<int64_t>(hist_[t_], k_ - below);
+    offset_.assign(t_ + 1, 0);
+    for (int32_t d = 1; d <= t_; ++d) offset_[d] = offset_[d - 1] + hist_[d - 1];
+    for (int64_t s = 0; s < size_; ++s) {
+      const int32_t d = dist_[s];
+      if (d > t_) continue;  // stale: accepted before the threshold dropped below it
+      const int64_t p = offset_[d];
+      if (p >= total) continue;  // a tie at T beyond the first k
+      out_d[p] = d;
+      out_i[p] = idx_[s];
+      offset_[d] = p + 1;
+    }
+    return total;
+  }
+
+ private:
+  void compact() {
+    const int64_t below = count_le_ - hist_[t_];
+    const int64_t keep_at_t = std::min<int64_t>(hist_[t_], k_ - below);
+    int64_t kept = 0, at_t = 0;
+    for (int64_t s = 0; s < size_; ++s) {
+      const int32_t d = dist_[s];
+      if (d < t_ || (d == t_ && at_t++ < keep_at_t)) {
+        dist_[kept] = d;
+        idx_[kept] = idx_[s];
+        ++kept;
+      }
+    }
+    size_ = kept;
+    hist_[t_] = keep_at_t;
+    count_le_ = below + keep_at_t;
+  }
+
+  int64_t k_ = 0, count_le_ = 0, size_ = 0, cap_ = 0;
+  int32_t t_ = 0, limit_ = 0;
+  std::vector<int64_t> hist_, offset_;
+  std::vector<int32_t> dist_;
+  std::vector<int64_t> idx_;
+};
+
+template <int kWords>
+inline void scan(const uint8_t* q, const Codes& db, int64_t j0, int64_t j1, Selector& sel) {
+  int32_t limit = sel.limit();
+  const uint8_t* row = db.row(j0);
+  for (int64_t j = j0; j < j1; ++j, row += db.width) {
+    const int32_t d = hamming_row<kWords>(q, row, db.words, db.tail);
+    if (__builtin_expect(d <= limit, 0)) {
+      sel.accept(d, j);
+      limit = sel.limit();
+    }
+  }
+}
+
+// Streaming top-k of every (query tile, database chunk): candidates [nq, chunks, k], each list
+// sorted by (distance, index) and min(k, chunk rows) long.
+template <int kWords>
+void stream_topk(const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k, int64_t chunk_rows,
+                 int64_t chunks, int32_t* cand_d, int64_t* cand_i) {
+  const int32_t max_d = static_cast<int32_t>(8 * db.width);
+  const int64_t tiles = (nq + kQueryTile - 1) / kQueryTile;
+  at::parallel_for(0, tiles * chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<Selector> sel(kQueryTile);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t q0 = (task / chunks) * kQueryTile, q1 = std::min(nq, q0 + kQueryTile);
+      const int64_t chunk = task % chunks;
+      const int64_t j0 = chunk * chunk_rows, j1 = std::min(n, j0 + chunk_rows);
+      for (int64_t i = q0; i < q1; ++i) sel[i - q0].reset(std::min(k, j1 - j0), max_d);
+      for (int64_t b = j0; b < j1; b += kBlockRows) {
+        const int64_t b1 = std::min(j1, b + kBlockRows);
+        for (int64_t i = q0; i < q1; ++i) scan<kWords>(q + i * db.width, db, b, b1, sel[i - q0]);
+      }
+      for (int64_t i = q0; i < q1; ++i) {
+        const int64_t at = (i * chunks + chunk) * k;
+        sel[i - q0].finish(cand_d + at, cand_i + at);
+      }
+    }
+  });
+}
+
+// Merges each query's per-chunk lists (in chunk order, so equal distances stay in index order).
+void merge_chunks(int64_t nq, int64_t n, int64_t k, int64_t chunk_rows, int64_t chunks, int32_t max_d,
+                  const int32_t* cand_d, const int64_t* cand_i, int32_t* out_d, int64_t* out_i) {
+  at::parallel_for(0, nq, 1, [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> offset(max_d + 2);
+    for (int64_t i = begin; i < end; ++i) {
+      std::fill(offset.begin(), offset.end(), 0);
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t len = std::min(k, std::min(n, (c + 1) * chunk_rows) - c * chunk_rows);
+        const int32_t* d = cand_d + (i * chunks + c) * k;
+        for (int64_t s = 0; s < len; ++s) ++offset[d[s] + 1];
+      }
+      for (int32_t d = 1; d <= max_d + 1; ++d) offset[d] += offset[d - 1];
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t len = std::min(k, std::min(n, (c + 1) * chunk_rows) - c * chunk_rows);
+        const int64_t at = (i * chunks + c) * k;
+        for (int64_t s = 0; s < len; ++s) {
+          const int32_t d = cand_d[at + s];
+          const int64_t p = offset[d];
+          if (p >= k) continue;
+          out_d[i * k + p] = d;
+          out_i[i * k + p] = cand_i[at + s];
+          offset[d] = p + 1;
+        }
+      }
+    }
+  });
+}
+
+// One query, two passes: histogram, then each item with distance <= T straight to its slot,
+// at most `room` of them (ties at T in index order). k == 0 means radius mode: T = radius.
+// Returns how many items qualify (k, or the hits within the radius).
+template <int kWords>
+int64_t two_pass(const uint8_t* q, const Codes& db, int64_t n, int64_t k, int32_t radius, int64_t room,
+                 int32_t* out_d, int64_t* out_i, std::vector<int64_t>& hist) {
+  const int32_t max_d = static_cast<int32_t>(8 * db.width);
+  std::fill(hist.begin(), hist.end(), 0);
+  for (int64_t j = 0; j < n; ++j) ++hist[hamming_row<kWords>(q, db.row(j), db.words, db.tail)];
+  int32_t t = std::min(radius, max_d);
+  int64_t limit = 0, below = 0;
+  if (k > 0) {
+    for (t = 0; below + hist[t] < k; ++t) below += hist[t];
+    limit = k;
+  } else {
+    for (int32_t d = 0; d <= t; ++d) limit += hist[d];
+  }
+  // Exclusive prefix sums: the first slot of each distance.
+  int64_t run = 0;
+  for (int32_t d = 0; d <= t; ++d) {
+    const int64_t c = hist[d];
+    hist[d] = run;
+    run += c;
+  }
+  const int64_t end = std::min(limit, room);
+  for (int64_t j = 0; j < n; ++j) {
+    const int32_t d = hamming_row<kWords>(q, db.row(j), db.words, db.tail);
+    if (d > t) continue;
+    const int64_t p = hist[d];
+    if (p >= end) continue;
+    out_d[p] = d;
+    out_i[p] = j;
+    hist[d] = p + 1;
+  }
+  return limit;
+}
+
+template <int kWords>
+void topk_impl(const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k, int32_t* out_d,
+               int64_t* out_i) {
+  const int32_t max_d = static_cast<int32_t>(8 * db.width);
+  if (8 * k > n) {  // large k: the counting sort over all N is cheaper than streaming
+    at::parallel_for(0, nq, 1, [&](int64_t begin, int64_t end) {
+      std::vector<int64_t> hist(max_d + 1);
+      for (int64_t i = begin; i < end; ++i)
+        two_pass<kWords>(q + i * db.width, db, n, k, 0, k, out_d + i * k, out_i + i * k, hist);
+    });
+    return;
+  }
+  // Enough independent tasks for every thread even with a few queries: split the database.
+  const int64_t tiles = (nq + kQueryTile - 1) / kQueryTile;
+  const int64_t want = (4 * at::get_num_threads() + tiles - 1) / tiles;
+  int64_t chunks = std::max<int64_t>(1, std::min(want, n / kMinChunkRows));
+  const int64_t chunk_rows = (n + chunks - 1) / chunks;
+  chunks = (n + chunk_rows - 1) / chunk_rows;
+  if (chunks == 1) return stream_topk<kWords>(q, nq, db, n, k, chunk_rows, 1, out_d, out_i);
+  std::vector<int32_t> cand_d(nq * chunks * k);
+  std::vector<int64_t> cand_i(nq * chunks * k);
+  stream_topk<kWords>(q, nq, db, n, k, chunk_rows, chunks, cand_d.data(), cand_i.data());
+  merge_chunks(nq, n, k, chunk_rows, chunks, max_d, cand_d.data(), cand_i.data(), out_d, out_i);
+}
+
+template <typename Fn>
+void by_width(int64_t width, Fn&& fn) {
+  switch (width) {  // 64, 128 and 256-bit codes unroll fully
+    case 8: return fn(std::integral_constant<int, 1>{});
+    case 16: return fn(std::integral_constant<int, 2>{});
+    case 32: return fn(std::integral_constant<int, 4>{});
+    default: return fn(std::integral_constant<int, 0>{});
+  }
+}
+
+void check_search_args(const at::Tensor& q, const at::Tensor& db) {
+  check_packed("q", q);
+  check_packed("db", db);
+  TORCH_CHECK_VALUE(q.dim() == 2 && db.dim() == 2, "q and db must be 2-D packed codes");
+  TORCH_CHECK_VALUE(q.size(1) == db.size(1), "q and db must have the same bytes per row, got ", q.size(1),
+                    " and ", db.size(1));
+  TORCH_CHECK_VALUE(q.size(1) >= 1, "codes must have at least one byte per row");
+  TORCH_CHECK_VALUE(db.size(0) >= 1, "db is empty");
+}
+
+Codes codes_of(const at::Tensor& db) {
+  const int64_t width = db.size(1);
+  return {db.const_data_ptr<uint8_t>(), width, width / 8, width % 8};
+}
+
+void hamming_topk_cpu(const at::Tensor& q, const at::Tensor& db, int64_t k, at::Tensor& dist, at::Tensor& idx) {
+  check_search_args(q, db);
+  const int64_t nq = q.size(0), n = db.size(0);
+  TORCH_CHECK_VALUE(k >= 1 && k <= n, "k must be in [1, ", n, "], got ", k);
+  check_out(dist, {nq, k}, at::kInt, q);
+  check_out(idx, {nq, k}, at::kLong, q);
+  if (nq == 0) return;
+  const Codes codes = codes_of(db);
+  by_width(codes.width, [&](auto words) {
+    topk_impl<decltype(words)::value>(q.const_data_ptr<uint8_t>(), nq, codes, n, k, dist.data_ptr<int32_t>(),
+                                      idx.data_ptr<int64_t>());
+  });
+}
+
+void hamming_radius_count_cpu(const at::Tensor& q, const at::Tensor& db, int64_t r, at::Tensor& counts) {
+  check_search_args(q, db);
+  TORCH_CHECK_VALUE(r >= 0, "r must be >= 0, got ", r);
+  check_out(counts, {q.size(0)}, at::kLong, q);
+  const Codes codes = codes_of(db);
+  const int32_t radius = static_cast<int32_t>(std::min<int64_t>(r, 8 * codes.width));
+  const uint8_t* pq = q.const_data_ptr<uint8_t>();
+  int64_t* out = counts.data_ptr<int64_t>();
+  by_width(codes.width, [&](auto words) {
+    constexpr int kWords = decltype(words)::value;
+    at::parallel_for(0, q.size(0), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        int64_t c = 0;
+        for (int64_t j = 0; j < db.size(0); ++j)
+          c += hamming_row<kWords>(pq + i * codes.width, codes.row(j), codes.words, codes.tail) <= radius;
+        out[i] = c;
+      }
+    });
+  });
+}
+
+void hamming_radius_fill_cpu(const at::Tensor& q, const at::Tensor& db, int64_t r, const at::Tensor& offsets,
+                             at::Tensor& idx, at::Tensor& dist) {
+  check_search_args(q, db);
+  TORCH_CHECK_VALUE(r >= 0, "r must be >= 0, got ", r);
+  const int64_t nq = q.size(0);
+  TORCH_CHECK_TYPE(offsets.scalar_type() == at::kLong, "offsets must be int64");
+  TORCH_CHECK_VALUE(offsets.dim() == 1 && offsets.size(0) == nq + 1 && offsets.is_contiguous(),
+                    "offsets must be a contiguous [nq + 1] tensor");
+  const int64_t* off = offsets.const_data_ptr<int64_t>();
+  const int64_t nnz = off[nq];
+  check_out(idx, {nnz}, at::kLong, q);
+  check_out(dist, {nnz}, at::kInt, q);
+  const Codes codes = codes_of(db);
+  const int32_t radius = static_cast<int32_t>(std::min<int64_t>(r, 8 * codes.width));
+  const uint8_t* pq = q.const_data_ptr<uint8_t>();
+  by_width(codes.width, [&](auto words) {
+    constexpr int kWords = decltype(words)::value;
+    at::parallel_for(0, nq, 1, [&](int64_t begin, int64_t end) {
+      std::vector<int64_t> hist(8 * codes.width + 1);
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t len = off[i + 1] - off[i];
+        TORCH_CHECK_VALUE(len >= 0 && off[i] >= 0 && off[i + 1] <= nnz, "offsets must be non-decreasing from 0");
+        const int64_t found = two_pass<kWords>(pq + i * codes.width, codes, db.size(0), 0, radius, len,
+                                               dist.data_ptr<int32_t>() + off[i], idx.data_ptr<int64_t>() + off[i],
+                                               hist);
+        TORCH_CHECK_VALUE(found == len, "offsets do not match hamming_radius_count for query ", i, ": ", len,
+                          " slots for ", found, " hits");
+      }
+    });
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hashkern, CPU, m) {
+  m.impl("hamming_topk", &hamming_topk_cpu);
+  m.impl("hamming_radius_count", &hamming_radius_count_cpu);
+  m.impl("hamming_radius_fill", &hamming_radius_fill_cpu);
+}
+
+}  // namespace hashkern
