@@ -1,0 +1,71 @@
+"""Evaluation of codes: mAP@k, precision within Hamming radius 2, precision-recall curves, JSON and PNG."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import torch
+
+from hashkern.metrics import mean_average_precision, precision_at_radius, precision_recall_curve
+
+METRICS = ("map", "p@r2", "pr")
+
+
+def subset_database(database, size: int | None, seed: int = 0):
+    """A seeded random subset of ``size`` database images (all of them when ``size`` is None or larger)."""
+    if size is None or size >= len(database):
+        return database
+    if size < 1:
+        raise ValueError(f"database_size must be >= 1, got {size}")
+    gen = torch.Generator().manual_seed(int(seed) + 77)
+    return database.subset(torch.randperm(len(database), generator=gen)[:size].sort().values)
+
+
+def evaluate_codes(q_codes: torch.Tensor, q_labels: torch.Tensor, db_codes: torch.Tensor, db_labels: torch.Tensor,
+                   topk: int = 1000, metrics=METRICS) -> dict:
+    """q_codes [nq, K], db_codes [N, K] ±1 -> {"map@k", "p@r2", "pr": {"precision", "recall"}} (as asked)."""
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
+    out = {}
+    if "map" in metrics:
+        out[f"map@{topk}"] = mean_average_precision(q_codes, db_codes, q_labels, db_labels, topk=topk)
+    if "p@r2" in metrics:
+        out["p@r2"] = precision_at_radius(q_codes, db_codes, q_labels, db_labels, r=2)
+    if "pr" in metrics:
+        _, precision, recall = precision_recall_curve(q_codes, db_codes, q_labels, db_labels)
+        out["pr"] = {"precision": precision.tolist(), "recall": recall.tolist()}
+    return out
+
+
+def write_json(path: str, data: dict) -> None:
+    """Atomic JSON write (temporary file + rename)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def plot_pr(curves: dict, path: str, title: str = "Precision-recall (Hamming ranking)") -> None:
+    """curves: {label: {"precision": [...], "recall": [...]}} -> a PNG at ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=110)
+    for label, pr in curves.items():
+        ax.plot(pr["recall"], pr["precision"], marker=".", markersize=3, linewidth=1.2, label=label)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
