@@ -1,0 +1,227 @@
+"""patch_similarity against the float64 oracle: both backends, both reductions, masks, ties, odd shapes."""
+import pytest
+import torch
+
+from hashkern.ops.patchsim import chunked, patch_similarity, patch_similarity_reference
+from tests.conftest import poison
+
+BACKENDS = ["torch", "triton"]
+REDUCES = ["maxmean", "softmaxmean"]
+# (b1, b2, P, Q, D): odd sizes, size-1 everywhere, P = 7, D = 33, more than one 16-wide tile
+SHAPES = [(3, 2, 7, 5, 33), (1, 1, 1, 1, 1), (2, 3, 1, 7, 16), (1, 2, 7, 1, 33), (2, 1, 19, 21, 7)]
+TOL = {torch.float64: 1e-10, torch.float32: 2e-3, torch.bfloat16: 3e-2, torch.float16: 1e-2}
+
+
+@pytest.fixture
+def poison_allocations(monkeypatch):
+    """Every buffer allocated with torch.empty / empty_like during the call starts as NaN / -1."""
+    empty, empty_like = torch.empty, torch.empty_like
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison(empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(empty_like(*a, **k)))
+
+
+def _masks(b1, b2, P, Q, device):
+    mask1 = torch.rand(b1, P, device=device) > 0.4
+    mask2 = torch.rand(b2, Q, device=device) > 0.4
+    mask1[torch.arange(b1), torch.randint(P, (b1,))] = True  # at least one real patch per image
+    mask2[torch.arange(b2), torch.randint(Q, (b2,))] = True
+    return mask1, mask2
+
+
+def _check(x1, x2, backend, tol, **kw):
+    """Forward and both gradients of patch_similarity vs the float64 reference."""
+    a1 = x1.detach().clone().requires_grad_()
+    a2 = x2.detach().clone().requires_grad_()
+    r1 = x1.detach().double().requires_grad_()
+    r2 = x2.detach().double().requires_grad_()
+    out = patch_similarity(a1, a2, backend=backend, **kw)
+    ref = patch_similarity_reference(r1, r2, **kw)
+    assert out.shape == ref.shape
+    assert not out.isnan().any()
+    torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
+    grad = torch.randn_like(ref)
+    out.backward(grad.to(out.dtype))
+    ref.backward(grad)
+    torch.testing.assert_close(a1.grad.double(), r1.grad, atol=tol, rtol=tol)
+    torch.testing.assert_close(a2.grad.double(), r2.grad, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduce", REDUCES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_matches_reference(device, backend, reduce, shape, poison_allocations):
+    b1, b2, P, Q, D = shape
+    x1 = torch.randn(b1, P, D, dtype=torch.float64, device=device)
+    x2 = torch.randn(b2, Q, D, dtype=torch.float64, device=device)
+    _check(x1, x2, backend, TOL[torch.float64], reduce=reduce, temperature=0.3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduce", REDUCES)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_masks(device, backend, reduce, normalize, poison_allocations):
+    b1, b2, P, Q, D = 3, 4, 9, 6, 17
+    x1 = torch.randn(b1, P, D, dtype=torch.float64, device=device)
+    x2 = torch.randn(b2, Q, D, dtype=torch.float64, device=device)
+    mask1, mask2 = _masks(b1, b2, P, Q, device)
+    _check(x1, x2, backend, TOL[torch.float64], reduce=reduce, mask1=mask1, mask2=mask2,
+           normalize=normalize, temperature=0.2)
+    # padded tokens are ignored: changing them changes nothing
+    s = patch_similarity(x1, x2, reduce=reduce, mask1=mask1, mask2=mask2, normalize=normalize,
+                         temperature=0.2, backend=backend)
+    x1b, x2b = x1.clone(), x2.clone()
+    x1b[~mask1] = 100.0
+    x2b[~mask2] = -3.0
+    s_b = patch_similarity(x1b, x2b, reduce=reduce, mask1=mask1, mask2=mask2, normalize=normalize,
+                           temperature=0.2, backend=backend)
+    torch.testing.assert_close(s_b, s, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_exact_ties_send_gradient_to_first_patch(device, backend, normalize):
+    b1, b2, P, Q, D = 2, 3, 5, 70, 8
+    # small integers: every dot product is exact, so duplicated patches tie exactly
+    x1 = torch.randint(-2, 3, (b1, P, D), device=device).double()
+    x2 = torch.randint(-2, 3, (b2, Q, D), device=device).double()
+    later = [4, 40, 66, 69]      # copies in the first 64-wide tile and in the next one
+    x2[:, later] = x2[:, 1:2]    # duplicated patch of x2 (tie in the max)
+    x1[:, 2] = x2[0, 1]          # a patch of x1 that equals the tied patch of image 0
+    x1[:, 0] = x1[:, 3]          # duplicated patch of x1
+    x1[x1.abs().sum(-1) == 0] = 1.0  # no all-zero token (its cosine is undefined)
+    x2[x2.abs().sum(-1) == 0] = 1.0
+    _check(x1, x2, backend, TOL[torch.float64], reduce="maxmean", normalize=normalize)
+    x2g = x2.clone().requires_grad_()
+    patch_similarity(x1, x2g, normalize=normalize, backend=backend).sum().backward()
+    assert (x2g.grad[:, later] == 0).all(), "the later copies of a tied patch must get no gradient"
+    if normalize:  # x1[:, 2] has cosine 1 with x2[0, 1] only, so the first copy takes its gradient
+        assert (x2g.grad[0, 1] != 0).any()
+
+
+def test_reference_matches_loops():
+    """The oracle itself, against the definition written as loops."""
+    x1, x2 = torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(3, 5, 3, dtype=torch.float64)
+    mask1 = torch.tensor([[True, False, True, True], [False, False, True, False]])
+    mask2 = torch.tensor([[True] * 5, [False, True, False, True, False], [False] * 4 + [True]])
+    cos = torch.nn.functional.cosine_similarity
+    expect = torch.empty(2, 3, dtype=torch.float64)
+    for n in range(2):
+        for m in range(3):
+            best = [max(cos(x1[n, i], x2[m, j], dim=0) for j in range(5) if mask2[m, j]) for i in range(4) if mask1[n, i]]
+            expect[n, m] = sum(best) / len(best)
+    got = patch_similarity_reference(x1, x2, mask1=mask1, mask2=mask2)
+    torch.testing.assert_close(got, expect)
+    tau = 0.05
+    x = torch.randn(1, 1, 3, dtype=torch.float64)
+    y = torch.randn(1, 4, 3, dtype=torch.float64)
+    c = cos(x[0, 0][None], y[0], dim=1)
+    smooth = (torch.softmax(c / tau, 0) * c).sum()
+    torch.testing.assert_close(patch_similarity_reference(x, y, reduce="softmaxmean", temperature=tau)[0, 0], smooth)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_gradcheck(backend, reduce):
+    x1 = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    x2 = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
+    mask1 = torch.tensor([[True, False, True], [True, True, True]])
+    mask2 = torch.tensor([[True, True, False, True], [False, True, True, True]])
+    fn = lambda a, b: patch_similarity(a, b, reduce=reduce, mask1=mask1, mask2=mask2,  # noqa: E731
+                                       temperature=0.5, backend=backend)
+    assert torch.autograd.gradcheck(fn, (x1, x2), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_chunked_path_with_many_chunks(monkeypatch, reduce):
+    """Chunk tiles over both image axes, with a ragged last chunk, give the same result."""
+    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 2 * 5 * 4)  # two pairs of [5, 4] per chunk
+    x1 = torch.randn(5, 5, 6, dtype=torch.float64)
+    x2 = torch.randn(3, 4, 6, dtype=torch.float64)
+    mask1, mask2 = _masks(5, 3, 5, 4, "cpu")
+    _check(x1, x2, "torch", TOL[torch.float64], reduce=reduce, mask1=mask1, mask2=mask2, temperature=0.4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_saved_statistics_are_exact(backend):
+    """The argmax saved for backward equals the reference argmax (first index on ties)."""
+    from hashkern.ops.patchsim import _impl
+    u1 = torch.nn.functional.normalize(torch.randn(3, 7, 9, dtype=torch.float64), dim=-1)
+    u2 = torch.nn.functional.normalize(torch.randn(2, 6, 9, dtype=torch.float64), dim=-1)
+    u2[:, 5] = u2[:, 2]
+    inv = torch.full((3,), 1 / 7, dtype=torch.float64)
+    _, idx, _ = _impl(backend)[0](u1, u2, None, None, inv, "maxmean", 1.0)
+    expect = torch.einsum("npd,mqd->nmpq", u1, u2).argmax(-1)
+    assert idx.dtype == torch.int32
+    assert torch.equal(idx.long(), expect)
+
+
+def test_compiles_without_graph_break():
+    x1 = torch.randn(2, 3, 8, requires_grad=True)
+    x2 = torch.randn(3, 4, 8, requires_grad=True)
+    fn = lambda a, b: patch_similarity(a, b, backend="torch").square().sum()  # noqa: E731
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    out = compiled(x1, x2)
+    out.backward()
+    ref1, ref2 = x1.detach().clone().requires_grad_(), x2.detach().clone().requires_grad_()
+    fn(ref1, ref2).backward()
+    torch.testing.assert_close(out, fn(x1, x2))
+    torch.testing.assert_close(x1.grad, ref1.grad)
+    torch.testing.assert_close(x2.grad, ref2.grad)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("reduce", REDUCES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_cuda_low_precision(dtype, reduce, masked):
+    """CUDA Triton path in tf32 / bf16 / fp16 (fp32 accumulation) against the float64 oracle,
+    at a WCH-like size spanning several 64-wide tiles."""
+    b1, b2, P, Q, D = 5, 6, 49, 70, 96
+    x1 = torch.randn(b1, P, D, device="cuda").to(dtype)
+    x2 = torch.randn(b2, Q, D, device="cuda").to(dtype)
+    mask1, mask2 = _masks(b1, b2, P, Q, "cuda") if masked else (None, None)
+    # near-ties can flip the argmax under rounding, so compare the max-reduced gradient loosely
+    tol = TOL[dtype] * (1 if reduce == "softmaxmean" else 2)
+    out = patch_similarity(x1, x2, reduce=reduce, mask1=mask1, mask2=mask2, temperature=0.1, backend="triton")
+    assert out.dtype == torch.float32
+    _check(x1, x2, "triton", tol, reduce=reduce, mask1=mask1, mask2=mask2, temperature=0.1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_input(backend):
+    x1, x2 = torch.randn(2, 3, 4), torch.randn(2, 5, 4)
+    with pytest.raises(ValueError, match="same feature size D"):
+        patch_similarity(x1, torch.randn(2, 5, 6), backend=backend)
+    mask1 = torch.ones(2, 3, dtype=torch.bool)
+    mask1[1] = False
+    with pytest.raises(ValueError, match=r"mask1 has rows with no real patch .* images \[1\]"):
+        patch_similarity(x1, x2, mask1=mask1, backend=backend)
+    with pytest.raises(ValueError, match="mask2 has rows with no real patch"):
+        patch_similarity(x1, x2, mask2=torch.zeros(2, 5, dtype=torch.bool), backend=backend)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            patch_similarity(x1, x2, reduce="softmaxmean", temperature=bad, backend=backend)
+    with pytest.raises(ValueError, match="mask1 must have shape"):
+        patch_similarity(x1, x2, mask1=torch.ones(2, 4, dtype=torch.bool), backend=backend)
+    with pytest.raises(TypeError, match="mask2 must have dtype bool"):
+        patch_similarity(x1, x2, mask2=torch.ones(2, 5), backend=backend)
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        patch_similarity(x1, x2, reduce="mean", backend=backend)
+    with pytest.raises(ValueError, match="x1 must be 3-D"):
+        patch_similarity(x1[0], x2, backend=backend)
+    with pytest.raises(TypeError, match="x2 must have dtype"):
+        patch_similarity(x1, x2.int(), backend=backend)
+    with pytest.raises(TypeError, match="same dtype"):
+        patch_similarity(x1, x2.double(), backend=backend)
+    with pytest.raises(ValueError, match="x2 patches Q must be >= 1"):
+        patch_similarity(x1, torch.randn(2, 0, 4), backend=backend)
+    with pytest.raises(TypeError, match="normalize must be a bool"):
+        patch_similarity(x1, x2, normalize=1, backend=backend)
+
+
+def test_bad_backend():
+    x1, x2 = torch.randn(2, 3, 4), torch.randn(2, 5, 4)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        patch_similarity(x1, x2, backend="fast")
+    with pytest.raises(ValueError, match="not implemented for patch_similarity"):
+        patch_similarity(x1, x2, backend="cpu")
