@@ -1,0 +1,128 @@
+"""WCHLoss / BitBalanceLoss against a direct PyTorch transcription of the WCH formulas."""
+import math
+
+import pytest
+import torch
+
+from hashkern.losses.wch import BitBalanceLoss, WCHLoss, bit_balance_loss, wch_loss, wch_weights
+from hashkern.ops.mutual_attention import mutual_attention
+from hashkern.ops.patchsim import patch_similarity
+
+
+def _wch_loops(h1, h2, s, temperature, weight_temperature):
+    """L = -1/b sum_n sum_m W[n, m] log softmax_m(h1 h2ᵀ / K / T)[n, m], W = exp((s[n,m]-s[n,n])/T_w)."""
+    b, bits = h1.shape
+    total = 0.0
+    for n in range(b):
+        logits = [float(h1[n] @ h2[m]) / bits / temperature for m in range(b)]
+        log_norm = math.log(sum(math.exp(v) for v in logits))
+        for m in range(b):
+            weight = math.exp((float(s[n, m]) - float(s[n, n])) / weight_temperature)
+            total -= weight * (logits[m] - log_norm)
+    return total / b
+
+
+def _wch_torch(h1, h2, s, temperature, weight_temperature):
+    weights = torch.exp((s - torch.diag(s).unsqueeze(1)) / weight_temperature)
+    logits = h1 @ h2.t() / h1.shape[1] / temperature
+    return -(weights * torch.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+@pytest.mark.parametrize("b,bits", [(5, 16), (1, 1), (7, 33)])
+@pytest.mark.parametrize("temperature,weight_temperature", [(0.3, 0.2), (1.0, 0.05)])
+def test_wch_matches_formula(device, b, bits, temperature, weight_temperature):
+    h1 = torch.randn(b, bits, dtype=torch.float64, device=device).sign()
+    h2 = torch.randn(b, bits, dtype=torch.float64, device=device).tanh()
+    s = torch.rand(b, b, dtype=torch.float64, device=device) * 2 - 1
+    loss = WCHLoss(temperature, weight_temperature)(h1, h2, s)
+    assert loss.dim() == 0
+    torch.testing.assert_close(loss.item(), _wch_loops(h1.cpu(), h2.cpu(), s.cpu(), temperature, weight_temperature),
+                               atol=1e-10, rtol=1e-10)
+    # gradients into the codes and into the similarities
+    args = [t.clone().requires_grad_() for t in (h1, h2, s)]
+    refs = [t.clone().requires_grad_() for t in (h1, h2, s)]
+    got = torch.autograd.grad(wch_loss(*args, temperature, weight_temperature), args)
+    want = torch.autograd.grad(_wch_torch(*refs, temperature, weight_temperature), refs)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-12, rtol=1e-10)
+
+
+def test_detach_weights_stops_gradient_into_s():
+    h1, h2 = torch.randn(4, 8, dtype=torch.float64), torch.randn(4, 8, dtype=torch.float64)
+    s = torch.rand(4, 4, dtype=torch.float64, requires_grad=True)
+    WCHLoss(detach_weights=True)(h1.requires_grad_(), h2, s).backward()
+    assert s.grad is None and h1.grad is not None
+    WCHLoss()(h1, h2, s).backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
+
+
+def test_weights():
+    s = torch.tensor([[0.9, 0.5], [0.2, 0.6]], dtype=torch.float64)
+    expect = torch.tensor([[1.0, math.exp(-0.4 / 0.2)], [math.exp(-0.4 / 0.2), 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(wch_weights(s, 0.2), expect)
+
+
+@pytest.mark.parametrize("b,bits", [(6, 16), (1, 1), (3, 7)])
+def test_bit_balance_matches_formula(device, b, bits):
+    h = torch.randn(b, bits, dtype=torch.float64, device=device, requires_grad=True)
+    v = h.detach().cpu()
+    expect = sum((sum(float(v[n, k]) for n in range(b)) / b) ** 2 for k in range(bits)) / bits
+    expect -= sum(float(v[n, k]) ** 2 for n in range(b) for k in range(bits)) / (b * bits)
+    loss = BitBalanceLoss()(h)
+    torch.testing.assert_close(loss.item(), expect, atol=1e-12, rtol=1e-10)
+    (grad,) = torch.autograd.grad(loss, h)
+    # d/dh[n,k] = 2 mean_k / (b K) - 2 h[n,k] / (b K)
+    torch.testing.assert_close(grad, 2 * (h.mean(0, keepdim=True) - h).detach() / (b * bits))
+
+
+def test_gradcheck():
+    h1 = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    h2 = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    s = torch.rand(4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: wch_loss(a, b, c), (h1, h2, s))
+    assert torch.autograd.gradcheck(bit_balance_loss, (h1,))
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_wch_pipeline_end_to_end(backend):
+    """Mutual attention -> patch similarity -> WCHLoss + BitBalanceLoss, backward into the tokens."""
+    x1 = torch.randn(3, 7, 16, dtype=torch.float64, requires_grad=True)
+    x2 = torch.randn(3, 7, 16, dtype=torch.float64, requires_grad=True)
+    a1, a2 = mutual_attention(x1, x2)
+    s = patch_similarity(a1, a2, backend=backend)
+    h1 = torch.tanh(x1.mean(1) @ torch.randn(16, 8, dtype=torch.float64))
+    h2 = torch.tanh(x2.mean(1) @ torch.randn(16, 8, dtype=torch.float64))
+    loss = WCHLoss()(h1, h2, s) + BitBalanceLoss()(h1)
+    loss.backward()
+    assert torch.isfinite(x1.grad).all() and x1.grad.abs().sum() > 0 and torch.isfinite(x2.grad).all()
+
+
+def test_low_precision_inputs_compute_in_float32():
+    h = torch.randn(4, 8).sign().bfloat16()
+    s = torch.rand(4, 4)
+    loss = wch_loss(h, h, s)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, _wch_torch(h.float(), h.float(), s, 0.3, 0.2))
+    assert bit_balance_loss(h).dtype == torch.float32
+
+
+def test_bad_input():
+    h, s = torch.randn(4, 8), torch.rand(4, 4)
+    with pytest.raises(ValueError, match="h1 and h2 must have the same shape"):
+        wch_loss(h, torch.randn(4, 9), s)
+    with pytest.raises(ValueError, match=r"s must have shape \[b, b\]"):
+        wch_loss(h, h, torch.rand(4, 3))
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        wch_loss(h, h, s, temperature=0.0)
+    with pytest.raises(ValueError, match="weight_temperature must be a finite number > 0"):
+        WCHLoss(weight_temperature=-1.0)
+    with pytest.raises(TypeError, match="detach_weights must be a bool"):
+        WCHLoss(detach_weights="yes")
+    with pytest.raises(ValueError, match="h1 must be 2-D"):
+        wch_loss(h[0], h, s)
+    with pytest.raises(TypeError, match="s must have dtype"):
+        wch_loss(h, h, s.long())
+    with pytest.raises(ValueError, match="h must be 2-D"):
+        bit_balance_loss(h[0])
+    with pytest.raises(ValueError, match="non-empty"):
+        bit_balance_loss(torch.randn(0, 8))
