@@ -1,1 +1,2 @@
 """Drop-in ``nn.Module`` losses built on the ops, with functional forms."""
+from hashkern.losses.wch import BitBalanceLoss, WCHLoss, bit_balance_loss, wch_loss, wch_weights  # noqa: F401
