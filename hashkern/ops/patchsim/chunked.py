@@ -28,7 +28,8 @@ def _chunks(b1: int, b2: int, P: int, Q: int):
 
 def _sim(u1c: torch.Tensor, u2c: torch.Tensor, mask2c: torch.Tensor | None) -> torch.Tensor:
     """[cn, P, D] x [cm, Q, D] -> [cn, cm, P, Q], masked columns at -inf."""
-    sim = torch.einsum("npd,mqd->nmpq", u1c, u2c)
+    (cn, P, D), (cm, Q, _) = u1c.shape, u2c.shape
+    sim = (u1c.reshape(cn * P, D) @ u2c.reshape(cm * Q, D).T).view(cn, P, cm, Q).transpose(1, 2)
     if mask2c is not None:
         sim = sim.masked_fill(~mask2c[None, :, None, :], float("-inf"))
     return sim

@@ -29,7 +29,9 @@ def patch_similarity_reference(x1: torch.Tensor, x2: torch.Tensor, normalize: bo
     if normalize:
         x1 = F.normalize(x1, dim=-1)
         x2 = F.normalize(x2, dim=-1)
-    sim = torch.einsum("npd,mqd->nmpq", x1, x2)  # [b1, b2, P, Q]
+    (b1, P, D), (b2, Q, _) = x1.shape, x2.shape
+    # one [b1 P, b2 Q] matmul (einsum "npd,mqd->nmpq" lowers to a slow batched matmul on CPU)
+    sim = (x1.reshape(b1 * P, D) @ x2.reshape(b2 * Q, D).T).view(b1, P, b2, Q).transpose(1, 2)  # [b1, b2, P, Q]
     if mask2 is not None:
         sim = sim.masked_fill(~mask2[None, :, None, :], float("-inf"))
     if reduce == "maxmean":

@@ -1,0 +1,85 @@
+"""patch_similarity forward+backward vs the naive [b, b, P, P] PyTorch version (eager and torch.compile).
+
+Run: ``python -m benchmarks.bench_patchsim [--quick] [--device cpu|cuda|all]``.
+Writes benchmarks/results/patch_similarity_<device>.md.
+"""
+from __future__ import annotations
+
+import torch
+
+from benchmarks._runner import argument_parser, devices_to_run, format_bytes, format_ms, measure, write_table
+from hashkern.ops.patchsim import patch_similarity, patch_similarity_reference
+
+# per-dtype tolerance of hashkern's s against the naive s (fp32 runs on tf32 tensor cores on CUDA)
+TOL = {torch.float32: 5e-3, torch.bfloat16: 5e-2}
+
+
+def sizes(device: torch.device, quick: bool):
+    """(b, P, D, dtype) rows; the CPU rows stay small (the naive version is O(b² P² D) in time and b² P² in memory)."""
+    if quick:
+        return [(4, 49, 64, torch.float32)]
+    if device.type == "cuda":
+        return [(b, P, D, dtype) for P, D in ((49, 512), (196, 768)) for dtype in (torch.float32, torch.bfloat16)
+                for b in (32, 64, 128, 256, 512)]
+    return [(b, 49, 512, torch.float32) for b in (16, 32)]
+
+
+def forward_backward(fn, x1, x2, grad):
+    """One training step of the op: s = fn(x1, x2), then both input gradients."""
+    s = fn(x1, x2)
+    return torch.autograd.grad(s, (x1, x2), grad)
+
+
+def run(device: torch.device, quick: bool):
+    rows = []
+    backend = "triton" if device.type == "cuda" else "torch"
+    compiled_naive = torch.compile(patch_similarity_reference)
+    for b, P, D, dtype in sizes(device, quick):
+        x1 = torch.randn(b, P, D, device=device, dtype=dtype, requires_grad=True)
+        x2 = torch.randn(b, P, D, device=device, dtype=dtype, requires_grad=True)
+        grad = torch.randn(b, b, device=device, dtype=torch.float32)
+        dtype_name = str(dtype).replace("torch.", "")
+        fused = lambda a, c: patch_similarity(a, c, backend=backend)  # noqa: E731
+        variants = [
+            ("naive eager", lambda a, c: patch_similarity_reference(a, c).float()),
+            ("naive torch.compile", lambda a, c: compiled_naive(a, c).float()),
+            (f"hashkern ({backend})", fused),
+        ]
+        checked = None
+        baseline_ms = None
+        for name, fn in variants:
+            try:
+                if checked is None or name.startswith("hashkern"):
+                    with torch.no_grad():
+                        s = fn(x1, x2)
+                    if checked is None:
+                        checked = s
+                    elif not torch.allclose(s, checked, atol=TOL[dtype], rtol=0):
+                        raise AssertionError(f"hashkern disagrees with the naive version by "
+                                             f"{(s - checked).abs().max().item():.2e}")
+                ms, peak = measure(lambda: forward_backward(fn, x1, x2, grad), device)
+            except (RuntimeError, AssertionError) as error:  # OOM of the naive version is a result, not a crash
+                rows.append([b, P, D, dtype_name, name, f"failed: {type(error).__name__}", "—", "—"])
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            baseline_ms = ms if baseline_ms is None else baseline_ms
+            rows.append([b, P, D, dtype_name, name, format_ms(ms), f"{baseline_ms / ms:.1f}×", format_bytes(peak)])
+    return rows
+
+
+def main(argv=None):
+    args = argument_parser(__doc__.splitlines()[0]).parse_args(argv)
+    header = ["b", "P", "D", "dtype", "method", "median ms (fwd+bwd)", "speed-up vs naive eager", "peak extra memory"]
+    notes = ("Op: s[n, m] = mean_i max_j cos(x1[n, i], x2[m, j]) over all b × b image pairs (reduce='maxmean'), "
+             "then the gradients of both inputs. Peak extra memory includes the two input gradients. "
+             "Every result is checked against the naive version before timing; a failed row (e.g. out of "
+             "memory) is reported, not hidden.")
+    paths = []
+    for device in devices_to_run(args.device):
+        paths.append(write_table("patch_similarity", run(device, args.quick), header, device, notes, args.out))
+    return paths
+
+
+if __name__ == "__main__":
+    main()
