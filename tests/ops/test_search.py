@@ -189,3 +189,15 @@ def test_topk_large_database_few_queries(device, backend):
         dist, idx = hamming_topk(q, db, k, backend=backend)
         rd, ri = hamming_topk_reference(q, db, k)
         assert torch.equal(dist, rd) and torch.equal(idx, ri)
+
+
+def test_topk_compiles_without_graph_breaks(device):
+    q = pack_bits(random_codes(4, 64, device))
+    db = pack_bits(random_codes(100, 64, device, 7))
+
+    def search(q, db):
+        dist, idx = hamming_topk(q, db, 10)
+        return dist * 1000 + idx
+
+    compiled_search = torch.compile(search, fullgraph=True, dynamic=False)
+    assert torch.equal(compiled_search(q, db), search(q, db))
