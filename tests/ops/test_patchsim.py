@@ -98,6 +98,17 @@ def test_exact_ties_send_gradient_to_first_patch(device, backend, normalize):
         assert (x2g.grad[0, 1] != 0).any()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_many_patches_share_one_max(device, backend):
+    """A hub patch that is the max of every x1 patch: one long gradient segment (several gather blocks)."""
+    b1, b2, P, Q, D = 3, 2, 19, 6, 10
+    x1 = torch.rand(b1, P, D, dtype=torch.float64, device=device) + 0.1
+    x2 = torch.randn(b2, Q, D, dtype=torch.float64, device=device)
+    x2[:, 3] = 5.0
+    mask1, _ = _masks(b1, b2, P, Q, device)
+    _check(x1, x2, backend, TOL[torch.float64], normalize=False, mask1=mask1)
+
+
 def test_reference_matches_loops():
     """The oracle itself, against the definition written as loops."""
     x1, x2 = torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(3, 5, 3, dtype=torch.float64)
@@ -150,9 +161,12 @@ def test_saved_statistics_are_exact(backend):
     u2[:, 5] = u2[:, 2]
     inv = torch.full((3,), 1 / 7, dtype=torch.float64)
     _, idx, _ = _impl(backend)[0](u1, u2, None, None, inv, "maxmean", 1.0)
-    expect = torch.einsum("npd,mqd->nmpq", u1, u2).argmax(-1)
+    expect = torch.einsum("npd,mqd->mnpq", u1, u2).argmax(-1)  # saved m-major: [b2, b1, P]
     assert idx.dtype == torch.int32
     assert torch.equal(idx.long(), expect)
+    mask1 = torch.rand(3, 7) > 0.5
+    _, idx, _ = _impl(backend)[0](u1, u2, mask1, None, inv, "maxmean", 1.0)
+    assert torch.equal(idx.long(), expect.masked_fill(~mask1[None], 6))  # padded patches carry j = Q
 
 
 def test_compiles_without_graph_break():

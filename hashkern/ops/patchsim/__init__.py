@@ -33,7 +33,7 @@ def _impl(backend: str):
 def _patch_similarity_fwd_op(u1: torch.Tensor, u2: torch.Tensor, mask1: Optional[torch.Tensor],
                              mask2: Optional[torch.Tensor], inv_count: torch.Tensor, reduce: str,
                              temperature: float, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> s [b1, b2], aux_a [b1, b2, P] (argmax int32 | logsumexp), aux_b ([0] | [b1, b2, P] smooth max)."""
+    """-> s [b1, b2], aux_a (argmax int32 [b2, b1, P] | logsumexp [b1, b2, P]), aux_b ([0] | smooth max [b1, b2, P])."""
     return _impl(backend)[0](u1, u2, mask1, mask2, inv_count, reduce, temperature)
 
 
@@ -43,7 +43,7 @@ def _(u1, u2, mask1, mask2, inv_count, reduce, temperature, backend):
     b1, P, b2 = u1.shape[0], u1.shape[1], u2.shape[0]
     s = u1.new_empty((b1, b2), dtype=acc)
     if reduce == "maxmean":
-        return s, u1.new_empty((b1, b2, P), dtype=torch.int32), u1.new_empty((0,), dtype=acc)
+        return s, u1.new_empty((b2, b1, P), dtype=torch.int32), u1.new_empty((0,), dtype=acc)
     return s, u1.new_empty((b1, b2, P), dtype=acc), u1.new_empty((b1, b2, P), dtype=acc)
 
 

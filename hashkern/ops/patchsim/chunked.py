@@ -38,7 +38,7 @@ def _sim(u1c: torch.Tensor, u2c: torch.Tensor, mask2c: torch.Tensor | None) -> t
 def patch_similarity_chunked_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperature: float):
     """-> s [b1, b2] (float32, float64 for float64 input), aux_a, aux_b.
 
-    maxmean: aux_a = argmax j int32 [b1, b2, P], aux_b empty.
+    maxmean: aux_a = argmax j int32 [b2, b1, P] (m-major; Q at padded patches of x1), aux_b empty.
     softmaxmean: aux_a = logsumexp_j(sim / temperature), aux_b = sum_j softmax * sim, both [b1, b2, P].
     """
     b1, P, _ = u1.shape
@@ -46,7 +46,7 @@ def patch_similarity_chunked_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, t
     acc = _acc_dtype(u1.dtype)
     s = torch.empty(b1, b2, dtype=acc, device=u1.device)
     if reduce == "maxmean":
-        aux_a = torch.empty(b1, b2, P, dtype=torch.int32, device=u1.device)
+        aux_a = torch.empty(b2, b1, P, dtype=torch.int32, device=u1.device)
         aux_b = torch.empty(0, dtype=acc, device=u1.device)
     else:
         aux_a = torch.empty(b1, b2, P, dtype=acc, device=u1.device)
@@ -56,7 +56,10 @@ def patch_similarity_chunked_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, t
         if reduce == "maxmean":
             best = sim.argmax(dim=-1, keepdim=True)  # first index on ties
             per_patch = sim.gather(-1, best).squeeze(-1)
-            aux_a[n0:n1, m0:m1] = best.squeeze(-1).to(torch.int32)
+            best = best.squeeze(-1)
+            if mask1 is not None:
+                best = best.masked_fill(~mask1[n0:n1, None, :], Q)
+            aux_a[m0:m1, n0:n1] = best.transpose(0, 1).to(torch.int32)
         else:
             z = sim / temperature
             lse = torch.logsumexp(z, dim=-1)
@@ -86,7 +89,9 @@ def patch_similarity_chunked_bwd(grad_s, u1, u2, mask1, mask2, inv_count, aux_a,
         if mask1 is not None:
             coef = coef * mask1[n0:n1, None, :]
         if reduce == "maxmean":
-            cols = aux_a[n0:n1, m0:m1].long() + (torch.arange(cm, device=u1.device) * Q)[None, :, None]
+            # padded patches carry j = Q: clamp them into range, their coefficient is 0
+            best = aux_a[m0:m1, n0:n1].transpose(0, 1).long().clamp_max(Q - 1)
+            cols = best + (torch.arange(cm, device=u1.device) * Q)[None, :, None]
             weight = torch.zeros(cn, P, cm * Q, dtype=acc, device=u1.device)
             weight.scatter_add_(2, cols.permute(0, 2, 1), coef.permute(0, 2, 1).contiguous())
         else:

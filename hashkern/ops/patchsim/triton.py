@@ -3,7 +3,9 @@ and backward (gather at the saved argmax, or recompute for the smooth max).
 
 Never writes ``[b1, b2, P, Q]``: the forward keeps a ``[BLOCK_P, BLOCK_Q]`` tile of
 similarities in registers and saves only per-patch statistics ``[b1, b2, P]`` (the argmax
-``j``, or the softmax log-normaliser and the smooth max). Patch dot products use ``tl.dot``:
+``j``, or the softmax log-normaliser and the smooth max). For ``maxmean`` both input gradients
+are gathers: dx1 reads x2 at the saved argmax, dx2 reads x1 through the argmax sorted by ``j``
+(a CSR inverse built with one ``torch.sort``), so no atomics and no second dense matmul. Patch dot products use ``tl.dot``:
 tensor cores for bf16/fp16 with fp32 accumulation, tf32 for fp32 input on CUDA (about 1e-3
 relative error), ieee fp64 for fp64 input. This module imports triton; import it lazily.
 """
@@ -53,8 +55,8 @@ def _patch_similarity_fwd_kernel(
     mask1_ptr, mask2_ptr,  # [b1, P], [b2, Q] int8, 1 = real patch (read only with HAS_MASK*)
     inv_count_ptr,         # [b1] 1 / number of real patches of x1[n]
     s_ptr,                 # [b1, b2] out
-    aux_a_ptr, aux_b_ptr,  # [b1, b2, P] out: argmax j (int32) | logsumexp(sim/T), smooth max
-    b2, P, Q, D, s1b, s1p, s1d, s2b, s2q, s2d, scale,
+    aux_a_ptr, aux_b_ptr,  # out: argmax j int32 [b2, b1, P] (Q at padded i) | logsumexp(sim/T), smooth max [b1, b2, P]
+    b1, b2, P, Q, D, s1b, s1p, s1d, s2b, s2q, s2d, scale,
     REDUCE_MAX: tl.constexpr, HAS_MASK1: tl.constexpr, HAS_MASK2: tl.constexpr, ACC: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -64,6 +66,7 @@ def _patch_similarity_fwd_kernel(
     x1_n = x1_ptr + n * s1b
     x2_m = x2_ptr + m * s2b
     aux_row = (n * b2 + m) * P
+    idx_row = (m * b1 + n) * P  # m-major: the argmax of one x2 image is one row to sort for dx2
     total = tl.zeros([BLOCK_P], dtype=ACC)
     for p0 in range(0, P, BLOCK_P):
         offs_i = p0 + tl.arange(0, BLOCK_P)
@@ -98,7 +101,7 @@ def _patch_similarity_fwd_kernel(
         in_range = offs_i < P
         if REDUCE_MAX:
             per_patch = best
-            tl.store(aux_a_ptr + aux_row + offs_i, best_j, mask=in_range)
+            tl.store(aux_a_ptr + idx_row + offs_i, tl.where(row_ok, best_j, Q), mask=in_range)
         else:
             per_patch = run_w / run_sum
             tl.store(aux_a_ptr + aux_row + offs_i, run_max + tl.log(run_sum), mask=in_range)
@@ -114,7 +117,7 @@ def _patch_similarity_bwd_dx1_kernel(
     x1_ptr, x2_ptr,        # [b1, P, D], [b2, Q, D]
     mask1_ptr, mask2_ptr, inv_count_ptr, aux_a_ptr, aux_b_ptr,
     dx1_ptr,               # [b1, P, D] out, contiguous
-    b2, P, Q, D, s1b, s1p, s1d, s2b, s2q, s2d, scale,
+    b1, b2, P, Q, D, s1b, s1p, s1d, s2b, s2q, s2d, scale,
     REDUCE_MAX: tl.constexpr, HAS_MASK1: tl.constexpr, HAS_MASK2: tl.constexpr, ACC: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -130,15 +133,14 @@ def _patch_similarity_bwd_dx1_kernel(
     acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=ACC)
     for m in range(0, b2):
         c = tl.load(grad_ptr + n * b2 + m).to(ACC) * inv_count
-        aux = aux_a_ptr + (n * b2 + m) * P + offs_i
         x2_m = x2_ptr + m * s2b
         if REDUCE_MAX:
-            j = tl.load(aux, mask=row_ok, other=0)
+            j = tl.load(aux_a_ptr + (m * b1 + n) * P + offs_i, mask=row_ok, other=0)
             rows = tl.load(x2_m + j[:, None] * s2q + offs_d[None, :] * s2d,
                            mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # gathered x2[m, argmax]
             acc += c * rows.to(ACC)
         else:
-            lse = tl.load(aux, mask=row_ok, other=0.0)
+            lse = tl.load(aux_a_ptr + (n * b2 + m) * P + offs_i, mask=row_ok, other=0.0)
             f = tl.load(aux_b_ptr + (n * b2 + m) * P + offs_i, mask=row_ok, other=0.0)
             for q0 in range(0, Q, BLOCK_Q):
                 offs_j = q0 + tl.arange(0, BLOCK_Q)
@@ -155,15 +157,14 @@ def _patch_similarity_bwd_dx1_kernel(
 
 @triton.jit
 def _patch_similarity_bwd_dx2_kernel(
-    grad_ptr, x1_ptr, x2_ptr, mask1_ptr, mask2_ptr, inv_count_ptr, aux_a_ptr, aux_b_ptr,
+    grad_ptr, x1_ptr, x2_ptr, mask1_ptr, mask2_ptr, inv_count_ptr, lse_ptr, f_ptr,
     dx2_ptr,               # [b2, Q, D] out, contiguous
     b1, b2, P, Q, D, s1b, s1p, s1d, s2b, s2q, s2d, scale,
-    REDUCE_MAX: tl.constexpr, HAS_MASK1: tl.constexpr, HAS_MASK2: tl.constexpr, ACC: tl.constexpr,
+    HAS_MASK1: tl.constexpr, HAS_MASK2: tl.constexpr, ACC: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """dx2[m, j] = sum_n c[n, m] sum_i dsim[n, m, i, j] x1[n, i]; for maxmean dsim is the one-hot
-    of the saved argmax, applied as a 0/1 matrix on tensor cores (no atomics, deterministic)."""
+    """softmaxmean: dx2[m, j] = sum_n c[n, m] sum_i dsim[n, m, i, j] x1[n, i], dsim recomputed per tile."""
     offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_j = tl.program_id(1) * BLOCK_Q + tl.arange(0, BLOCK_Q)
     m = tl.program_id(2).to(tl.int64)
@@ -177,29 +178,49 @@ def _patch_similarity_bwd_dx2_kernel(
             row_ok = _row_mask(mask1_ptr + n * P, offs_i, P, HAS_MASK1)
             u = tl.load(x1_ptr + n * s1b + offs_i[:, None] * s1p + offs_d[None, :] * s1d,
                         mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # [BLOCK_P, BLOCK_D]
-            aux = (n * b2 + m) * P + offs_i
-            if REDUCE_MAX:
-                j = tl.load(aux_a_ptr + aux, mask=row_ok, other=-1)
-                hit = (offs_j[:, None] == j[None, :]).to(u.dtype)  # [BLOCK_Q, BLOCK_P], exact 0/1
-                acc += c * tl.dot(hit, u, input_precision=DOT_PRECISION).to(ACC)
-            else:
-                lse = tl.load(aux_a_ptr + aux, mask=row_ok, other=0.0)
-                f = tl.load(aux_b_ptr + aux, mask=row_ok, other=0.0)
-                sim = _sim_tile(x1_ptr + n * s1b, x2_ptr + m * s2b, offs_i, offs_j, P, Q, D,
-                                s1p, s1d, s2q, s2d, ACC, BLOCK_P, BLOCK_Q, BLOCK_K, DOT_PRECISION)
-                ds = _softmax_dsim(sim, lse, f, c, scale, row_ok[:, None] & col_ok[None, :])
-                acc = tl.dot(tl.trans(ds).to(u.dtype), u, acc, input_precision=DOT_PRECISION)
+            lse = tl.load(lse_ptr + (n * b2 + m) * P + offs_i, mask=row_ok, other=0.0)
+            f = tl.load(f_ptr + (n * b2 + m) * P + offs_i, mask=row_ok, other=0.0)
+            sim = _sim_tile(x1_ptr + n * s1b, x2_ptr + m * s2b, offs_i, offs_j, P, Q, D,
+                            s1p, s1d, s2q, s2d, ACC, BLOCK_P, BLOCK_Q, BLOCK_K, DOT_PRECISION)
+            ds = _softmax_dsim(sim, lse, f, c, scale, row_ok[:, None] & col_ok[None, :])
+            acc = tl.dot(tl.trans(ds).to(u.dtype), u, acc, input_precision=DOT_PRECISION)
     out = dx2_ptr + m * Q * D + offs_j[:, None] * D + offs_d[None, :]
     tl.store(out, acc.to(dx2_ptr.dtype.element_ty), mask=(offs_j[:, None] < Q) & d_ok[None, :])
+
+
+@triton.jit
+def _patch_similarity_bwd_dx2_gather_kernel(
+    grad_ptr, x1_ptr, inv_count_ptr,
+    order_ptr,             # [b2, b1 * P] int32: flat x1 patch n * P + i, sorted by its argmax j in x2[m]
+    offsets_ptr,           # [b2, Q + 1] int32: patches with argmax j are order[m, offsets[m, j]:offsets[m, j + 1]]
+    dx2_ptr,               # [b2, Q, D] out, contiguous
+    b1, b2, P, Q, D, s1b, s1p, s1d,
+    ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """maxmean: dx2[m, j] = sum over the x1 patches (n, i) whose max is x2[m, j] of c[n, m] x1[n, i]."""
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    j = tl.program_id(1)
+    m = tl.program_id(2).to(tl.int64)
+    d_ok = offs_d < D
+    start = tl.load(offsets_ptr + m * (Q + 1) + j)
+    end = tl.load(offsets_ptr + m * (Q + 1) + j + 1)
+    acc = tl.zeros([BLOCK_T, BLOCK_D], dtype=ACC)
+    for t0 in range(start, end, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T)
+        t_ok = t < end
+        src = tl.load(order_ptr + m * b1 * P + t, mask=t_ok, other=0).to(tl.int64)
+        n = src // P
+        c = tl.load(grad_ptr + n * b2 + m, mask=t_ok, other=0.0).to(ACC) * tl.load(inv_count_ptr + n, mask=t_ok, other=0.0)
+        rows = tl.load(x1_ptr + n[:, None] * s1b + (src - n * P)[:, None] * s1p + offs_d[None, :] * s1d,
+                       mask=t_ok[:, None] & d_ok[None, :], other=0.0)  # [BLOCK_T, BLOCK_D] gathered patches
+        acc += c[:, None] * rows.to(ACC)
+    tl.store(dx2_ptr + (m * Q + j) * D + offs_d, tl.sum(acc, axis=0).to(dx2_ptr.dtype.element_ty), mask=d_ok)
 
 
 def _config(u1: torch.Tensor, P: int, Q: int, D: int) -> dict:
     """Tile sizes: tensor-core shaped on CUDA; on CPU (interpreter) as few programs/iterations as possible."""
     acc = tl.float64 if u1.dtype == torch.float64 else tl.float32
-    if u1.dtype == torch.float32 and u1.is_cuda:
-        precision = "tf32"
-    else:
-        precision = "ieee"
+    precision = "tf32" if u1.dtype == torch.float32 and u1.is_cuda else "ieee"
     if u1.is_cuda:
         wide = u1.element_size() <= 2
         return dict(ACC=acc, DOT_PRECISION=precision, BLOCK_P=64, BLOCK_Q=64,
@@ -216,27 +237,38 @@ def _mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperature: float):
     """u1 [b1, P, D], u2 [b2, Q, D] (normalised or raw), masks bool or None, inv_count [b1]
-    -> s [b1, b2] (fp32; fp64 for fp64 input), aux_a, aux_b [b1, b2, P] (see the chunked path)."""
+    -> s [b1, b2] (fp32; fp64 for fp64 input), aux_a, aux_b (layouts as in the chunked path)."""
     b1, P, D = u1.shape
     b2, Q, _ = u2.shape
     cfg = _config(u1, P, Q, D)
+    cfg.pop("BLOCK_D")
     acc_dtype = torch.float64 if u1.dtype == torch.float64 else torch.float32
     s = torch.empty(b1, b2, dtype=acc_dtype, device=u1.device)
     reduce_max = reduce == "maxmean"
     if reduce_max:
-        aux_a = torch.empty(b1, b2, P, dtype=torch.int32, device=u1.device)
+        aux_a = torch.empty(b2, b1, P, dtype=torch.int32, device=u1.device)
         aux_b = torch.empty(0, dtype=acc_dtype, device=u1.device)
     else:
         aux_a = torch.empty(b1, b2, P, dtype=acc_dtype, device=u1.device)
         aux_b = torch.empty(b1, b2, P, dtype=acc_dtype, device=u1.device)
-    if s.numel() == 0:
-        return s, aux_a, aux_b
-    cfg.pop("BLOCK_D")
     _patch_similarity_fwd_kernel[(b2, b1)](
         u1, u2, _mask_arg(mask1, u1), _mask_arg(mask2, u1), inv_count, s, aux_a,
-        aux_a if reduce_max else aux_b, b2, P, Q, D, *u1.stride(), *u2.stride(), 1.0 / temperature,
+        aux_a if reduce_max else aux_b, b1, b2, P, Q, D, *u1.stride(), *u2.stride(), 1.0 / temperature,
         REDUCE_MAX=reduce_max, HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None, **cfg)
     return s, aux_a, aux_b
+
+
+def _argmax_csr(argmax: torch.Tensor, Q: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """argmax [b2, b1, P] (Q at padded patches) -> order [b2, b1 * P] int32, offsets [b2, Q + 1] int32.
+
+    A stable sort keeps each segment in (n, i) order, so the gradient sums are deterministic;
+    padded patches (key Q) sort past the last segment.
+    """
+    keys = argmax.view(argmax.shape[0], -1)
+    sorted_keys, order = torch.sort(keys, dim=1, stable=True)
+    bounds = torch.arange(Q + 1, dtype=keys.dtype, device=keys.device).expand(keys.shape[0], Q + 1).contiguous()
+    offsets = torch.searchsorted(sorted_keys, bounds).to(torch.int32)
+    return order.to(torch.int32), offsets
 
 
 def patch_similarity_bwd(grad_s, u1, u2, mask1, mask2, inv_count, aux_a, aux_b, reduce: str, temperature: float):
@@ -244,23 +276,25 @@ def patch_similarity_bwd(grad_s, u1, u2, mask1, mask2, inv_count, aux_a, aux_b, 
     b1, P, D = u1.shape
     b2, Q, _ = u2.shape
     cfg = _config(u1, P, Q, D)
-    reduce_max = reduce == "maxmean"
     grad_s = grad_s.contiguous()
     du1 = torch.empty_like(u1, memory_format=torch.contiguous_format)
     du2 = torch.empty_like(u2, memory_format=torch.contiguous_format)
-    if b1 == 0 or b2 == 0:
-        return du1.zero_(), du2.zero_()
-    args = (u1, u2, _mask_arg(mask1, u1), _mask_arg(mask2, u1), inv_count, aux_a,
-            aux_a if reduce_max else aux_b)
-    flags = dict(REDUCE_MAX=reduce_max, HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None, **cfg)
-    strides = (*u1.stride(), *u2.stride(), 1.0 / temperature)
-    block_d = cfg["BLOCK_D"]
-    if reduce_max and u1.is_cuda:
-        flags["BLOCK_D"] = 128  # dx1 is a gather: wide rows, short tiles
-        flags["BLOCK_P"] = 32
-    _patch_similarity_bwd_dx1_kernel[(triton.cdiv(D, flags["BLOCK_D"]), triton.cdiv(P, flags["BLOCK_P"]), b1)](
-        grad_s, *args, du1, b2, P, Q, D, *strides, **flags)
-    flags.update(BLOCK_D=block_d, BLOCK_P=cfg["BLOCK_P"])
-    _patch_similarity_bwd_dx2_kernel[(triton.cdiv(D, block_d), triton.cdiv(Q, cfg["BLOCK_Q"]), b2)](
-        grad_s, *args, du2, b1, b2, P, Q, D, *strides, **flags)
+    masks = (_mask_arg(mask1, u1), _mask_arg(mask2, u1))
+    flags = dict(HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None, **cfg)
+    tail = (b1, b2, P, Q, D, *u1.stride(), *u2.stride(), 1.0 / temperature)
+    if reduce == "maxmean":
+        dx1 = dict(flags, BLOCK_P=32, BLOCK_D=128) if u1.is_cuda else flags  # a gather: short, wide tiles
+        _patch_similarity_bwd_dx1_kernel[(triton.cdiv(D, dx1["BLOCK_D"]), triton.cdiv(P, dx1["BLOCK_P"]), b1)](
+            grad_s, u1, u2, *masks, inv_count, aux_a, aux_a, du1, *tail, REDUCE_MAX=True, **dx1)
+        order, offsets = _argmax_csr(aux_a, Q)
+        block_d = 128 if u1.is_cuda else cfg["BLOCK_D"]
+        launch = dict(num_warps=4) if u1.is_cuda else {}
+        _patch_similarity_bwd_dx2_gather_kernel[(triton.cdiv(D, block_d), Q, b2)](
+            grad_s, u1, inv_count, order, offsets, du2, b1, b2, P, Q, D, *u1.stride(),
+            ACC=cfg["ACC"], BLOCK_T=32 if u1.is_cuda else 16, BLOCK_D=block_d, **launch)
+        return du1, du2
+    _patch_similarity_bwd_dx1_kernel[(triton.cdiv(D, cfg["BLOCK_D"]), triton.cdiv(P, cfg["BLOCK_P"]), b1)](
+        grad_s, u1, u2, *masks, inv_count, aux_a, aux_b, du1, *tail, REDUCE_MAX=False, **flags)
+    _patch_similarity_bwd_dx2_kernel[(triton.cdiv(D, cfg["BLOCK_D"]), triton.cdiv(Q, cfg["BLOCK_Q"]), b2)](
+        grad_s, u1, u2, *masks, inv_count, aux_a, aux_b, du2, *tail, **flags)
     return du1, du2
