@@ -19,6 +19,16 @@ from hashkern.ops.softsort.triton_fwd import _tl_acc, dot_precision, launch_conf
 
 
 @triton.jit
+def _probs_and_signs(q, s, lse, mask_k, mask_j, inv_tau):
+    """``P = exp(-|q - s| / tau - lse)`` (0 off the matrix) and ``sign(q - s)`` for a [BK, BJ] tile."""
+    diff = q[:, None] - s[None, :]
+    p = tl.exp(-tl.abs(diff) * inv_tau - lse[:, None])
+    p = tl.where(mask_k[:, None] & mask_j[None, :], p, 0.0)
+    sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0)).to(p.dtype)
+    return p, sign
+
+
+@triton.jit
 def _soft_sort_gather_bwd_dq_kernel(
     Q, S, V, LSE, DE, DELTA,  # [b, n], [b, n], [bv, n, d], [b, n], [b, n, d], [b, n]
     DQ,                       # [b, n] out
@@ -28,8 +38,8 @@ def _soft_sort_gather_bwd_dq_kernel(
     ACC: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_k = tl.program_id(0)
-    row = tl.program_id(1).to(tl.int64)
+    row = tl.program_id(0).to(tl.int64)
+    pid_k = tl.program_id(1)
     offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_d = tl.arange(0, BLOCK_D)
     mask_k = offs_k < n
@@ -45,14 +55,11 @@ def _soft_sort_gather_bwd_dq_kernel(
         offs_j = j0 + tl.arange(0, BLOCK_J)
         mask_j = offs_j < n
         s = tl.load(S + row * stride_sb + offs_j, mask=mask_j, other=0.0).to(ACC)
-        diff = q[:, None] - s[None, :]
-        p = tl.exp(-tl.abs(diff) * inv_tau - lse[:, None])
-        p = tl.where(mask_k[:, None] & mask_j[None, :], p, 0.0)
+        p, sign = _probs_and_signs(q, s, lse, mask_k, mask_j, inv_tau)
         v = tl.load(V + row * stride_vb + offs_j[:, None] * stride_vn + offs_d[None, :],
                     mask=mask_j[:, None] & mask_d[None, :], other=0.0)
         dp = tl.dot(de.to(v.dtype), tl.trans(v), input_precision=PRECISION).to(ACC)
         ds = p * (dp - delta[:, None])
-        sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0)).to(ACC)
         dq += tl.sum(ds * sign, axis=1)
     tl.store(DQ + row * stride_dqb + offs_k, -dq * inv_tau, mask=mask_k)
 
@@ -69,7 +76,7 @@ def _soft_sort_gather_bwd_dkv_kernel(
     SHARED_V: tl.constexpr, ROWS: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_j = tl.program_id(0)
+    pid_j = tl.program_id(1)
     offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
     offs_d = tl.arange(0, BLOCK_D)
     mask_j = offs_j < n
@@ -77,7 +84,7 @@ def _soft_sort_gather_bwd_dkv_kernel(
     mask_jd = mask_j[:, None] & mask_d[None, :]
     dv = tl.zeros([BLOCK_J, BLOCK_D], dtype=ACC)
     for r in range(0, ROWS):
-        row = (tl.program_id(1) * ROWS + r).to(tl.int64)
+        row = (tl.program_id(0) * ROWS + r).to(tl.int64)
         if row < b:
             s = tl.load(S + row * stride_sb + offs_j, mask=mask_j, other=0.0).to(ACC)
             v = tl.load(V + row * stride_vb + offs_j[:, None] * stride_vn + offs_d[None, :],
@@ -93,12 +100,9 @@ def _soft_sort_gather_bwd_dkv_kernel(
                 delta = tl.load(DELTA + row * stride_tb + offs_k, mask=mask_k, other=0.0).to(ACC)
                 de = tl.load(DE + row * stride_eb + offs_k[:, None] * stride_en + offs_d[None, :],
                              mask=mask_k[:, None] & mask_d[None, :], other=0.0).to(v.dtype)
-                diff = q[:, None] - s[None, :]
-                p = tl.exp(-tl.abs(diff) * inv_tau - lse[:, None])
-                p = tl.where(mask_k[:, None] & mask_j[None, :], p, 0.0)
+                p, sign = _probs_and_signs(q, s, lse, mask_k, mask_j, inv_tau)
                 dp = tl.dot(de, tl.trans(v), input_precision=PRECISION).to(ACC)
                 ds = p * (dp - delta[:, None])
-                sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0)).to(ACC)
                 ds_key += tl.sum(ds * sign, axis=0)
                 dv += tl.dot(tl.trans(p).to(v.dtype), de, input_precision=PRECISION).to(ACC)
             tl.store(DS + row * stride_dsb + offs_j, ds_key * inv_tau, mask=mask_j)
@@ -128,7 +132,7 @@ def soft_sort_gather_bwd_triton(q: torch.Tensor, s: torch.Tensor, v: torch.Tenso
     stride_vb = 0 if shared else v.stride(0)
     common = dict(ACC=_tl_acc(acc), PRECISION=dot_precision(v.dtype),
                   BLOCK_K=block_k, BLOCK_J=block_j, BLOCK_D=block_d, num_warps=warps)
-    _soft_sort_gather_bwd_dq_kernel[(triton.cdiv(n, block_k), b)](
+    _soft_sort_gather_bwd_dq_kernel[(b, triton.cdiv(n, block_k))](
         q, s, v, lse, de, delta, dq, n, d,
         q.stride(0), s.stride(0), stride_vb, v.stride(1), lse.stride(0), de.stride(0), de.stride(1),
         delta.stride(0), dq.stride(0), 1.0 / tau, **common)
@@ -136,7 +140,7 @@ def soft_sort_gather_bwd_triton(q: torch.Tensor, s: torch.Tensor, v: torch.Tenso
     rows = max(1, min(b, 8)) if shared else 1
     if shared and s.device.type != "cuda":
         rows = b  # the interpreter pays per program, not per atomic
-    _soft_sort_gather_bwd_dkv_kernel[(triton.cdiv(n, block_j), triton.cdiv(b, rows))](
+    _soft_sort_gather_bwd_dkv_kernel[(triton.cdiv(b, rows), triton.cdiv(n, block_j))](
         q, s, v, lse, de, delta, ds_key, dv, b, n, d,
         q.stride(0), s.stride(0), stride_vb, v.stride(1), lse.stride(0), de.stride(0), de.stride(1),
         delta.stride(0), ds_key.stride(0), dv.stride(0), dv.stride(1), 1.0 / tau,

@@ -29,8 +29,8 @@ def _soft_sort_gather_fwd_kernel(
     COSINE: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_k = tl.program_id(0)
-    row = tl.program_id(1).to(tl.int64)
+    row = tl.program_id(0).to(tl.int64)  # rows on axis 0: grid axis 1 is capped at 65535
+    pid_k = tl.program_id(1)
     offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_d = tl.arange(0, BLOCK_D)
     mask_k = offs_k < n
@@ -77,11 +77,11 @@ def launch_config(n: int, d: int, device: torch.device):
     return block_k, 64, block_d, 4 if block_d <= 64 else 8
 
 
-def dot_precision(dtype: torch.dtype) -> str:
-    """fp32 values use TF32 tensor cores only where torch's own matmuls may."""
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+def dot_precision(dtype: torch.dtype) -> str | None:
+    """fp32 values use TF32 tensor cores only where torch's own matmuls may; half types need no choice."""
+    if dtype == torch.float32:
+        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    return "ieee" if dtype == torch.float64 else None
 
 
 def soft_sort_gather_fwd_triton(q: torch.Tensor, s: torch.Tensor, v: torch.Tensor, tau: float,
@@ -103,7 +103,7 @@ def soft_sort_gather_fwd_triton(q: torch.Tensor, s: torch.Tensor, v: torch.Tenso
     if b == 0 or n == 0:
         return out, lse
     block_k, block_j, block_d, warps = launch_config(n, d, s.device)
-    grid = (triton.cdiv(n, block_k), b)
+    grid = (b, triton.cdiv(n, block_k))
     _soft_sort_gather_fwd_kernel[grid](
         q, s, v, u_arg, out, lse, n, d,
         q.stride(0), s.stride(0), v.stride(0) if v.shape[0] > 1 else 0, v.stride(1),
