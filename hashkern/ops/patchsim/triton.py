@@ -59,10 +59,16 @@ def _patch_similarity_fwd_kernel(
     b1, b2, P, Q, D, s1b, s1p, s1d, s2b, s2q, s2d, scale,
     REDUCE_MAX: tl.constexpr, HAS_MASK1: tl.constexpr, HAS_MASK2: tl.constexpr, ACC: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    GROUP: tl.constexpr,
 ):
-    # m varies fastest so that neighbouring programs share x1[n] in L2
-    m = tl.program_id(0).to(tl.int64)
-    n = tl.program_id(1).to(tl.int64)
+    # 1-D grid over the b1 x b2 pairs, swizzled: programs running together cover GROUP images of
+    # x1 against a run of images of x2, so both stay in L2 instead of x2 being re-read per n
+    pid = tl.program_id(0)
+    group_id = pid // (GROUP * b2)
+    first_n = group_id * GROUP
+    group_size = tl.minimum(b1 - first_n, GROUP)
+    n = (first_n + (pid % (GROUP * b2)) % group_size).to(tl.int64)
+    m = ((pid % (GROUP * b2)) // group_size).to(tl.int64)
     x1_n = x1_ptr + n * s1b
     x2_m = x2_ptr + m * s2b
     aux_row = (n * b2 + m) * P
@@ -251,10 +257,11 @@ def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperatu
     else:
         aux_a = torch.empty(b1, b2, P, dtype=acc_dtype, device=u1.device)
         aux_b = torch.empty(b1, b2, P, dtype=acc_dtype, device=u1.device)
-    _patch_similarity_fwd_kernel[(b2, b1)](
+    _patch_similarity_fwd_kernel[(b1 * b2,)](
         u1, u2, _mask_arg(mask1, u1), _mask_arg(mask2, u1), inv_count, s, aux_a,
         aux_a if reduce_max else aux_b, b1, b2, P, Q, D, *u1.stride(), *u2.stride(), 1.0 / temperature,
-        REDUCE_MAX=reduce_max, HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None, **cfg)
+        REDUCE_MAX=reduce_max, HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None,
+        GROUP=8 if u1.is_cuda else 2, **cfg)
     return s, aux_a, aux_b
 
 
