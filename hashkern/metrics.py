@@ -149,7 +149,8 @@ def _expected_ap(hist, rel_hist, topk):
 def _index_ap(q_packed, db_packed, q_labels, db_labels, topk, batch_size):
     n_q = q_packed.shape[0]
     aps = torch.zeros(n_q, dtype=torch.float64, device=q_packed.device)
-    block = batch_size or max(1, _BUDGET // (topk * max(1, db_labels.shape[-1] if db_labels.dim() == 2 else 1)))
+    classes = db_labels.shape[1] if db_labels.dim() == 2 else 1
+    block = batch_size or max(1, (_BUDGET >> 2) // (topk * classes))  # [block, topk, C] gathered labels
     ranks = torch.arange(1, topk + 1, dtype=torch.float64, device=q_packed.device)
     for s in range(0, n_q, block):
         _, idx = hamming_topk(q_packed[s:s + block], db_packed, topk)

@@ -15,7 +15,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "../checks.h"
+#include "hamming_topk_checks.h"
 #include "popcount.h"
 
 namespace hashkern {
@@ -250,27 +250,14 @@ void by_width(int64_t width, Fn&& fn) {
   }
 }
 
-void check_search_args(const at::Tensor& q, const at::Tensor& db) {
-  check_packed("q", q);
-  check_packed("db", db);
-  TORCH_CHECK_VALUE(q.dim() == 2 && db.dim() == 2, "q and db must be 2-D packed codes");
-  TORCH_CHECK_VALUE(q.size(1) == db.size(1), "q and db must have the same bytes per row, got ", q.size(1),
-                    " and ", db.size(1));
-  TORCH_CHECK_VALUE(q.size(1) >= 1, "codes must have at least one byte per row");
-  TORCH_CHECK_VALUE(db.size(0) >= 1, "db is empty");
-}
-
 Codes codes_of(const at::Tensor& db) {
   const int64_t width = db.size(1);
   return {db.const_data_ptr<uint8_t>(), width, width / 8, width % 8};
 }
 
 void hamming_topk_cpu(const at::Tensor& q, const at::Tensor& db, int64_t k, at::Tensor& dist, at::Tensor& idx) {
-  check_search_args(q, db);
+  check_topk_args(q, db, k, dist, idx);
   const int64_t nq = q.size(0), n = db.size(0);
-  TORCH_CHECK_VALUE(k >= 1 && k <= n, "k must be in [1, ", n, "], got ", k);
-  check_out(dist, {nq, k}, at::kInt, q);
-  check_out(idx, {nq, k}, at::kLong, q);
   if (nq == 0) return;
   const Codes codes = codes_of(db);
   by_width(codes.width, [&](auto words) {
@@ -280,9 +267,7 @@ void hamming_topk_cpu(const at::Tensor& q, const at::Tensor& db, int64_t k, at::
 }
 
 void hamming_radius_count_cpu(const at::Tensor& q, const at::Tensor& db, int64_t r, at::Tensor& counts) {
-  check_search_args(q, db);
-  TORCH_CHECK_VALUE(r >= 0, "r must be >= 0, got ", r);
-  check_out(counts, {q.size(0)}, at::kLong, q);
+  check_radius_count_args(q, db, r, counts);
   const Codes codes = codes_of(db);
   const int32_t radius = static_cast<int32_t>(std::min<int64_t>(r, 8 * codes.width));
   const uint8_t* pq = q.const_data_ptr<uint8_t>();
@@ -302,16 +287,10 @@ void hamming_radius_count_cpu(const at::Tensor& q, const at::Tensor& db, int64_t
 
 void hamming_radius_fill_cpu(const at::Tensor& q, const at::Tensor& db, int64_t r, const at::Tensor& offsets,
                              at::Tensor& idx, at::Tensor& dist) {
-  check_search_args(q, db);
-  TORCH_CHECK_VALUE(r >= 0, "r must be >= 0, got ", r);
+  check_radius_fill_args(q, db, r, offsets, idx, dist);
   const int64_t nq = q.size(0);
-  TORCH_CHECK_TYPE(offsets.scalar_type() == at::kLong, "offsets must be int64");
-  TORCH_CHECK_VALUE(offsets.dim() == 1 && offsets.size(0) == nq + 1 && offsets.is_contiguous(),
-                    "offsets must be a contiguous [nq + 1] tensor");
   const int64_t* off = offsets.const_data_ptr<int64_t>();
   const int64_t nnz = off[nq];
-  check_out(idx, {nnz}, at::kLong, q);
-  check_out(dist, {nnz}, at::kInt, q);
   const Codes codes = codes_of(db);
   const int32_t radius = static_cast<int32_t>(std::min<int64_t>(r, 8 * codes.width));
   const uint8_t* pq = q.const_data_ptr<uint8_t>();

@@ -20,7 +20,7 @@
 
 #include <algorithm>
 
-#include "../checks.h"
+#include "../cpu/hamming_topk_checks.h"
 
 namespace hashkern {
 namespace {
@@ -204,22 +204,8 @@ void emit(const Plan& p, int64_t q0, int64_t nc, at::Tensor& cursor, const int32
   });
 }
 
-void check_search_args(const at::Tensor& q, const at::Tensor& db) {
-  check_packed("q", q);
-  check_packed("db", db);
-  TORCH_CHECK_VALUE(q.dim() == 2 && db.dim() == 2, "q and db must be 2-D packed codes");
-  TORCH_CHECK_VALUE(q.size(1) == db.size(1), "q and db must have the same bytes per row, got ", q.size(1),
-                    " and ", db.size(1));
-  TORCH_CHECK_VALUE(q.size(1) >= 1, "codes must have at least one byte per row");
-  TORCH_CHECK_VALUE(db.size(0) >= 1, "db is empty");
-  TORCH_CHECK_VALUE(q.device() == db.device(), "q and db must be on the same device");
-}
-
 void hamming_topk_cuda(const at::Tensor& q, const at::Tensor& db, int64_t k, at::Tensor& dist, at::Tensor& idx) {
-  check_search_args(q, db);
-  TORCH_CHECK_VALUE(k >= 1 && k <= db.size(0), "k must be in [1, ", db.size(0), "], got ", k);
-  check_out(dist, {q.size(0), k}, at::kInt, q);
-  check_out(idx, {q.size(0), k}, at::kLong, q);
+  check_topk_args(q, db, k, dist, idx);
   if (q.size(0) == 0) return;
   c10::cuda::CUDAGuard guard(q.device());
   const Plan p = plan_for(q, db);
@@ -240,9 +226,7 @@ int32_t clamp_radius(int64_t r, const at::Tensor& q) {
 }
 
 void hamming_radius_count_cuda(const at::Tensor& q, const at::Tensor& db, int64_t r, at::Tensor& counts) {
-  check_search_args(q, db);
-  TORCH_CHECK_VALUE(r >= 0, "r must be >= 0, got ", r);
-  check_out(counts, {q.size(0)}, at::kLong, q);
+  check_radius_count_args(q, db, r, counts);
   if (q.size(0) == 0) return;
   c10::cuda::CUDAGuard guard(q.device());
   const Plan p = plan_for(q, db);
@@ -256,19 +240,9 @@ void hamming_radius_count_cuda(const at::Tensor& q, const at::Tensor& db, int64_
 
 void hamming_radius_fill_cuda(const at::Tensor& q, const at::Tensor& db, int64_t r, const at::Tensor& offsets,
                               at::Tensor& idx, at::Tensor& dist) {
-  check_search_args(q, db);
-  TORCH_CHECK_VALUE(r >= 0, "r must be >= 0, got ", r);
-  TORCH_CHECK_TYPE(offsets.scalar_type() == at::kLong, "offsets must be int64");
-  TORCH_CHECK_VALUE(offsets.dim() == 1 && offsets.size(0) == q.size(0) + 1 && offsets.is_contiguous() &&
-                        offsets.device() == q.device(),
-                    "offsets must be a contiguous [nq + 1] tensor on the device of q");
-  TORCH_CHECK_VALUE(idx.dim() == 1 && dist.dim() == 1 && idx.size(0) == dist.size(0),
-                    "idx and dist must be 1-D of one length");
-  check_out(idx, {idx.size(0)}, at::kLong, q);
-  check_out(dist, {idx.size(0)}, at::kInt, q);
+  check_radius_fill_args(q, db, r, offsets, idx, dist);
   if (q.size(0) == 0) return;
   c10::cuda::CUDAGuard guard(q.device());
-  TORCH_CHECK_VALUE(offsets[-1].item<int64_t>() == idx.size(0), "offsets[-1] must equal the length of idx");
   const Plan p = plan_for(q, db);
   const int32_t radius = clamp_radius(r, q);
   for (int64_t q0 = 0; q0 < p.nq; q0 += p.chunk) {
