@@ -27,6 +27,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--topk", type=int, default=1000, help="mAP@k cut-off")
+    p.add_argument("--query-per-class", type=int, default=100, help="split: queries per class")
+    p.add_argument("--train-per-class", type=int, default=500, help="split: training images per class")
     p.add_argument("--database-size", type=int, default=None, help="evaluate on a seeded subset of the database")
     p.add_argument("--eval-every", type=int, default=0, help="epochs between mAP evaluations (0: at the end)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: every epoch)")
@@ -63,7 +65,8 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(method=args.method, dataset=args.data, data_dir=args.data_dir, backbone=args.backbone,
                       weights=args.weights, bits=args.bits, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
-                      topk=args.topk, database_size=args.database_size, eval_every=args.eval_every,
+                      topk=args.topk, query_per_class=args.query_per_class,
+                      train_per_class=args.train_per_class, database_size=args.database_size, eval_every=args.eval_every,
                       checkpoint_every=args.checkpoint_every, model_kwargs=_kv(args.model_arg, "model-arg"),
                       backbone_kwargs=_kv(args.backbone_arg, "backbone-arg"))
     hdist.init_from_env()

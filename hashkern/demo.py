@@ -58,9 +58,11 @@ def verdict(results: dict, bits: list[int]) -> list[str]:
 
 
 def run_demo(out: str = "runs/demo", bits=(16, 32, 64), epochs: int | None = None, data_dir: str | None = None,
-             device: str | None = None, methods=DEEP, progress: bool = True, split=None, log=print) -> dict:
+             device: str | None = None, methods=DEEP, progress: bool = True, split=None, log=print,
+             schedule: dict | None = None, model_kwargs: dict | None = None) -> dict:
+    """Train and evaluate everything; ``schedule`` overrides entries of SCHEDULES, ``model_kwargs`` per method."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    sched = dict(SCHEDULES["cuda" if dev.type == "cuda" else "cpu"])
+    sched = {**SCHEDULES["cuda" if dev.type == "cuda" else "cpu"], **(schedule or {})}
     if epochs is not None:
         sched["epochs"] = epochs
     bits = sorted(bits)
@@ -86,7 +88,8 @@ def run_demo(out: str = "runs/demo", bits=(16, 32, 64), epochs: int | None = Non
         for key in methods:
             cfg = TrainConfig(method=key, bits=b, epochs=sched["epochs"], batch_size=sched["batch_size"],
                               lr=sched["lr"], database_size=sched["database_size"], topk=topk, data_dir=data_dir,
-                              backbone_kwargs=sched["backbone"], model_kwargs={"hidden": sched["hidden"]})
+                              backbone_kwargs=sched["backbone"],
+                              model_kwargs={"hidden": sched["hidden"], **(model_kwargs or {}).get(key, {})})
             trainer = Trainer(cfg, os.path.join(out, f"{key}-{b}"), device=dev, overwrite=True, split=split,
                               progress=progress, log=log)
             t = time.time()

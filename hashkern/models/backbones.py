@@ -158,6 +158,8 @@ def build_backbone(name: str, weights: str | None = None, in_chans: int = 3, img
             raise ValueError("small-vit trains from scratch: it takes no weights file")
         return small_vit(in_chans=in_chans, img_size=img_size or 28, **kwargs)
     if name == "vit-b16":
+        if kwargs:
+            raise ValueError(f"vit-b16 has a fixed architecture; unexpected backbone arguments {sorted(kwargs)}")
         return vit_b16(weights)
     if name == "vgg16":
         return VGG16Backbone(weights, **kwargs)
