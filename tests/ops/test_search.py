@@ -201,3 +201,27 @@ def test_topk_compiles_without_graph_breaks(device):
 
     compiled_search = torch.compile(search, fullgraph=True, dynamic=False)
     assert torch.equal(compiled_search(q, db), search(q, db))
+
+
+def test_compiled_ops_check_their_arguments(device):
+    if not compiled("hamming_topk", device):
+        pytest.skip(f"hashkern._C has no {device.type} search kernels in this build")
+    q, db = pack_bits(random_codes(2, 16, device)), pack_bits(random_codes(5, 16, device))
+    dist, idx = torch.empty(2, 6, dtype=torch.int32, device=device), torch.empty(2, 6, dtype=torch.int64, device=device)
+    with pytest.raises(ValueError, match="k must be in"):
+        torch.ops.hashkern.hamming_topk(q, db, 6, dist, idx)
+    with pytest.raises(ValueError, match="out must have shape"):
+        torch.ops.hashkern.hamming_topk(q, db, 3, dist, idx)
+    with pytest.raises(ValueError, match="same bytes per row"):
+        torch.ops.hashkern.hamming_topk(q[:, :1].contiguous(), db, 6, dist, idx)
+    counts = torch.empty(2, dtype=torch.int64, device=device)
+    with pytest.raises(ValueError, match="r must be >= 0"):
+        torch.ops.hashkern.hamming_radius_count(q, db, -1, counts)
+    offsets = torch.tensor([0, 1, 3], device=device)
+    with pytest.raises(ValueError, match="out must have shape"):
+        torch.ops.hashkern.hamming_radius_fill(q, db, 16, offsets, torch.empty(2, dtype=torch.int64, device=device),
+                                               torch.empty(2, dtype=torch.int32, device=device))
+    if device.type == "cpu":  # offsets that disagree with the counts are caught, never written past
+        idx3, dist3 = torch.empty(3, dtype=torch.int64), torch.empty(3, dtype=torch.int32)
+        with pytest.raises(ValueError, match="offsets do not match"):
+            torch.ops.hashkern.hamming_radius_fill(q, db, 16, offsets, idx3, dist3)
