@@ -15,8 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hashkern.codes import sign_ste
-from hashkern.losses.sorted_nce import SortedNCELoss
-from hashkern.losses.wch import BitBalanceLoss, WCHLoss
+from hashkern.losses import BitBalanceLoss, SortedNCELoss, WCHLoss
 from hashkern.ops.patchsim import patch_similarity
 
 

@@ -14,6 +14,11 @@ def test_small_vit_tokens_and_features():
     assert rgb(torch.randn(1, 1, 8, 8)).shape == (1, 8)  # grayscale into RGB: channel repeated
     with pytest.raises(ValueError, match="images must have 1 channels, got 3"):
         vit(torch.randn(1, 3, 28, 28))
+    avg = small_vit(in_chans=1, img_size=8, patch_size=4, embed_dim=8, depth=1, num_heads=2, pool="avg")
+    x8 = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(avg(x8), avg.tokens(x8).mean(1))
+    with pytest.raises(ValueError, match="pool must be 'token' or 'avg'"):
+        small_vit(pool="max")
     with pytest.raises(ValueError, match="small-vit trains from scratch"):
         build_backbone("small-vit", weights="x.pt")
 
