@@ -30,6 +30,8 @@ def _packed(name: str, codes, nbits: int | None) -> tuple[torch.Tensor, int]:
         nbits = 8 * width if nbits is None else check_int("nbits", nbits, low=1)
         if (nbits + 7) // 8 != width:
             raise ValueError(f"{name} has {width} bytes per code, which does not hold nbits={nbits} bits")
+        if nbits % 8 and codes.numel() and bool((codes[:, -1] >> (nbits % 8)).any()):
+            raise ValueError(f"{name} has bits set beyond nbits={nbits} in its last byte (padding must be 0)")
         return codes.contiguous(), nbits
     if nbits is not None and nbits != codes.shape[1]:
         raise ValueError(f"nbits={nbits} does not match {name} with {codes.shape[1]} bits per code")
@@ -83,12 +85,15 @@ def _histograms(q_packed, db_packed, q_labels, db_labels, nbits, batch_size):
     rel_hist = torch.zeros_like(hist)
     block = batch_size or max(1, (_BUDGET >> 4) // n_db)
     for s in range(0, n_q, block):
-        dist = hamming_distance(q_packed[s:s + block], db_packed).long()
+        dist = hamming_distance(q_packed[s:s + block], db_packed)
         rows = dist.shape[0]
-        flat = (dist + torch.arange(rows, device=dist.device)[:, None] * bins).flatten()
-        rel = _relevant(q_labels[s:s + block], db_labels).flatten().to(torch.float64)
-        hist[s:s + rows] = torch.bincount(flat, minlength=rows * bins).view(rows, bins).to(torch.float64)
-        rel_hist[s:s + rows] = torch.bincount(flat, weights=rel, minlength=rows * bins).view(rows, bins)
+        # One histogram of 2 * (K+1) bins: the distance, with the relevance as its low bit.
+        code = (dist * 2 + _relevant(q_labels[s:s + block], db_labels)).long()
+        counts = torch.zeros(rows, 2 * bins, dtype=torch.int64, device=dist.device)
+        counts.scatter_add_(1, code, torch.ones((), dtype=torch.int64, device=dist.device).expand_as(code))
+        counts = counts.view(rows, bins, 2).to(torch.float64)
+        hist[s:s + rows] = counts.sum(-1)
+        rel_hist[s:s + rows] = counts[..., 1]
     return hist, rel_hist
 
 

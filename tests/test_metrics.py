@@ -170,6 +170,10 @@ def test_metric_bad_inputs(device):
         mean_average_precision(q, codes(10, 17, device), ql, dl, 5)
     with pytest.raises(ValueError, match="does not hold nbits=20"):
         mean_average_precision(pack_bits(q), pack_bits(db), ql, dl, 5, nbits=20)
+    padded = pack_bits(q)
+    padded[:, -1] |= 0x80  # bit 15 of a 14-bit code
+    with pytest.raises(ValueError, match="bits set beyond nbits=14"):
+        mean_average_precision(padded, pack_bits(db) & 0x3F, ql, dl, 5, nbits=14)
     with pytest.raises(ValueError, match="db_codes is empty"):
         mean_average_precision(q, db[:0], ql, dl[:0], 5)
     with pytest.raises(ValueError, match="q_codes is empty"):
