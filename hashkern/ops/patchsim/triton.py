@@ -7,13 +7,23 @@ similarities in registers and saves only per-patch statistics ``[b1, b2, P]`` (t
 are gathers: dx1 reads x2 at the saved argmax, dx2 reads x1 through the argmax sorted by ``j``
 (a CSR inverse built with one ``torch.sort``), so no atomics and no second dense matmul. Patch dot products use ``tl.dot``:
 tensor cores for bf16/fp16 with fp32 accumulation, tf32 for fp32 input on CUDA (about 1e-3
-relative error), ieee fp64 for fp64 input. This module imports triton; import it lazily.
+relative error), FMA units for fp64 input. This module imports triton; import it lazily.
 """
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def _mm(a, b, acc, DOT_PRECISION: tl.constexpr):
+    """acc + a @ b: tensor cores via tl.dot, or ("fma") a broadcast product for fp64, whose MMA
+    lowering rejects these kernels on sm_90 ("fp64 don't support largeK MMA")."""
+    if DOT_PRECISION == "fma":
+        return acc + tl.sum(a[:, :, None].to(acc.dtype) * b[None, :, :].to(acc.dtype), axis=1)
+    else:
+        return tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
 
 @triton.jit
@@ -29,7 +39,7 @@ def _sim_tile(x1_ptr, x2_ptr, offs_i, offs_j, P, Q, D, s1p, s1d, s2q, s2d,
                     mask=(offs_i[:, None] < P) & (k[None, :] < D), other=0.0)  # [BLOCK_P, BLOCK_K]
         b = tl.load(x2_ptr + offs_j[None, :] * s2q + k[:, None] * s2d,
                     mask=(offs_j[None, :] < Q) & (k[:, None] < D), other=0.0)  # [BLOCK_K, BLOCK_Q]
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        acc = _mm(a, b, acc, DOT_PRECISION)
     return acc
 
 
@@ -156,7 +166,7 @@ def _patch_similarity_bwd_dx1_kernel(
                 ds = _softmax_dsim(sim, lse, f, c, scale, row_ok[:, None] & col_ok[None, :])
                 v = tl.load(x2_m + offs_j[:, None] * s2q + offs_d[None, :] * s2d,
                             mask=col_ok[:, None] & d_ok[None, :], other=0.0)  # [BLOCK_Q, BLOCK_D]
-                acc = tl.dot(ds.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+                acc = _mm(ds.to(v.dtype), v, acc, DOT_PRECISION)
     out = dx1_ptr + n * P * D + offs_i[:, None] * D + offs_d[None, :]
     tl.store(out, acc.to(dx1_ptr.dtype.element_ty), mask=(offs_i[:, None] < P) & d_ok[None, :])
 
@@ -189,7 +199,7 @@ def _patch_similarity_bwd_dx2_kernel(
             sim = _sim_tile(x1_ptr + n * s1b, x2_ptr + m * s2b, offs_i, offs_j, P, Q, D,
                             s1p, s1d, s2q, s2d, ACC, BLOCK_P, BLOCK_Q, BLOCK_K, DOT_PRECISION)
             ds = _softmax_dsim(sim, lse, f, c, scale, row_ok[:, None] & col_ok[None, :])
-            acc = tl.dot(tl.trans(ds).to(u.dtype), u, acc, input_precision=DOT_PRECISION)
+            acc = _mm(tl.trans(ds).to(u.dtype), u, acc, DOT_PRECISION)
     out = dx2_ptr + m * Q * D + offs_j[:, None] * D + offs_d[None, :]
     tl.store(out, acc.to(dx2_ptr.dtype.element_ty), mask=(offs_j[:, None] < Q) & d_ok[None, :])
 
@@ -226,9 +236,12 @@ def _patch_similarity_bwd_dx2_gather_kernel(
 def _config(u1: torch.Tensor, P: int, Q: int, D: int) -> dict:
     """Tile sizes: tensor-core shaped on CUDA; on CPU (interpreter) as few programs/iterations as possible."""
     acc = tl.float64 if u1.dtype == torch.float64 else tl.float32
-    precision = "tf32" if u1.dtype == torch.float32 and u1.is_cuda else "ieee"
+    precision = {torch.float64: "fma", torch.float32: "tf32" if u1.is_cuda else "ieee"}.get(u1.dtype, "ieee")
     if u1.is_cuda:
         wide = u1.element_size() <= 2
+        if u1.dtype == torch.float64:  # fp64 is for checking, not speed: small FMA tiles
+            return dict(ACC=acc, DOT_PRECISION=precision, BLOCK_P=16, BLOCK_Q=16, BLOCK_K=16, BLOCK_D=16,
+                        num_warps=4, num_stages=1)
         return dict(ACC=acc, DOT_PRECISION=precision, BLOCK_P=64, BLOCK_Q=64,
                     BLOCK_K=64 if wide else 32, BLOCK_D=64, num_warps=4, num_stages=3 if wide else 2)
     pow2 = triton.next_power_of_2
