@@ -30,7 +30,7 @@ def compiled(op, device):
     return _ext.extension_loaded() and hasattr(torch.ops.hashkern, op) and _ext.has_kernel(op, device.type)
 
 
-@pytest.mark.parametrize("nbits", [8, 24, 64, 128, 1000])
+@pytest.mark.parametrize("nbits", [8, 24, 64, 128, 256, 1000])
 @pytest.mark.parametrize("ties", [None, 3])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_topk_matches_oracle(device, nbits, ties, backend):
