@@ -274,3 +274,28 @@ def test_bad_inputs():
         ss.soft_sort_gather(s, v, 1.0, backend="gpu")
     with pytest.raises(ValueError, match="not implemented for soft_sort_gather"):
         ss.soft_sort_gather(s, v, 1.0, backend="cuda")
+
+
+# ----------------------------------------------------------------------------- GPU build (no GPU needed)
+
+def _compile_for_sm90(dtypes: str, dims: str):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("import sys, torch; from hashkern.ops.softsort._compile_check import compile_all; "
+            f"sys.exit(0 if compile_all(({dtypes}), ({dims})) else 1)")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "ok   _soft_sort_gather_bwd_dkv_kernel" in result.stdout
+
+
+def test_kernels_compile_for_hopper():
+    """The launch configs CUDA uses compile (PTX + ptxas, sm_90a) and fit in shared memory.
+
+    The full dtype x width matrix: ``python -m hashkern.ops.softsort._compile_check`` (~2 min).
+    """
+    pytest.importorskip("triton.backends.nvidia")
+    _compile_for_sm90("torch.bfloat16, torch.float32", "128,")
+

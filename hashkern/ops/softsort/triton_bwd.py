@@ -128,21 +128,23 @@ def soft_sort_gather_bwd_triton(q: torch.Tensor, s: torch.Tensor, v: torch.Tenso
     dv = torch.zeros(v.shape, dtype=acc, device=s.device)
     if b == 0 or n == 0:
         return dq, ds_key, dv if need_v else None
-    block_k, block_j, block_d, warps = launch_config(n, d, s.device)
     stride_vb = 0 if shared else v.stride(0)
-    common = dict(ACC=_tl_acc(acc), PRECISION=dot_precision(v.dtype),
-                  BLOCK_K=block_k, BLOCK_J=block_j, BLOCK_D=block_d, num_warps=warps)
+    acc_tl, precision = _tl_acc(acc), dot_precision(v.dtype)
+    block_k, block_j, block_d, warps = launch_config(n, d, s.device, acc if acc == torch.float64 else v.dtype, "dq")
     _soft_sort_gather_bwd_dq_kernel[(b, triton.cdiv(n, block_k))](
         q, s, v, lse, de, delta, dq, n, d,
         q.stride(0), s.stride(0), stride_vb, v.stride(1), lse.stride(0), de.stride(0), de.stride(1),
-        delta.stride(0), dq.stride(0), 1.0 / tau, **common)
+        delta.stride(0), dq.stride(0), 1.0 / tau,
+        ACC=acc_tl, PRECISION=precision, BLOCK_K=block_k, BLOCK_J=block_j, BLOCK_D=block_d, num_warps=warps)
     # Shared v: several rows per program cut the atomic adds into dv; enough programs remain.
     rows = max(1, min(b, 8)) if shared else 1
     if shared and s.device.type != "cuda":
         rows = b  # the interpreter pays per program, not per atomic
+    block_k, block_j, block_d, warps = launch_config(n, d, s.device, acc if acc == torch.float64 else v.dtype, "dkv")
     _soft_sort_gather_bwd_dkv_kernel[(triton.cdiv(b, rows), triton.cdiv(n, block_j))](
         q, s, v, lse, de, delta, ds_key, dv, b, n, d,
         q.stride(0), s.stride(0), stride_vb, v.stride(1), lse.stride(0), de.stride(0), de.stride(1),
         delta.stride(0), ds_key.stride(0), dv.stride(0), dv.stride(1), 1.0 / tau,
-        SHARED_V=shared, ROWS=rows, **common)
+        SHARED_V=shared, ROWS=rows,
+        ACC=acc_tl, PRECISION=precision, BLOCK_K=block_k, BLOCK_J=block_j, BLOCK_D=block_d, num_warps=warps)
     return dq, ds_key, dv if need_v else None

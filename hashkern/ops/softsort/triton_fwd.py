@@ -67,14 +67,28 @@ def _tl_acc(acc: torch.dtype):
     return tl.float64 if acc == torch.float64 else tl.float32
 
 
-def launch_config(n: int, d: int, device: torch.device):
-    """Tile sizes: small grids under the CPU interpreter (~1 ms per program), register-sized on GPU."""
+def launch_config(n: int, d: int, device: torch.device, dtype: torch.dtype, kind: str = "fwd"):
+    """``(BLOCK_K, BLOCK_J, BLOCK_D, num_warps)`` for kernel ``kind`` ("fwd", "dq" or "dkv").
+
+    CPU (interpreter): few, large tiles (~1 ms per program). CUDA: sizes that compile for sm_90
+    without register spills (checked with ptxas) and within Hopper's shared memory; not yet tuned
+    on a GPU.
+    """
     block_d = max(16, triton.next_power_of_2(d))
     if device.type != "cuda":
         block = min(128, max(16, triton.next_power_of_2(n)))
         return block, block, block_d, 4
-    block_k = 64 if block_d <= 128 else 32
-    return block_k, 64, block_d, 4 if block_d <= 64 else 8
+    if dtype == torch.float64:  # tests only: small tiles keep fp64 within shared memory
+        return 16, 16, block_d, 4
+    if dot_precision(dtype) == "ieee":  # exact fp32 products run on FMA units, not tensor cores
+        if kind == "fwd":
+            return (32, 32, block_d, 4) if block_d <= 128 else (16, 32, block_d, 4)
+        return 16, 16, block_d, 4 if kind == "dq" or block_d <= 64 else 8
+    if kind == "dkv":  # holds dv [BLOCK_J, BLOCK_D] and v besides the tile
+        if block_d <= 64:
+            return 64, 64, block_d, 8
+        return (32, 64, block_d, 8) if block_d <= 128 else (32, 32, block_d, 8)
+    return (64, 64, block_d, 4) if block_d <= 128 else (32, 64, block_d, 8)
 
 
 def dot_precision(dtype: torch.dtype) -> str | None:
@@ -102,7 +116,7 @@ def soft_sort_gather_fwd_triton(q: torch.Tensor, s: torch.Tensor, v: torch.Tenso
         stride_ub, stride_ob, stride_on = u_arg.stride(0), out.stride(0), 1
     if b == 0 or n == 0:
         return out, lse
-    block_k, block_j, block_d, warps = launch_config(n, d, s.device)
+    block_k, block_j, block_d, warps = launch_config(n, d, s.device, acc if acc == torch.float64 else v.dtype, "fwd")
     grid = (b, triton.cdiv(n, block_k))
     _soft_sort_gather_fwd_kernel[grid](
         q, s, v, u_arg, out, lse, n, d,
