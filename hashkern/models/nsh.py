@@ -17,11 +17,17 @@ class NSH(HashModel):
     Trunk: Linear(D, hidden) -> ReLU; code head Linear(hidden, K) -> sign (STE); latent head
     Linear(hidden, latent_dim). The loss soft-sorts view-1 latents by code similarity to each
     anchor and contrasts the first ``num_positives`` ranks with the rest (global batch under DDP).
+
+    ``sort_temperature`` defaults to 0.32 / K: code similarities move in steps of 1/K, so the soft
+    sort's sharpness has to follow K (on the Fashion-MNIST demo at 64 bits, 0.005 gave mAP .41
+    where 0.1 gave .30).
     """
 
     def __init__(self, backbone: nn.Module, nbits: int, latent_dim: int = 128, num_positives: int = 4,
-                 temperature: float = 0.2, sort_temperature: float = 0.1, hidden: int = 1024):
+                 temperature: float = 0.2, sort_temperature: float | None = None, hidden: int = 1024):
         super().__init__(backbone, nbits)
+        if sort_temperature is None:
+            sort_temperature = 0.32 / nbits
         self.latent_dim = check_int("latent_dim", latent_dim, low=1)
         self.num_positives = check_int("num_positives", num_positives, low=1)
         self.trunk = nn.Sequential(nn.Linear(backbone.dim, hidden), nn.ReLU(inplace=True))

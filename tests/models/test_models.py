@@ -163,3 +163,9 @@ def test_bad_input():
         build_model("dsh", 8, {"name": "small-vit"})
     with pytest.raises(ValueError, match="unknown backbone 'resnet'"):
         build_model("nsh", 8, {"name": "resnet"})
+
+
+def test_nsh_sort_temperature_follows_code_length():
+    assert NSH(FeatureBackbone(), 16, hidden=8).sorted_nce.sort_temperature == pytest.approx(0.02)
+    assert NSH(FeatureBackbone(), 64, hidden=8).sorted_nce.sort_temperature == pytest.approx(0.005)
+    assert NSH(FeatureBackbone(), 64, hidden=8, sort_temperature=0.1).sorted_nce.sort_temperature == 0.1
