@@ -103,6 +103,7 @@ hamming_slice_emit_kernel(const uint64_t* __restrict__ q, const uint64_t* __rest
     const int64_t j = j0 + lane;
     const int d = j < stop ? row_distance<kWords>(query, db + j * words, words) : -1;
     const bool hit = d >= 0 && d <= limit;
+    if (!__any_sync(0xffffffffu, hit)) continue;  // the common case for small k: nothing to place
     const unsigned peers = __match_any_sync(0xffffffffu, hit ? d : -1);
     int64_t slot = 0;
     if (hit) slot = base + mine[d] + __popc(peers & below);
