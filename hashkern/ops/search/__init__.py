@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 
-
 def _preference(op: str) -> tuple[str, ...]:
     """Compiled backends only where this build of ``hashkern._C`` defines the op."""
     if _ext.extension_loaded() and hasattr(torch.ops.hashkern, op):
