@@ -19,7 +19,7 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from hashkern.ops.softsort.triton_bwd import _soft_sort_gather_bwd_dkv_kernel, _soft_sort_gather_bwd_dq_kernel
+from hashkern.ops.softsort.triton_bwd import _soft_sort_gather_bwd_kernel
 from hashkern.ops.softsort.triton_fwd import _soft_sort_gather_fwd_kernel, dot_precision, launch_config
 
 H100_SMEM = 232448  # bytes of shared memory one block may use on sm_90
@@ -65,11 +65,9 @@ def compile_all(dtypes=(torch.bfloat16, torch.float16, torch.float32, torch.floa
             for cosine in (False, True):
                 ptrs = dict(Q=t, S=t, V=t, U=acc, OUT=acc if cosine else t, LSE=acc)
                 jobs.append((_soft_sort_gather_fwd_kernel, ptrs, "fwd", dict(COSINE=cosine)))
-            ptrs = dict(Q=t, S=t, V=t, LSE=acc, DE=t, DELTA=acc, DQ=acc)
-            jobs.append((_soft_sort_gather_bwd_dq_kernel, ptrs, "dq", {}))
             for shared in (True, False):
-                ptrs = dict(Q=t, S=t, V=t, LSE=acc, DE=t, DELTA=acc, DS=acc, DV=acc)
-                jobs.append((_soft_sort_gather_bwd_dkv_kernel, ptrs, "dkv", dict(SHARED_V=shared, ROWS=8 if shared else 1)))
+                ptrs = dict(Q=t, S=t, V=t, LSE=acc, DE=t, DELTA=acc, DQ=acc, DS=acc, DV=acc)
+                jobs.append((_soft_sort_gather_bwd_kernel, ptrs, "bwd", dict(SHARED_V=shared, ROWS=8 if shared else 1)))
             for fn, ptrs, kind, extra in jobs:
                 block_k, block_j, block_d, warps = launch_config(4096, d, cuda, dtype, kind)
                 consts = dict(extra, ACC=acc_tl, PRECISION=dot_precision(dtype),

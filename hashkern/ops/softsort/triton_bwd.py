@@ -1,13 +1,14 @@
-"""Triton backward of the soft-sort gather (flash-attention-2 style, two kernels).
+"""Triton backward of the soft-sort gather: one kernel, flash-attention style.
 
 With ``P = exp(score - lse)`` rebuilt tile by tile, ``dS = P * (dE v^T - delta)``
-(``delta = rowsum(dE * E)``) and ``d|q - s| / dq = sign(q - s)``:
+(``delta = rowsum(dE * E)``) and ``d|q - s| / dq = sign(q - s)``, one program per sample tile
+and group of rows streams the rank tiles and produces
 
-* ``_soft_sort_gather_bwd_dq_kernel`` (one program per rank tile): ``dq = -sum_j dS sign / tau``,
-  the gradient to the sorted values (scattered back to ``s`` by the caller, as ``torch.sort`` does);
-* ``_soft_sort_gather_bwd_dkv_kernel`` (one program per sample tile and group of rows):
-  ``ds_key = sum_k dS sign / tau`` and ``dv = P^T dE``, summed over rows with one atomic add per
-  program when ``v`` is shared by all rows.
+* ``ds_key = sum_k dS sign / tau``, the gradient to ``s`` as keys;
+* ``dv = P^T dE``, summed over rows with one atomic add per program when ``v`` is shared;
+* ``dq = -sum_j dS sign / tau``, the gradient to the sorted values (scattered back to ``s`` by the
+  caller, as ``torch.sort`` does), by atomic adds: this saves the second pass over ``P`` that a
+  separate dq kernel (flash-attention 2's layout) would cost.
 """
 from __future__ import annotations
 
@@ -29,49 +30,14 @@ def _probs_and_signs(q, s, lse, mask_k, mask_j, inv_tau):
 
 
 @triton.jit
-def _soft_sort_gather_bwd_dq_kernel(
+def _soft_sort_gather_bwd_kernel(
     Q, S, V, LSE, DE, DELTA,  # [b, n], [b, n], [bv, n, d], [b, n], [b, n, d], [b, n]
-    DQ,                       # [b, n] out
-    n, d,
-    stride_qb, stride_sb, stride_vb, stride_vn, stride_lb, stride_eb, stride_en, stride_tb, stride_dqb,
-    inv_tau,
-    ACC: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
-):
-    row = tl.program_id(0).to(tl.int64)
-    pid_k = tl.program_id(1)
-    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_k = offs_k < n
-    mask_d = offs_d < d
-    q = tl.load(Q + row * stride_qb + offs_k, mask=mask_k, other=0.0).to(ACC)
-    lse = tl.load(LSE + row * stride_lb + offs_k, mask=mask_k, other=0.0).to(ACC)
-    delta = tl.load(DELTA + row * stride_tb + offs_k, mask=mask_k, other=0.0).to(ACC)
-    de = tl.load(DE + row * stride_eb + offs_k[:, None] * stride_en + offs_d[None, :],
-                 mask=mask_k[:, None] & mask_d[None, :], other=0.0)
-
-    dq = tl.zeros([BLOCK_K], dtype=ACC)
-    for j0 in range(0, n, BLOCK_J):
-        offs_j = j0 + tl.arange(0, BLOCK_J)
-        mask_j = offs_j < n
-        s = tl.load(S + row * stride_sb + offs_j, mask=mask_j, other=0.0).to(ACC)
-        p, sign = _probs_and_signs(q, s, lse, mask_k, mask_j, inv_tau)
-        v = tl.load(V + row * stride_vb + offs_j[:, None] * stride_vn + offs_d[None, :],
-                    mask=mask_j[:, None] & mask_d[None, :], other=0.0)
-        dp = tl.dot(de.to(v.dtype), tl.trans(v), input_precision=PRECISION).to(ACC)
-        ds = p * (dp - delta[:, None])
-        dq += tl.sum(ds * sign, axis=1)
-    tl.store(DQ + row * stride_dqb + offs_k, -dq * inv_tau, mask=mask_k)
-
-
-@triton.jit
-def _soft_sort_gather_bwd_dkv_kernel(
-    Q, S, V, LSE, DE, DELTA,  # as above
+    DQ,                       # [b, n] out (zeroed): gradient to the sorted values, by atomic adds
     DS,                       # [b, n] out: gradient to s as keys
     DV,                       # [bv, n, d] out (fp32/fp64 accumulator, zeroed, when SHARED_V)
     b, n, d,
     stride_qb, stride_sb, stride_vb, stride_vn, stride_lb, stride_eb, stride_en, stride_tb,
-    stride_dsb, stride_dvb, stride_dvn,
+    stride_dqb, stride_dsb, stride_dvb, stride_dvn,
     inv_tau,
     SHARED_V: tl.constexpr, ROWS: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -102,8 +68,10 @@ def _soft_sort_gather_bwd_dkv_kernel(
                              mask=mask_k[:, None] & mask_d[None, :], other=0.0).to(v.dtype)
                 p, sign = _probs_and_signs(q, s, lse, mask_k, mask_j, inv_tau)
                 dp = tl.dot(de, tl.trans(v), input_precision=PRECISION).to(ACC)
-                ds = p * (dp - delta[:, None])
-                ds_key += tl.sum(ds * sign, axis=0)
+                ds = p * (dp - delta[:, None]) * sign
+                ds_key += tl.sum(ds, axis=0)
+                # each sample tile adds its share of dq: no second pass over P for a dq kernel
+                tl.atomic_add(DQ + row * stride_dqb + offs_k, -tl.sum(ds, axis=1) * inv_tau, mask=mask_k)
                 dv += tl.dot(tl.trans(p).to(v.dtype), de, input_precision=PRECISION).to(ACC)
             tl.store(DS + row * stride_dsb + offs_j, ds_key * inv_tau, mask=mask_j)
             if not SHARED_V:
@@ -123,28 +91,20 @@ def soft_sort_gather_bwd_triton(q: torch.Tensor, s: torch.Tensor, v: torch.Tenso
     q, s, v, de = q.contiguous(), s.contiguous(), v.contiguous(), de.contiguous()
     lse, delta = lse.contiguous(), delta.to(acc).contiguous()
     shared = v.shape[0] == 1
-    dq = torch.empty(b, n, dtype=acc, device=s.device)
+    dq = torch.zeros(b, n, dtype=acc, device=s.device)
     ds_key = torch.empty(b, n, dtype=acc, device=s.device)
     dv = torch.zeros(v.shape, dtype=acc, device=s.device)
     if b == 0 or n == 0:
         return dq, ds_key, dv if need_v else None
-    stride_vb = 0 if shared else v.stride(0)
-    acc_tl, precision = _tl_acc(acc), dot_precision(v.dtype)
-    block_k, block_j, block_d, warps = launch_config(n, d, s.device, acc if acc == torch.float64 else v.dtype, "dq")
-    _soft_sort_gather_bwd_dq_kernel[(b, triton.cdiv(n, block_k))](
-        q, s, v, lse, de, delta, dq, n, d,
-        q.stride(0), s.stride(0), stride_vb, v.stride(1), lse.stride(0), de.stride(0), de.stride(1),
-        delta.stride(0), dq.stride(0), 1.0 / tau,
-        ACC=acc_tl, PRECISION=precision, BLOCK_K=block_k, BLOCK_J=block_j, BLOCK_D=block_d, num_warps=warps)
     # Shared v: several rows per program cut the atomic adds into dv; enough programs remain.
     rows = max(1, min(b, 8)) if shared else 1
     if shared and s.device.type != "cuda":
         rows = b  # the interpreter pays per program, not per atomic
-    block_k, block_j, block_d, warps = launch_config(n, d, s.device, acc if acc == torch.float64 else v.dtype, "dkv")
-    _soft_sort_gather_bwd_dkv_kernel[(triton.cdiv(b, rows), triton.cdiv(n, block_j))](
-        q, s, v, lse, de, delta, ds_key, dv, b, n, d,
-        q.stride(0), s.stride(0), stride_vb, v.stride(1), lse.stride(0), de.stride(0), de.stride(1),
-        delta.stride(0), ds_key.stride(0), dv.stride(0), dv.stride(1), 1.0 / tau,
-        SHARED_V=shared, ROWS=rows,
-        ACC=acc_tl, PRECISION=precision, BLOCK_K=block_k, BLOCK_J=block_j, BLOCK_D=block_d, num_warps=warps)
+    block_k, block_j, block_d, warps = launch_config(n, d, s.device, acc if acc == torch.float64 else v.dtype, "bwd")
+    _soft_sort_gather_bwd_kernel[(triton.cdiv(b, rows), triton.cdiv(n, block_j))](
+        q, s, v, lse, de, delta, dq, ds_key, dv, b, n, d,
+        q.stride(0), s.stride(0), 0 if shared else v.stride(0), v.stride(1), lse.stride(0), de.stride(0),
+        de.stride(1), delta.stride(0), dq.stride(0), ds_key.stride(0), dv.stride(0), dv.stride(1), 1.0 / tau,
+        SHARED_V=shared, ROWS=rows, ACC=_tl_acc(acc), PRECISION=dot_precision(v.dtype),
+        BLOCK_K=block_k, BLOCK_J=block_j, BLOCK_D=block_d, num_warps=warps)
     return dq, ds_key, dv if need_v else None

@@ -68,7 +68,7 @@ def _tl_acc(acc: torch.dtype):
 
 
 def launch_config(n: int, d: int, device: torch.device, dtype: torch.dtype, kind: str = "fwd"):
-    """``(BLOCK_K, BLOCK_J, BLOCK_D, num_warps)`` for kernel ``kind`` ("fwd", "dq" or "dkv").
+    """``(BLOCK_K, BLOCK_J, BLOCK_D, num_warps)`` for kernel ``kind`` ("fwd" or "bwd").
 
     CPU (interpreter): few, large tiles (~1 ms per program). CUDA: sizes that compile for sm_90
     without register spills (checked with ptxas) and within Hopper's shared memory; not yet tuned
@@ -83,8 +83,8 @@ def launch_config(n: int, d: int, device: torch.device, dtype: torch.dtype, kind
     if dot_precision(dtype) == "ieee":  # exact fp32 products run on FMA units, not tensor cores
         if kind == "fwd":
             return (32, 32, block_d, 4) if block_d <= 128 else (16, 32, block_d, 4)
-        return 16, 16, block_d, 4 if kind == "dq" or block_d <= 64 else 8
-    if kind == "dkv":  # holds dv [BLOCK_J, BLOCK_D] and v besides the tile
+        return 16, 16, block_d, 4 if block_d <= 64 else 8
+    if kind == "bwd":  # holds dv [BLOCK_J, BLOCK_D] and v besides the tile
         if block_d <= 64:
             return 64, 64, block_d, 8
         return (32, 64, block_d, 8) if block_d <= 128 else (32, 32, block_d, 8)
