@@ -62,9 +62,9 @@ def compile_all(dtypes=(torch.bfloat16, torch.float16, torch.float32, torch.floa
         acc_tl = tl.float64 if dtype == torch.float64 else tl.float32
         for d in dims:
             jobs = []
-            for cosine in (False, True):
-                ptrs = dict(Q=t, S=t, V=t, U=acc, OUT=acc if cosine else t, LSE=acc)
-                jobs.append((_soft_sort_gather_fwd_kernel, ptrs, "fwd", dict(COSINE=cosine)))
+            for mode in (0, 1, 2):
+                ptrs = dict(Q=t, S=t, V=t, U=acc, G=acc, OUT=t if mode == 0 else acc, LSE=acc, DELTA=acc, DU=acc)
+                jobs.append((_soft_sort_gather_fwd_kernel, ptrs, "fwd", dict(MODE=mode)))
             for shared in (True, False):
                 ptrs = dict(Q=t, S=t, V=t, LSE=acc, DE=t, DELTA=acc, DQ=acc, DS=acc, DV=acc)
                 jobs.append((_soft_sort_gather_bwd_kernel, ptrs, "bwd", dict(SHARED_V=shared, ROWS=8 if shared else 1)))

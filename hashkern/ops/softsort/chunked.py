@@ -42,11 +42,10 @@ def _scores(q, s, tau):
 
 
 def soft_sort_gather_fwd_torch(q: torch.Tensor, s: torch.Tensor, v: torch.Tensor, tau: float,
-                               u: torch.Tensor | None = None, eps: float = 1e-8,
-                               e_dtype: torch.dtype | None = None):
+                               u: torch.Tensor | None = None, eps: float = 1e-8):
     """``q, s [b, n]``, ``v [bv, n, d]`` (bv = 1: shared) -> ``(out, lse [b, n])``.
 
-    ``out`` is ``E [b, n, d]`` in ``e_dtype`` (default ``v.dtype``), or, when ``u [b, d]`` (unit vectors) is given,
+    ``out`` is ``E [b, n, d]`` in ``v.dtype``, or, when ``u [b, d]`` (unit vectors) is given,
     the cosines ``c [b, n]`` of ``E`` with ``u`` in the accumulation dtype.
     """
     b, n = s.shape
@@ -54,7 +53,7 @@ def soft_sort_gather_fwd_torch(q: torch.Tensor, s: torch.Tensor, v: torch.Tensor
     qa, sa, va = q.to(acc), s.to(acc), v.to(acc)
     lse = torch.empty(b, n, dtype=acc, device=s.device)
     if u is None:
-        out = torch.empty(b, n, v.shape[-1], dtype=e_dtype or v.dtype, device=s.device)
+        out = torch.empty(b, n, v.shape[-1], dtype=v.dtype, device=s.device)
     else:
         out = torch.empty(b, n, dtype=acc, device=s.device)
         ua = u.to(acc)
@@ -107,3 +106,25 @@ def soft_sort_gather_bwd_torch(q: torch.Tensor, s: torch.Tensor, v: torch.Tensor
             else:
                 dv[r0:r1] += dv_c
     return dq, ds_key, dv
+
+
+def cosine_bwd(e: torch.Tensor, u: torch.Tensor, g: torch.Tensor, eps: float):
+    """Backward of ``c = (e . u) / max(|e|, eps)``: ``e [r, n, d]``, ``u [r, d]``, ``g [r, n]``
+    -> ``(de [r, n, d], delta = rowsum(de * e) [r, n], du [r, d])``."""
+    norm = torch.linalg.vector_norm(e, dim=-1)
+    clamped = norm.clamp_min(eps)
+    c = (e * u.unsqueeze(1)).sum(-1) / clamped
+    # The norm only has a gradient where the clamp is inactive.
+    coef = torch.where(norm > eps, c / clamped, torch.zeros_like(c))
+    gn = g / clamped
+    de = gn.unsqueeze(-1) * (u.unsqueeze(1) - coef.unsqueeze(-1) * e)
+    return de, (de * e).sum(-1), torch.einsum("rn,rnd->rd", gn, e)
+
+
+def sorted_cosine_grad_torch(q: torch.Tensor, s: torch.Tensor, v: torch.Tensor, tau: float, u: torch.Tensor,
+                             g: torch.Tensor, eps: float = 1e-8):
+    """Rebuild ``E`` for rows ``q, s [r, n]`` (``v [1, n, d]``) and push the cosine gradient
+    ``g [r, n]`` through ``c = cos(E, u)``: ``(dE [r, n, d], delta [r, n], du [r, d], lse [r, n])``."""
+    acc = acc_dtype(s, v)
+    e, lse = soft_sort_gather_fwd_torch(q, s, v.to(acc), tau)
+    return (*cosine_bwd(e, u.to(acc), g.to(acc), eps), lse)

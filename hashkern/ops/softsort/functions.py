@@ -13,8 +13,15 @@ from torch import Tensor
 
 from hashkern.ops.softsort import chunked
 
-# Rows of E / dE rebuilt at once in the sorted-cosine backward: rows * n * d <= this.
-COSINE_CHUNK_ELEMS = {"cuda": 1 << 23, "cpu": 1 << 22}
+# Rows of dE rebuilt at once in the sorted-cosine backward: rows * n * d <= this.
+COSINE_CHUNK_ELEMS = {"cuda": 1 << 24, "cpu": 1 << 22}  # 64 MiB of fp32 dE on CUDA
+
+
+def _cosine_grad_impl(backend: str):
+    if backend == "triton":
+        from hashkern.ops.softsort.triton_fwd import sorted_cosine_grad_triton
+        return sorted_cosine_grad_triton
+    return chunked.sorted_cosine_grad_torch
 
 
 def _fwd_impl(backend: str):
@@ -58,20 +65,6 @@ def _(q, s, v, lse, de, delta, tau, backend):
     return lse.new_empty(s.shape), lse.new_empty(s.shape), lse.new_empty(v.shape)
 
 
-def _cosine_bwd(e: Tensor, u: Tensor, g: Tensor, eps: float):
-    """Backward of ``c = (e . u) / max(|e|, eps)``: ``e [r, n, d]``, ``u [r, d]``, ``g [r, n]``
-    -> ``(de [r, n, d], du [r, d], delta = rowsum(de * e) [r, n])``."""
-    norm = torch.linalg.vector_norm(e, dim=-1)
-    clamped = norm.clamp_min(eps)
-    c = (e * u.unsqueeze(1)).sum(-1) / clamped
-    # The norm only has a gradient where the clamp is inactive.
-    coef = torch.where(norm > eps, c / clamped, torch.zeros_like(c))
-    gn = g / clamped
-    de = gn.unsqueeze(-1) * (u.unsqueeze(1) - coef.unsqueeze(-1) * e)
-    du = torch.einsum("rn,rnd->rd", gn, e)
-    return de, du, (de * e).sum(-1)
-
-
 def _normalize_bwd(z: Tensor, du: Tensor, eps: float) -> Tensor:
     """Backward of ``u = z / max(|z|, eps)`` (``F.normalize``) for rows ``z [n, d]``."""
     norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
@@ -86,11 +79,12 @@ def sorted_cosine_bwd(q: Tensor, idx: Tensor, s: Tensor, z1: Tensor, z2: Tensor,
                       tau: float, eps: float, backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of ``c = sorted_cosine(s, z1, z2)`` -> ``(ds [n, n], dz1 [n, d], dz2 [n, d])``.
 
-    ``E`` and ``dE`` are rebuilt for a few rows at a time, so memory stays O(n^2 + n d).
+    ``dE`` is rebuilt for a few rows at a time (the Triton path never stores ``E``), so memory
+    stays O(n^2 + n d).
     """
     n, d = z1.shape
     acc = lse.dtype
-    fwd, bwd = _fwd_impl(backend), _bwd_impl(backend)
+    grad, bwd = _cosine_grad_impl(backend), _bwd_impl(backend)
     z1s = z1.unsqueeze(0)
     z2a = z2.to(acc)
     u = torch.nn.functional.normalize(z2a, dim=-1, eps=eps)
@@ -102,8 +96,7 @@ def sorted_cosine_bwd(q: Tensor, idx: Tensor, s: Tensor, z1: Tensor, z2: Tensor,
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
         qr, sr = q[r0:r1], s[r0:r1]
-        e, lse_r = fwd(qr, sr, z1s, tau, None, eps, e_dtype=acc)
-        de, du[r0:r1], delta = _cosine_bwd(e, u[r0:r1], dc[r0:r1].to(acc), eps)
+        de, delta, du[r0:r1], lse_r = grad(qr, sr, z1s, tau, u[r0:r1], dc[r0:r1], eps)
         dq, ds_key, dv = bwd(qr, sr, z1s, lse_r, de, delta, tau)
         ds[r0:r1] = ds_key.scatter_add_(1, idx[r0:r1], dq)
         dz1 += dv[0]
