@@ -282,44 +282,45 @@ def test_bad_backend():
 
 
 _COMPILE_SM90 = r'''
-import itertools, sys, types
-import torch, triton, triton.language as tl
+import sys, types
+import torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from hashkern.ops.patchsim import triton as K
+from hashkern.ops.patchsim import triton_launch as L
 
-def build(fn, types_, consts, cfg):
-    sig = {name: ("constexpr" if p.is_constexpr else types_[name]) for name, p in zip(fn.arg_names, fn.params)}
-    triton.compile(ASTSource(fn, sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
-                   options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"]))
-
-for dtype, reduce_max in itertools.product((torch.bfloat16, torch.float32, torch.float64), (True, False)):
-    fake = types.SimpleNamespace(dtype=dtype, is_cuda=True, element_size=lambda d=dtype: torch.empty(0, dtype=d).element_size())
-    cfg = K._config(fake, 196, 196, 768)
-    tiles = {k: cfg[k] for k in ("ACC", "DOT_PRECISION", "BLOCK_P", "BLOCK_Q", "BLOCK_K")}
-    ptr, acc = "*" + {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}[dtype], "*fp64" if dtype == torch.float64 else "*fp32"
-    aux = "*i32" if reduce_max else acc
-    ints = {n: "i32" for n in ("b1", "b2", "P", "Q", "D", "s1b", "s1p", "s1d", "s2b", "s2q", "s2d")}
-    common = dict(x1_ptr=ptr, x2_ptr=ptr, mask1_ptr="*i8", mask2_ptr="*i8", inv_count_ptr=acc, grad_ptr=acc, scale="fp32", **ints)
-    flags = dict(HAS_MASK1=True, HAS_MASK2=True)
-    build(K._patch_similarity_fwd_kernel, dict(common, s_ptr=acc, aux_a_ptr=aux, aux_b_ptr=aux),
-          dict(tiles, REDUCE_MAX=reduce_max, GROUP=8, **flags), cfg)
-    dx1 = dict(tiles, BLOCK_P=32, BLOCK_D=128) if reduce_max else dict(tiles, BLOCK_D=cfg["BLOCK_D"])  # as the launcher
-    build(K._patch_similarity_bwd_dx1_kernel, dict(common, aux_a_ptr=aux, aux_b_ptr=aux, dx1_ptr=ptr),
-          dict(dx1, REDUCE_MAX=reduce_max, **flags), cfg)
-    if reduce_max:
-        build(K._patch_similarity_bwd_dx2_gather_kernel, dict(grad_ptr=acc, x1_ptr=ptr, inv_count_ptr=acc, order_ptr="*i32",
-              offsets_ptr="*i32", dx2_ptr=ptr, **ints), dict(ACC=cfg["ACC"], BLOCK_T=32, BLOCK_D=128), cfg)
-    else:
-        build(K._patch_similarity_bwd_dx2_kernel, dict(common, lse_ptr=acc, f_ptr=acc, dx2_ptr=ptr),
-              dict(tiles, BLOCK_D=cfg["BLOCK_D"], **flags), cfg)
-print("compiled")
+dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp64": torch.float64}[sys.argv[1]]
+fake = types.SimpleNamespace(dtype=dtype, is_cuda=True)
+acc_ty, dot = L.precision(fake)
+ptr = "*" + sys.argv[1]
+acc = "*fp64" if dtype == torch.float64 else "*fp32"
+ints = {n: "i32" for n in ("b1", "b2", "P", "Q", "D", "s1b", "s1p", "s1d", "s2b", "s2q", "s2d")}
+common = dict(x1_ptr=ptr, x2_ptr=ptr, mask1_ptr="*i8", mask2_ptr="*i8", inv_count_ptr=acc, grad_ptr=acc, scale="fp32", **ints)
+flags = dict(HAS_MASK1=True, HAS_MASK2=True, ACC=acc_ty, DOT_PRECISION=dot)
+kinds = {
+    "fwd": [(dict(common, s_ptr=acc, aux_a_ptr="*i32", aux_b_ptr="*i32"), dict(flags, REDUCE_MAX=True, GROUP=8)),
+            (dict(common, s_ptr=acc, aux_a_ptr=acc, aux_b_ptr=acc), dict(flags, REDUCE_MAX=False, GROUP=8))],
+    "dx1_max": [(dict(common, aux_a_ptr="*i32", aux_b_ptr="*i32", dx1_ptr=ptr), dict(flags, REDUCE_MAX=True))],
+    "dx1_soft": [(dict(common, aux_a_ptr=acc, aux_b_ptr=acc, dx1_ptr=ptr), dict(flags, REDUCE_MAX=False))],
+    "dx2_gather": [(dict(grad_ptr=acc, x1_ptr=ptr, inv_count_ptr=acc, order_ptr="*i32", offsets_ptr="*i32", dx2_ptr=ptr,
+                         **ints), dict(ACC=acc_ty))],
+    "dx2_soft": [(dict(common, lse_ptr=acc, f_ptr=acc, dx2_ptr=ptr), flags)],
+}
+count = 0
+for kind, variants in kinds.items():
+    fn = L._KERNELS[kind]
+    candidates = L.tiles(kind, fake, 196, 196, 768)  # the autotuning candidates
+    for meta, warps, stages in candidates if sys.argv[2] == "all" else candidates[:1]:
+        for types_, consts in variants:
+            consts = dict(consts, **{k: v for k, v in meta.items() if k in fn.arg_names})
+            sig = {n: ("constexpr" if p.is_constexpr else types_[n]) for n, p in zip(fn.arg_names, fn.params)}
+            triton.compile(ASTSource(fn, sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
+                           options=dict(num_warps=warps, num_stages=stages))
+            count += 1
+print("compiled", count)
 '''
 
 
-def test_kernels_compile_for_sm90():
-    """The CUDA code path of every kernel (CUDA tile sizes, bf16/tf32/fp64) compiles down to sm_90
-    machine code, without a GPU: catches what the interpreter cannot (dot shapes, MMA lowering)."""
+def _compile_sm90(dtype, which):
     import os
     import subprocess
     import sys
@@ -327,5 +328,21 @@ def test_kernels_compile_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    done = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", _COMPILE_SM90, dtype, which], env=env, capture_output=True,
+                          text=True, timeout=900)
     assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32", "fp64"])
+def test_kernels_compile_for_sm90(dtype):
+    """Every kernel, with the first CUDA tile candidate, compiles down to sm_90 machine code without
+    a GPU: catches what the interpreter cannot (dot shapes, MMA lowering, compiler aborts)."""
+    _compile_sm90(dtype, "first")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_all_autotune_candidates_compile_for_sm90(dtype):
+    """Every candidate the autotuner may try compiles (a compiler abort would kill the process mid-tuning)."""
+    _compile_sm90(dtype, "all")
+

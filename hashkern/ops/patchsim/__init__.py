@@ -24,7 +24,7 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 def _impl(backend: str):
     if backend == "triton":
-        from hashkern.ops.patchsim import triton as kernels  # lazy: the package imports without triton
+        from hashkern.ops.patchsim import triton_launch as kernels  # lazy: the package imports without triton
         return kernels.patch_similarity_fwd, kernels.patch_similarity_bwd
     return patch_similarity_chunked_fwd, patch_similarity_chunked_bwd
 

@@ -7,11 +7,11 @@ similarities in registers and saves only per-patch statistics ``[b1, b2, P]`` (t
 are gathers: dx1 reads x2 at the saved argmax, dx2 reads x1 through the argmax sorted by ``j``
 (a CSR inverse built with one ``torch.sort``), so no atomics and no second dense matmul. Patch dot products use ``tl.dot``:
 tensor cores for bf16/fp16 with fp32 accumulation, tf32 for fp32 input on CUDA (about 1e-3
-relative error), FMA units for fp64 input. This module imports triton; import it lazily.
+relative error), FMA units for fp64 input. Launchers and tile choices: ``triton_launch.py``.
+This module imports triton; import it lazily.
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
@@ -231,90 +231,3 @@ def _patch_similarity_bwd_dx2_gather_kernel(
                        mask=t_ok[:, None] & d_ok[None, :], other=0.0)  # [BLOCK_T, BLOCK_D] gathered patches
         acc += c[:, None] * rows.to(ACC)
     tl.store(dx2_ptr + (m * Q + j) * D + offs_d, tl.sum(acc, axis=0).to(dx2_ptr.dtype.element_ty), mask=d_ok)
-
-
-def _config(u1: torch.Tensor, P: int, Q: int, D: int) -> dict:
-    """Tile sizes: tensor-core shaped on CUDA; on CPU (interpreter) as few programs/iterations as possible."""
-    acc = tl.float64 if u1.dtype == torch.float64 else tl.float32
-    precision = {torch.float64: "fma", torch.float32: "tf32" if u1.is_cuda else "ieee"}.get(u1.dtype, "ieee")
-    if u1.is_cuda:
-        wide = u1.element_size() <= 2
-        if u1.dtype == torch.float64:  # fp64 is for checking, not speed: small FMA tiles
-            return dict(ACC=acc, DOT_PRECISION=precision, BLOCK_P=16, BLOCK_Q=16, BLOCK_K=16, BLOCK_D=16,
-                        num_warps=4, num_stages=1)
-        return dict(ACC=acc, DOT_PRECISION=precision, BLOCK_P=64, BLOCK_Q=64,
-                    BLOCK_K=64 if wide else 32, BLOCK_D=64, num_warps=4, num_stages=3 if wide else 2)
-    pow2 = triton.next_power_of_2
-    return dict(ACC=acc, DOT_PRECISION=precision, BLOCK_P=max(16, min(64, pow2(P))),
-                BLOCK_Q=max(16, min(64, pow2(Q))), BLOCK_K=max(16, min(256, pow2(D))),
-                BLOCK_D=max(16, min(256, pow2(D))))
-
-
-def _mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    return like if mask is None else mask.contiguous().view(torch.int8)
-
-
-def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperature: float):
-    """u1 [b1, P, D], u2 [b2, Q, D] (normalised or raw), masks bool or None, inv_count [b1]
-    -> s [b1, b2] (fp32; fp64 for fp64 input), aux_a, aux_b (layouts as in the chunked path)."""
-    b1, P, D = u1.shape
-    b2, Q, _ = u2.shape
-    cfg = _config(u1, P, Q, D)
-    cfg.pop("BLOCK_D")
-    acc_dtype = torch.float64 if u1.dtype == torch.float64 else torch.float32
-    s = torch.empty(b1, b2, dtype=acc_dtype, device=u1.device)
-    reduce_max = reduce == "maxmean"
-    if reduce_max:
-        aux_a = torch.empty(b2, b1, P, dtype=torch.int32, device=u1.device)
-        aux_b = torch.empty(0, dtype=acc_dtype, device=u1.device)
-    else:
-        aux_a = torch.empty(b1, b2, P, dtype=acc_dtype, device=u1.device)
-        aux_b = torch.empty(b1, b2, P, dtype=acc_dtype, device=u1.device)
-    _patch_similarity_fwd_kernel[(b1 * b2,)](
-        u1, u2, _mask_arg(mask1, u1), _mask_arg(mask2, u1), inv_count, s, aux_a,
-        aux_a if reduce_max else aux_b, b1, b2, P, Q, D, *u1.stride(), *u2.stride(), 1.0 / temperature,
-        REDUCE_MAX=reduce_max, HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None,
-        GROUP=8 if u1.is_cuda else 2, **cfg)
-    return s, aux_a, aux_b
-
-
-def _argmax_csr(argmax: torch.Tensor, Q: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """argmax [b2, b1, P] (Q at padded patches) -> order [b2, b1 * P] int32, offsets [b2, Q + 1] int32.
-
-    A stable sort keeps each segment in (n, i) order, so the gradient sums are deterministic;
-    padded patches (key Q) sort past the last segment.
-    """
-    keys = argmax.view(argmax.shape[0], -1)
-    sorted_keys, order = torch.sort(keys, dim=1, stable=True)
-    bounds = torch.arange(Q + 1, dtype=keys.dtype, device=keys.device).expand(keys.shape[0], Q + 1).contiguous()
-    offsets = torch.searchsorted(sorted_keys, bounds).to(torch.int32)
-    return order.to(torch.int32), offsets
-
-
-def patch_similarity_bwd(grad_s, u1, u2, mask1, mask2, inv_count, aux_a, aux_b, reduce: str, temperature: float):
-    """grad_s [b1, b2] -> du1 [b1, P, D], du2 [b2, Q, D] (dtypes of u1, u2)."""
-    b1, P, D = u1.shape
-    b2, Q, _ = u2.shape
-    cfg = _config(u1, P, Q, D)
-    grad_s = grad_s.contiguous()
-    du1 = torch.empty_like(u1, memory_format=torch.contiguous_format)
-    du2 = torch.empty_like(u2, memory_format=torch.contiguous_format)
-    masks = (_mask_arg(mask1, u1), _mask_arg(mask2, u1))
-    flags = dict(HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None, **cfg)
-    tail = (b1, b2, P, Q, D, *u1.stride(), *u2.stride(), 1.0 / temperature)
-    if reduce == "maxmean":
-        dx1 = dict(flags, BLOCK_P=32, BLOCK_D=128) if u1.is_cuda else flags  # a gather: short, wide tiles
-        _patch_similarity_bwd_dx1_kernel[(triton.cdiv(D, dx1["BLOCK_D"]), triton.cdiv(P, dx1["BLOCK_P"]), b1)](
-            grad_s, u1, u2, *masks, inv_count, aux_a, aux_a, du1, *tail, REDUCE_MAX=True, **dx1)
-        order, offsets = _argmax_csr(aux_a, Q)
-        block_d = 128 if u1.is_cuda else cfg["BLOCK_D"]
-        launch = dict(num_warps=4) if u1.is_cuda else {}
-        _patch_similarity_bwd_dx2_gather_kernel[(triton.cdiv(D, block_d), Q, b2)](
-            grad_s, u1, inv_count, order, offsets, du2, b1, b2, P, Q, D, *u1.stride(),
-            ACC=cfg["ACC"], BLOCK_T=32 if u1.is_cuda else 16, BLOCK_D=block_d, **launch)
-        return du1, du2
-    _patch_similarity_bwd_dx1_kernel[(triton.cdiv(D, cfg["BLOCK_D"]), triton.cdiv(P, cfg["BLOCK_P"]), b1)](
-        grad_s, u1, u2, *masks, inv_count, aux_a, aux_b, du1, *tail, REDUCE_MAX=False, **flags)
-    _patch_similarity_bwd_dx2_kernel[(triton.cdiv(D, cfg["BLOCK_D"]), triton.cdiv(Q, cfg["BLOCK_Q"]), b2)](
-        grad_s, u1, u2, *masks, inv_count, aux_a, aux_b, du2, *tail, **flags)
-    return du1, du2
