@@ -126,6 +126,16 @@ def test_gather_temperatures_with_ties(device, backend, tau):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_non_contiguous_inputs(device, backend):
+    s = torch.randn(9, 3, dtype=torch.float64, device=device).T  # [3, 9], column-major
+    v = torch.randn(5, 9, dtype=torch.float64, device=device).T  # [9, 5]
+    assert not s.is_contiguous() and not v.is_contiguous()
+    _gather_case(s, v, 0.3, torch.float64, backend)
+    z = torch.randn(6, 9, dtype=torch.float64, device=device).T
+    _cosine_case(torch.randn(9, 9, dtype=torch.float64, device=device).T, z, z.flip(0), 0.3, torch.float64, backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_gather_gradcheck(backend):
     s = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
     v = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
