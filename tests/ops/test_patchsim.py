@@ -320,24 +320,33 @@ print("compiled", count)
 '''
 
 
-def _compile_sm90(dtype, which):
+def _compile_sm90(dtype, which, cache_dir=None):
     import os
     import subprocess
     import sys
     pytest.importorskip("triton")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if cache_dir is not None:  # a fresh cache, so that ptxas runs and prints its register report
+        env.update(TRITON_CACHE_DIR=str(cache_dir), TRITON_DUMP_PTXAS_LOG="1")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     done = subprocess.run([sys.executable, "-c", _COMPILE_SM90, dtype, which], env=env, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
+    return done.stdout
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp32", "fp64"])
-def test_kernels_compile_for_sm90(dtype):
+def test_kernels_compile_for_sm90(dtype, tmp_path):
     """Every kernel, with the first CUDA tile candidate, compiles down to sm_90 machine code without
-    a GPU: catches what the interpreter cannot (dot shapes, MMA lowering, compiler aborts)."""
-    _compile_sm90(dtype, "first")
+    a GPU: catches what the interpreter cannot (dot shapes, MMA lowering, compiler aborts); the
+    fp16/bf16/fp32 tiles must not spill registers."""
+    import re
+    log = _compile_sm90(dtype, "first", tmp_path)
+    spills = [int(n) for n in re.findall(r"(\d+) bytes spill stores", log)]
+    assert len(spills) >= 5, log[-2000:]  # one report per kernel variant
+    if dtype != "fp64":
+        assert max(spills) == 0, log[-4000:]
 
 
 @pytest.mark.slow

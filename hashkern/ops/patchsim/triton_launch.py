@@ -26,11 +26,22 @@ CUDA_TILES = {
     "dx1_max": [(dict(BLOCK_P=p, BLOCK_D=d, BLOCK_Q=16, BLOCK_K=16), w, 1) for p, d, w in
                 [(32, 128, 4), (64, 64, 4), (16, 256, 4)]],
     "dx1_soft": [(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k, BLOCK_D=d), w, s) for p, q, k, d, w, s in
-                 [(64, 64, 64, 64, 4, 3), (32, 64, 64, 64, 4, 3)]],
+                 [(64, 64, 32, 64, 8, 3), (64, 64, 32, 64, 4, 2)]],
     "dx2_gather": [(dict(BLOCK_T=t, BLOCK_D=d), w, 1) for t, d, w in [(32, 128, 4), (16, 256, 4), (64, 64, 4)]],
     "dx2_soft": [(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k, BLOCK_D=d), w, s) for p, q, k, d, w, s in
                  [(64, 64, 64, 64, 4, 3), (64, 32, 64, 64, 4, 3)]],
 }
+# fp32 (tf32) tiles hold twice the bytes: shorter K steps and fewer stages keep ptxas from spilling
+CUDA_TILES_FP32 = dict(
+    CUDA_TILES,
+    fwd=[(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k), w, s) for p, q, k, w, s in
+         [(64, 64, 32, 8, 3), (64, 64, 32, 4, 2), (64, 64, 16, 4, 3), (128, 64, 32, 8, 2)]],
+    dx1_soft=[(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k, BLOCK_D=d), w, s) for p, q, k, d, w, s in
+              [(64, 64, 32, 64, 8, 2), (32, 64, 32, 64, 4, 2)]],
+    dx2_gather=[(dict(BLOCK_T=t, BLOCK_D=d), w, 1) for t, d, w in [(16, 256, 4), (64, 64, 4), (16, 128, 4)]],
+    dx2_soft=[(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k, BLOCK_D=d), w, s) for p, q, k, d, w, s in
+              [(64, 64, 32, 64, 8, 2), (64, 32, 32, 64, 4, 2)]],
+)
 _KERNELS = {"fwd": _patch_similarity_fwd_kernel, "dx1_max": _patch_similarity_bwd_dx1_kernel,
             "dx1_soft": _patch_similarity_bwd_dx1_kernel, "dx2_gather": _patch_similarity_bwd_dx2_gather_kernel,
             "dx2_soft": _patch_similarity_bwd_dx2_kernel}
@@ -55,7 +66,7 @@ def tiles(kind: str, u1: torch.Tensor, P: int, Q: int, D: int) -> list:
         return [(meta, None, None)]
     if u1.dtype == torch.float64:  # fp64 is for checking, not speed: small FMA tiles
         return [(dict(BLOCK_P=16, BLOCK_Q=16, BLOCK_K=16, BLOCK_D=16, BLOCK_T=16), 4, 1)]
-    return CUDA_TILES[kind]
+    return (CUDA_TILES_FP32 if u1.dtype == torch.float32 else CUDA_TILES)[kind]
 
 
 def _launch(kind: str, u1: torch.Tensor, shape: tuple, grid, args: tuple, kwargs: dict) -> None:
@@ -69,10 +80,11 @@ def _launch(kind: str, u1: torch.Tensor, shape: tuple, grid, args: tuple, kwargs
         launch = {} if warps is None else dict(num_warps=warps, num_stages=stages)
         kernel[grid(meta)](*args, **kwargs, **meta, **launch)
         return
-    if kind not in _tuned:
+    tuned_key = (kind, u1.dtype == torch.float32)
+    if tuned_key not in _tuned:
         configs = [triton.Config(meta, num_warps=w, num_stages=s) for meta, w, s in candidates]
-        _tuned[kind] = triton.autotune(configs=configs, key=[k for k in _KEYS if k in names])(kernel)
-    _tuned[kind][grid](*args, **kwargs)
+        _tuned[tuned_key] = triton.autotune(configs=configs, key=[k for k in _KEYS if k in names])(kernel)
+    _tuned[tuned_key][grid](*args, **kwargs)
 
 
 def _mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
