@@ -72,3 +72,12 @@ def test_bad_input():
         mutual_attention(x1.tolist(), x2)
     with pytest.raises(ValueError, match="non-empty"):
         mutual_attention(torch.randn(2, 0, 6), x2)
+
+
+def test_compiles_without_graph_break():
+    x1 = torch.randn(2, 5, 8, requires_grad=True)
+    x2 = torch.randn(2, 5, 8, requires_grad=True)
+    compiled = torch.compile(mutual_attention, fullgraph=True, backend="aot_eager")
+    got = compiled(x1, x2, 0.5)
+    for a, r in zip(got, mutual_attention_reference(x1, x2, 0.5)):
+        torch.testing.assert_close(a, r)

@@ -170,10 +170,11 @@ def test_saved_statistics_are_exact(backend):
     assert torch.equal(idx.long(), expect.masked_fill(~mask1[None], 6))  # padded patches carry j = Q
 
 
-def test_compiles_without_graph_break():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiles_without_graph_break(backend):
     x1 = torch.randn(2, 3, 8, requires_grad=True)
     x2 = torch.randn(3, 4, 8, requires_grad=True)
-    fn = lambda a, b: patch_similarity(a, b, backend="torch").square().sum()  # noqa: E731
+    fn = lambda a, b: patch_similarity(a, b, backend=backend).square().sum()  # noqa: E731
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     out = compiled(x1, x2)
     out.backward()
@@ -355,3 +356,20 @@ def test_all_autotune_candidates_compile_for_sm90(dtype):
     """Every candidate the autotuner may try compiles (a compiler abort would kill the process mid-tuning)."""
     _compile_sm90(dtype, "all")
 
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_torch_library_ops_pass_opcheck(backend, reduce):
+    """Schema, fake (meta) kernels and dispatch of hashkern::patch_similarity_fwd/_bwd agree with the real ones."""
+    u1 = torch.nn.functional.normalize(torch.randn(3, 5, 8), dim=-1)
+    u2 = torch.nn.functional.normalize(torch.randn(2, 6, 8), dim=-1)
+    mask1, mask2 = _masks(3, 2, 5, 6, "cpu")
+    inv = 1.0 / mask1.sum(1).float()
+    fwd_args = (u1, u2, mask1, mask2, inv, reduce, 0.5, backend)
+    torch.library.opcheck(torch.ops.hashkern.patch_similarity_fwd, fwd_args,
+                          test_utils=("test_schema", "test_faketensor"))
+    s, aux_a, aux_b = torch.ops.hashkern.patch_similarity_fwd(*fwd_args)
+    bwd_args = (torch.randn_like(s), u1, u2, mask1, mask2, inv, aux_a, aux_b, reduce, 0.5, backend)
+    torch.library.opcheck(torch.ops.hashkern.patch_similarity_bwd, bwd_args,
+                          test_utils=("test_schema", "test_faketensor"))
