@@ -90,7 +90,7 @@ def load_checkpoint(path: str) -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path!r} is corrupt or not a torch file: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != "hashkern-checkpoint":
