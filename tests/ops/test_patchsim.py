@@ -289,7 +289,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from hashkern.ops.patchsim import triton_launch as L
 
-dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp64": torch.float64}[sys.argv[1]]
+dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}[sys.argv[1]]
 fake = types.SimpleNamespace(dtype=dtype, is_cuda=True)
 acc_ty, dot = L.precision(fake)
 ptr = "*" + sys.argv[1]
@@ -337,7 +337,7 @@ def _compile_sm90(dtype, which, cache_dir=None):
     return done.stdout
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "fp32", "fp64"])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16", "fp32", "fp64"])
 def test_kernels_compile_for_sm90(dtype, tmp_path):
     """Every kernel, with the first CUDA tile candidate, compiles down to sm_90 machine code without
     a GPU: catches what the interpreter cannot (dot shapes, MMA lowering, compiler aborts); the
@@ -351,7 +351,7 @@ def test_kernels_compile_for_sm90(dtype, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16", "fp32"])
 def test_all_autotune_candidates_compile_for_sm90(dtype):
     """Every candidate the autotuner may try compiles (a compiler abort would kill the process mid-tuning)."""
     _compile_sm90(dtype, "all")

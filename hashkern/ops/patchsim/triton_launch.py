@@ -22,12 +22,12 @@ from hashkern.ops.patchsim.triton import (
 # candidate tiles per kernel on CUDA: (tile constexprs, num_warps, num_stages)
 CUDA_TILES = {
     "fwd": [(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k), w, s) for p, q, k, w, s in
-            [(64, 64, 64, 4, 3), (128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (64, 64, 32, 4, 4)]],
+            [(64, 64, 64, 4, 3), (128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (64, 64, 32, 4, 4), (32, 64, 64, 4, 3)]],
     "dx1_max": [(dict(BLOCK_P=p, BLOCK_D=d, BLOCK_Q=16, BLOCK_K=16), w, 1) for p, d, w in
                 [(32, 128, 4), (64, 64, 4), (16, 256, 4)]],
     "dx1_soft": [(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k, BLOCK_D=d), w, s) for p, q, k, d, w, s in
                  [(64, 64, 32, 64, 8, 3), (64, 64, 32, 64, 4, 2)]],
-    "dx2_gather": [(dict(BLOCK_T=t, BLOCK_D=d), w, 1) for t, d, w in [(32, 128, 4), (16, 256, 4), (64, 64, 4)]],
+    "dx2_gather": [(dict(BLOCK_T=t, BLOCK_D=d), w, 1) for t, d, w in [(16, 256, 4), (64, 64, 4), (16, 128, 4)]],
     "dx2_soft": [(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k, BLOCK_D=d), w, s) for p, q, k, d, w, s in
                  [(64, 64, 64, 64, 4, 3), (64, 32, 64, 64, 4, 3)]],
 }
@@ -38,7 +38,6 @@ CUDA_TILES_FP32 = dict(
          [(64, 64, 32, 8, 3), (64, 64, 32, 4, 2), (64, 64, 16, 4, 3), (128, 64, 32, 8, 2)]],
     dx1_soft=[(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k, BLOCK_D=d), w, s) for p, q, k, d, w, s in
               [(64, 64, 32, 64, 8, 2), (32, 64, 32, 64, 4, 2)]],
-    dx2_gather=[(dict(BLOCK_T=t, BLOCK_D=d), w, 1) for t, d, w in [(16, 256, 4), (64, 64, 4), (16, 128, 4)]],
     dx2_soft=[(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k, BLOCK_D=d), w, s) for p, q, k, d, w, s in
               [(64, 64, 32, 64, 8, 2), (64, 32, 32, 64, 4, 2)]],
 )
