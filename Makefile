@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # The CUDA 13 build of torch, so the CUDA kernels compile and link even without a GPU.
 TORCH_SPEC ?= torch==2.14.1
-DEPS ?= triton numpy pytest ninja
+DEPS ?= triton numpy pytest ninja torchvision==0.29.1 timm tqdm matplotlib
+BENCH_DEPS ?= faiss-cpu
 export CUDA_HOME ?= /usr/local/cuda
 EXPECT_CUDA := $(if $(wildcard $(CUDA_HOME)/bin/nvcc),1,0)
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
@@ -19,6 +20,7 @@ demo: $(VENV)/.installed
 	$(PY) -m hashkern.cli demo
 
 bench: $(VENV)/.installed
+	$(PIP) install -q $(BENCH_DEPS)
 	$(PY) -m hashkern.cli bench
 
 install: $(VENV)/.installed

@@ -78,7 +78,11 @@ setup(
     packages=find_packages(include=["hashkern", "hashkern.*"]),
     python_requires=">=3.9",
     install_requires=["torch>=2.4", "numpy"],
-    extras_require={"triton": ["triton"], "bench": ["faiss-cpu"]},
+    extras_require={
+        "triton": ["triton"],
+        "train": ["torchvision", "timm", "tqdm", "matplotlib"],
+        "bench": ["faiss-cpu"],
+    },
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     entry_points={"console_scripts": ["hashkern=hashkern.cli:main"]},

@@ -1,7 +1,24 @@
-"""hashkern: fused Triton and CUDA kernels for deep unsupervised hashing."""
+"""hashkern: fused Triton and CUDA kernels for deep unsupervised hashing.
+
+Ops (``hashkern.ops``), losses (``hashkern.losses``), models (``hashkern.models``), and the
+search side: packed codes, exact Hamming top-k / radius search, ``HammingIndex`` and metrics.
+Heavy pieces (models, data, CLI) are imported from their sub-packages, not here.
+"""
 from hashkern._ext import build_info
 from hashkern.codes import hamming_distance, pack_bits, sign_ste, unpack_bits
+from hashkern.index import HammingIndex, IndexFileError
+from hashkern.metrics import mean_average_precision, precision_at_radius, precision_recall_curve
+from hashkern.ops.mutual_attention import mutual_attention
+from hashkern.ops.patchsim import patch_similarity
+from hashkern.ops.search import hamming_radius, hamming_topk
+from hashkern.ops.softsort import soft_sort, soft_sort_gather, sorted_cosine
 
 __version__ = "0.1.0"
 
-__all__ = ["build_info", "hamming_distance", "pack_bits", "sign_ste", "unpack_bits", "__version__"]
+__all__ = [
+    "build_info", "sign_ste", "pack_bits", "unpack_bits", "hamming_distance",
+    "hamming_topk", "hamming_radius", "HammingIndex", "IndexFileError",
+    "mean_average_precision", "precision_recall_curve", "precision_at_radius",
+    "soft_sort", "soft_sort_gather", "sorted_cosine", "patch_similarity", "mutual_attention",
+    "__version__",
+]

@@ -37,8 +37,8 @@ def extension_loaded() -> bool:
 @torch.compiler.assume_constant_result
 def has_kernel(op: str, backend: str) -> bool:
     """True when the extension has a kernel for ``hashkern::<op>`` on ``backend`` ("cpu"/"cuda")."""
-    if _load_error is not None:
-        return False
+    if _load_error is not None or not torch._C._dispatch_has_kernel(f"hashkern::{op}"):
+        return False  # no extension, or one built before this op existed
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"hashkern::{op}", _DISPATCH_KEYS[backend])
 
 

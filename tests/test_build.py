@@ -7,7 +7,8 @@ import torch
 import hashkern
 from hashkern import _ext
 
-COMPILED_OPS = ["pack_bits", "unpack_bits", "hamming_distance"]
+COMPILED_OPS = ["pack_bits", "unpack_bits", "hamming_distance", "hamming_topk", "hamming_radius_count",
+                "hamming_radius_fill"]
 
 
 def test_extension_has_cpu_kernels():

@@ -1,11 +1,12 @@
 // All-pairs Hamming distance between packed codes on CUDA.
 // Each block computes a 32 x 32 tile of the output: 32 rows of a and 32 rows of b are staged
 // in shared memory, 8 words at a time; a thread owns one column and 4 rows of the tile.
-#include <ATen/ops/constant_pad_nd.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include "words.cuh"
 
 #include "../checks.h"
 
@@ -56,13 +57,6 @@ __global__ void hamming_distance_kernel(const uint64_t* __restrict__ a,  // [na,
   }
 }
 
-// Rows as whole, 8-byte-aligned 64-bit words: zero-pad a partial last word, copy a misaligned view.
-at::Tensor as_words(const at::Tensor& packed) {
-  const int64_t pad = (8 - packed.size(1) % 8) % 8;
-  if (pad > 0) return at::constant_pad_nd(packed, {0, pad}, 0);
-  if (reinterpret_cast<uintptr_t>(packed.const_data_ptr()) % 8 != 0) return packed.clone();
-  return packed;
-}
 
 void hamming_distance_cuda(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
   check_hamming_args(a, b, out);

@@ -11,12 +11,13 @@
 //            past the k-th slot are dropped.
 // Output is ordered by (distance, index) ascending, exactly and deterministically, for any k.
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/constant_pad_nd.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 #include <torch/library.h>
+
+#include "words.cuh"
 
 #include <algorithm>
 
@@ -119,13 +120,6 @@ hamming_slice_emit_kernel(const uint64_t* __restrict__ q, const uint64_t* __rest
   }
 }
 
-// Rows as whole, 8-byte-aligned 64-bit words (zero padding leaves distances unchanged).
-at::Tensor as_words(const at::Tensor& packed) {
-  const int64_t pad = (8 - packed.size(1) % 8) % 8;
-  if (pad > 0) return at::constant_pad_nd(packed, {0, pad}, 0);
-  if (reinterpret_cast<uintptr_t>(packed.const_data_ptr()) % 8 != 0) return packed.clone();
-  return packed;
-}
 
 struct Plan {
   at::Tensor q, db;  // as words

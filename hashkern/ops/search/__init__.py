@@ -31,11 +31,8 @@ __all__ = [
 ]
 
 
-def _preference(op: str) -> tuple[str, ...]:
-    """Compiled backends only where this build of ``hashkern._C`` defines the op."""
-    if _ext.extension_loaded() and hasattr(torch.ops.hashkern, op):
-        return ("cuda", "cpu", "torch")
-    return ("torch",)
+# resolve_backend skips compiled backends this build of hashkern._C lacks.
+_PREFERENCE = ("cuda", "cpu", "torch")
 
 
 def check_search_inputs(q_packed: torch.Tensor, db_packed: torch.Tensor, q_name: str = "q_packed",
@@ -77,7 +74,7 @@ def hamming_topk(q_packed: torch.Tensor, db_packed: torch.Tensor, k: int, *, bac
     """
     check_search_inputs(q_packed, db_packed)
     k = check_int("k", k, low=1, high=db_packed.shape[0])
-    chosen = resolve_backend(backend, "hamming_topk", q_packed.device, _preference("hamming_topk"))
+    chosen = resolve_backend(backend, "hamming_topk", q_packed.device, _PREFERENCE)
     q_packed, db_packed = q_packed.contiguous(), db_packed.contiguous()
     if chosen == "torch" or q_packed.shape[0] == 0:
         return _topk_torch(q_packed, db_packed, k)
@@ -116,7 +113,7 @@ def hamming_radius(q_packed: torch.Tensor, db_packed: torch.Tensor, r: int, *, b
     """
     check_search_inputs(q_packed, db_packed)
     r = check_int("r", r, low=0)
-    chosen = resolve_backend(backend, "hamming_radius_count", q_packed.device, _preference("hamming_radius_count"))
+    chosen = resolve_backend(backend, "hamming_radius_count", q_packed.device, _PREFERENCE)
     q_packed, db_packed = q_packed.contiguous(), db_packed.contiguous()
     if chosen == "torch":
         return _radius_torch(q_packed, db_packed, r)
