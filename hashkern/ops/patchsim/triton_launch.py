@@ -5,6 +5,12 @@ one small FMA tile set (fp64 is for checking). CUDA fp16/bf16/fp32: ``triton.aut
 the candidate tiles below, keyed on the shapes (and, by Triton, the dtypes); every candidate is
 compiled for sm_90 by ``tests/ops/test_patchsim.py`` so none can abort the process while tuning.
 All kernels only write their outputs, so re-running them while tuning is harmless.
+
+Not yet measured on a GPU. Expected cost at b = 256, P = Q = 196, D = 768, bf16: the forward
+is one tensor-core pass over b² P Q D (~3.9 TFLOP, padded to 256 x 256 patches per pair by
+64-wide tiles); dx1 and dx2 are gathers of b² P rows of D (~20 GB of L2/HBM reads each), plus one
+sort of b² P int32 keys. If the 15 ms target is missed, first candidates: flatten the patch axes
+across images (no padding waste), and order the dx2 gather by n for L2 reuse.
 """
 from __future__ import annotations
 
