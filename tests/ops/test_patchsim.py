@@ -284,13 +284,12 @@ def test_bad_backend():
 
 def _cuda_launches(dtype, which):
     """The launches the CUDA path makes (every autotuning candidate, or the first of each kernel),
-    in the format of tests/triton_aot.py: what actually runs on a GPU, which the interpreter-recorded
+    in the format of hashkern/ops/_triton_aot.py: what actually runs on a GPU, which the interpreter-recorded
     launches of tests/test_triton_compile.py (CPU tile sizes) do not cover."""
-    import inspect
     import types
 
+    from hashkern.ops._triton_aot import make_launch
     from hashkern.ops.patchsim import triton_launch as L
-    from tests.triton_aot import _encode_constexpr
 
     name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.float64: "fp64"}[dtype]
     acc_ty, dot = L.precision(types.SimpleNamespace(dtype=dtype, is_cuda=True))
@@ -311,22 +310,17 @@ def _cuda_launches(dtype, which):
     launches = []
     for kind, kind_variants in variants.items():
         kernel = L._KERNELS[kind]
-        annotations = inspect.get_annotations(kernel.fn)  # an InterpretedFunction here: read the source's
         candidates = L.tiles(kind, types.SimpleNamespace(dtype=dtype, is_cuda=True), 196, 196, 768)
         for meta, warps, stages in candidates if which == "all" else candidates[:1]:
             for arg_types, consts in kind_variants:
                 consts = dict(consts, **{k: v for k, v in meta.items() if k in kernel.arg_names})
-                signature = {n: ("constexpr" if "constexpr" in str(annotations.get(n, "")) else arg_types[n])
-                             for n in kernel.arg_names}
-                launches.append({"module": kernel.fn.__module__, "kernel": kernel.fn.__name__, "signature": signature,
-                                 "constexprs": {k: _encode_constexpr(v) for k, v in consts.items()},
-                                 "options": {"num_warps": warps, "num_stages": stages}})
+                launches.append(make_launch(kernel, arg_types, consts, {"num_warps": warps, "num_stages": stages}))
     return launches
 
 
 def _check_cuda_launches(dtypes, which):
     pytest.importorskip("triton")
-    from tests.triton_aot import SHARED_LIMIT, compile_for_gpus
+    from hashkern.ops._triton_aot import SHARED_LIMIT, compile_for_gpus
 
     reports = compile_for_gpus([launch for dtype in dtypes for launch in _cuda_launches(dtype, which)])
     failures = [f"{r['kernel']} sm_{r['arch']} {r['constexprs']}: {r['error']}" for r in reports if not r["ok"]]
