@@ -141,6 +141,8 @@ Plan plan_for(const at::Tensor& q, const at::Tensor& db) {
   const int64_t max_slices = std::max<int64_t>(1, (p.n + kMinSliceRows - 1) / kMinSliceRows);
   const int64_t want = std::max<int64_t>(1, (target_warps + p.nq - 1) / std::max<int64_t>(p.nq, 1));
   p.slices = std::min(want, max_slices);
+  // One query's [slices, bins] histograms must fit the per-pass budget too (very wide codes).
+  p.slices = std::min(p.slices, std::max<int64_t>(1, kMaxHistEntries / p.bins));
   p.slice_rows = (p.n + p.slices - 1) / p.slices;
   p.slices = (p.n + p.slice_rows - 1) / p.slice_rows;
   p.chunk = std::max<int64_t>(1, kMaxHistEntries / (p.slices * p.bins));
@@ -238,12 +240,17 @@ void hamming_radius_fill_cuda(const at::Tensor& q, const at::Tensor& db, int64_t
   check_radius_fill_args(q, db, r, offsets, idx, dist);
   if (q.size(0) == 0) return;
   c10::cuda::CUDAGuard guard(q.device());
+  TORCH_CHECK_VALUE(offsets[0].item<int64_t>() == 0, "offsets must start at 0");
   const Plan p = plan_for(q, db);
   const int32_t radius = clamp_radius(r, q);
   for (int64_t q0 = 0; q0 < p.nq; q0 += p.chunk) {
     const int64_t nc = std::min(p.chunk, p.nq - q0);
     const at::Tensor hist = slice_histograms(p, q0, nc).to(at::kLong);
     const at::Tensor total = hist.sum(1);
+    // The kernel trusts offsets for its slots: they must be exactly the counts' prefix sums.
+    const at::Tensor expected = offsets.narrow(0, q0 + 1, nc).sub(offsets.narrow(0, q0, nc));
+    TORCH_CHECK_VALUE(total.narrow(1, 0, radius + 1).sum(1).equal(expected),
+                      "offsets do not match hamming_radius_count for queries ", q0, "..", q0 + nc - 1);
     at::Tensor cursor = slice_cursors(hist, total.cumsum(1).sub(total)).contiguous();
     emit(p, q0, nc, cursor, nullptr, radius, offsets.const_data_ptr<int64_t>(), 0, dist, idx);
   }

@@ -221,7 +221,9 @@ def test_compiled_ops_check_their_arguments(device):
     with pytest.raises(ValueError, match="out must have shape"):
         torch.ops.hashkern.hamming_radius_fill(q, db, 16, offsets, torch.empty(2, dtype=torch.int64, device=device),
                                                torch.empty(2, dtype=torch.int32, device=device))
-    if device.type == "cpu":  # offsets that disagree with the counts are caught, never written past
-        idx3, dist3 = torch.empty(3, dtype=torch.int64), torch.empty(3, dtype=torch.int32)
-        with pytest.raises(ValueError, match="offsets do not match"):
-            torch.ops.hashkern.hamming_radius_fill(q, db, 16, offsets, idx3, dist3)
+    # offsets that disagree with the counts are caught, never written past
+    idx3, dist3 = torch.empty(3, dtype=torch.int64, device=device), torch.empty(3, dtype=torch.int32, device=device)
+    with pytest.raises(ValueError, match="offsets do not match"):
+        torch.ops.hashkern.hamming_radius_fill(q, db, 16, offsets, idx3, dist3)
+    with pytest.raises(ValueError, match="offsets"):
+        torch.ops.hashkern.hamming_radius_fill(q, db, 16, torch.tensor([-3, 0, 3], device=device), idx3, dist3)
