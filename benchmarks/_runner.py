@@ -109,10 +109,10 @@ def stamp(device: torch.device) -> str:
         triton_version = triton.__version__
     except ImportError:
         triton_version = "not installed"
-    cuda = f", CUDA {torch.version.cuda}" if device.type == "cuda" else ""
+    extra = f", CUDA {torch.version.cuda}" if device.type == "cuda" else ""
     if device.type == "cpu" and hasattr(os, "getloadavg"):  # other work on the cores skews CPU rows
-        cuda = f", load average {os.getloadavg()[0]:.1f} at write time"
-    return (f"Device: {device_name(device)}. torch {torch.__version__}{cuda}, triton {triton_version}, "
+        extra = f", load average {os.getloadavg()[0]:.1f} at write time"
+    return (f"Device: {device_name(device)}. torch {torch.__version__}{extra}, triton {triton_version}, "
             f"Python {platform.python_version()}. Commit {_git_commit()}. "
             f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.")
 
