@@ -16,7 +16,12 @@ SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp
 test: $(VENV)/.installed
 	HASHKERN_EXPECT_CUDA=$(EXPECT_CUDA) $(PY) -m pytest tests -q
 
+FMNIST := /usr/share/datasets/fashion-mnist
+
+# Debian's dataset-fashion-mnist package holds the data; installed here when missing and possible.
 demo: $(VENV)/.installed
+	@test -d $(FMNIST) || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || \
+		echo "could not install dataset-fashion-mnist: pass --data-dir to 'hashkern demo'"
 	$(PY) -m hashkern.cli demo
 
 bench: $(VENV)/.installed

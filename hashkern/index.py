@@ -18,10 +18,10 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import tempfile
 
 import torch
 
+from hashkern._io import atomic_write
 from hashkern._validation import check_int, check_tensor
 from hashkern.codes import pack_bits
 from hashkern.ops.search import hamming_radius, hamming_topk
@@ -143,20 +143,10 @@ class HammingIndex:
         header = _HEADER.pack(_MAGIC, _VERSION, self.nbits, self._count, len(payload))
         digest = hashlib.sha256(header)
         digest.update(payload)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(header)
-                f.write(payload)
-                f.write(digest.digest())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(path) as f:
+            f.write(header)
+            f.write(payload)
+            f.write(digest.digest())
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "HammingIndex":

@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
 from hashkern import distributed as hdist
+from hashkern._io import atomic_write
 from hashkern.data import load_split, make_transforms
 from hashkern.models import METHODS, build_model
 
@@ -70,19 +70,8 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str) -> dict:
