@@ -156,3 +156,11 @@ def argument_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     return parser
+
+
+def run_tables(tables: Sequence[tuple[str, Callable, Sequence[str], str]], description: str, argv=None) -> list[Path]:
+    """The ``main`` of a bench_<op>.py: for each device, each ``(name, run(device, quick) -> rows,
+    header, notes)`` table is measured and written."""
+    args = argument_parser(description.strip().splitlines()[0]).parse_args(argv)
+    return [write_table(name, run(device, args.quick), header, device, notes, args.out)
+            for device in devices_to_run(args.device) for name, run, header, notes in tables]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 import hashkern
-from benchmarks._runner import argument_parser, devices_to_run, format_bytes, format_ms, measure, write_table
+from benchmarks._runner import format_bytes, format_ms, measure, run_tables
 
 
 def matmul_distance(a_pm1: torch.Tensor, b_pm1: torch.Tensor) -> torch.Tensor:
@@ -59,14 +59,10 @@ def run(device: torch.device, quick: bool):
 
 
 def main(argv=None):
-    args = argument_parser(__doc__.splitlines()[0]).parse_args(argv)
     header = ["bits", "na", "nb", "method", "median ms", "speed-up vs eager matmul", "peak extra memory"]
     notes = ("Output: the full [na, nb] distance matrix (int32 for hashkern, float for the matmul). "
              "Inputs: random ±1 codes; every method's result is checked equal before timing.")
-    paths = []
-    for device in devices_to_run(args.device):
-        paths.append(write_table("hamming_distance", run(device, args.quick), header, device, notes, args.out))
-    return paths
+    return run_tables([("hamming_distance", run, header, notes)], __doc__, argv)
 
 
 if __name__ == "__main__":

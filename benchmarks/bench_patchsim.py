@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks._runner import argument_parser, devices_to_run, format_bytes, format_ms, measure, write_table
+from benchmarks._runner import format_bytes, format_ms, measure, run_tables
 from hashkern.ops.patchsim import patch_similarity, patch_similarity_reference
 
 # per-dtype tolerance of hashkern's s against the naive s (fp32 runs on tf32 tensor cores on CUDA)
@@ -72,7 +72,6 @@ def run(device: torch.device, quick: bool):
 
 
 def main(argv=None):
-    args = argument_parser(__doc__.splitlines()[0]).parse_args(argv)
     header = ["b", "P", "D", "dtype", "method", "median ms (fwd+bwd)", "speed-up vs naive eager", "peak extra memory",
               "beyond input grads"]
     notes = ("Op: s[n, m] = mean_i max_j cos(x1[n, i], x2[m, j]) over all b × b image pairs (reduce='maxmean'), "
@@ -80,10 +79,7 @@ def main(argv=None):
              "column leaves them out (the issue's budget: <= 0.5 GiB at b = 256, P = 196, D = 768). "
              "Every result is checked against the first method that ran (the naive version) before timing; a failed row (e.g. out of "
              "memory) is reported, not hidden.")
-    paths = []
-    for device in devices_to_run(args.device):
-        paths.append(write_table("patch_similarity", run(device, args.quick), header, device, notes, args.out))
-    return paths
+    return run_tables([("patch_similarity", run, header, notes)], __doc__, argv)
 
 
 if __name__ == "__main__":

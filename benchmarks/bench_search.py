@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 import hashkern
-from benchmarks._runner import argument_parser, devices_to_run, format_bytes, format_ms, measure, write_table
+from benchmarks._runner import format_bytes, format_ms, measure, run_tables
 from hashkern.metrics import mean_average_precision
 from hashkern.ops.search import hamming_topk
 
@@ -143,20 +143,16 @@ def run_map(device: torch.device, quick: bool):
 
 
 def main(argv=None):
-    args = argument_parser(__doc__.splitlines()[0]).parse_args(argv)
-    paths = []
-    for device in devices_to_run(args.device):
-        header = ["bits", "nq", "N", "k", "method", "median ms", "queries/s", "time / hashkern's",
-                  "peak extra memory"]
-        notes = ("Exact k nearest by Hamming distance; hashkern orders ties by index. Distances of every method "
-                 "are checked equal to hashkern's before timing (faiss orders ties arbitrarily, so indices may "
-                 f"differ). CPU threads: {torch.get_num_threads()}. faiss peak memory is outside torch's view.")
-        paths.append(write_table("hamming_topk", run_topk(device, args.quick), header, device, notes, args.out))
-        header = ["bits", "nq", "N", "topk", "method", "median ms", "time / hashkern's", "mAP"]
-        notes = ("mAP@topk, single-label relevance, end to end from ±1 codes (packing included). The NumPy loop "
+    topk_header = ["bits", "nq", "N", "k", "method", "median ms", "queries/s", "time / hashkern's",
+                   "peak extra memory"]
+    topk_notes = ("Exact k nearest by Hamming distance; hashkern orders ties by index. Distances of every method "
+                  "are checked equal to hashkern's before timing (faiss orders ties arbitrarily, so indices may "
+                  f"differ). CPU threads: {torch.get_num_threads()}. faiss peak memory is outside torch's view.")
+    map_header = ["bits", "nq", "N", "topk", "method", "median ms", "time / hashkern's", "mAP"]
+    map_notes = ("mAP@topk, single-label relevance, end to end from ±1 codes (packing included). The NumPy loop "
                  "uses a stable argsort so its value equals hashkern's ties='index' exactly.")
-        paths.append(write_table("map", run_map(device, args.quick), header, device, notes, args.out))
-    return paths
+    return run_tables([("hamming_topk", run_topk, topk_header, topk_notes),
+                       ("map", run_map, map_header, map_notes)], __doc__, argv)
 
 
 if __name__ == "__main__":

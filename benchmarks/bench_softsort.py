@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks._runner import argument_parser, devices_to_run, format_bytes, format_ms, measure, write_table
+from benchmarks._runner import format_bytes, format_ms, measure, run_tables
 from hashkern.ops.softsort import soft_sort_gather, sorted_cosine
 from hashkern.ops.softsort.reference import soft_sort_gather_reference, sorted_cosine_reference
 
@@ -115,7 +115,6 @@ def run(device: torch.device, quick: bool):
 
 
 def main(argv=None):
-    args = argument_parser(__doc__.splitlines()[0]).parse_args(argv)
     header = ["op", "n", "d", "dtype", "method", "median ms (fwd+bwd)", "speed-up vs naive eager",
               "peak extra memory"]
     notes = (f"sorted_cosine: c[i, k] = cos((SoftSort(s_i) z1)[k], z2[i]) for all n anchors (tau = {TAU}), then "
@@ -123,10 +122,7 @@ def main(argv=None):
              "gradients of s and z1. s holds 64-bit Hamming similarities (heavy ties). Every hashkern result "
              "is checked against the naive one before timing (where the naive one fits); a failed row is "
              "reported, not hidden. Peak extra memory includes the input gradients.")
-    paths = []
-    for device in devices_to_run(args.device):
-        paths.append(write_table("soft_sort", run(device, args.quick), header, device, notes, args.out))
-    return paths
+    return run_tables([("soft_sort", run, header, notes)], __doc__, argv)
 
 
 if __name__ == "__main__":
