@@ -27,16 +27,24 @@ def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)  # softmax and exp in at least fp32
 
 
-def wch_weights(s: torch.Tensor, weight_temperature: float = 0.2) -> torch.Tensor:
-    """s [b, b] -> W [b, b] = exp((s[n, m] - s[n, n]) / weight_temperature)."""
-    return torch.exp((s - s.diagonal()[:, None]) / weight_temperature)
+def wch_weights(s: torch.Tensor, weight_temperature: float = 0.2, clamp: bool = False) -> torch.Tensor:
+    """s [b, b] -> W [b, b] = exp((s[n, m] - s[n, n]) / weight_temperature).
+
+    ``clamp=True`` caps W at 1 (``exp(min(s[n, m] - s[n, n], 0) / T_w)``): no pair weighs more than the
+    positive pair itself. The patch similarity is not maximal on the diagonal in general, and
+    without the cap a pair with ``s[n, m] > s[n, n]`` gets an unbounded weight (``exp(0.3 / 0.05) ≈ 400``).
+    """
+    d = s - s.diagonal()[:, None]
+    return torch.exp((d.clamp(max=0) if clamp else d) / weight_temperature)
 
 
 def wch_loss(h1: torch.Tensor, h2: torch.Tensor, s: torch.Tensor, temperature: float = 0.3,
-             weight_temperature: float = 0.2, detach_weights: bool = False) -> torch.Tensor:
+             weight_temperature: float = 0.2, detach_weights: bool = False,
+             clamp_weights: bool = False) -> torch.Tensor:
     """h1, h2 [b, K] codes of the two views (±1 straight-through, or relaxed), s [b, b] -> scalar loss.
 
-    ``detach_weights=True`` stops the gradient into ``s`` (pure distillation targets).
+    ``detach_weights=True`` stops the gradient into ``s`` (pure distillation targets);
+    ``clamp_weights=True`` caps the weights at 1 (see ``wch_weights``).
     """
     check_tensor("h1", h1, ndim=2, dtypes=_FLOATS)
     check_tensor("h2", h2, ndim=2, dtypes=_FLOATS)
@@ -53,8 +61,10 @@ def wch_loss(h1: torch.Tensor, h2: torch.Tensor, s: torch.Tensor, temperature: f
     weight_temperature = check_positive("weight_temperature", weight_temperature)
     if not isinstance(detach_weights, bool):
         raise TypeError(f"detach_weights must be a bool, got {type(detach_weights).__name__}")
+    if not isinstance(clamp_weights, bool):
+        raise TypeError(f"clamp_weights must be a bool, got {type(clamp_weights).__name__}")
     dtype = _compute_dtype(h1, h2, s)
-    targets = wch_weights((s.detach() if detach_weights else s).to(dtype), weight_temperature)
+    targets = wch_weights((s.detach() if detach_weights else s).to(dtype), weight_temperature, clamp_weights)
     logits = (h1.to(dtype) @ h2.to(dtype).T) / (bits * temperature)
     return -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
@@ -69,22 +79,26 @@ def bit_balance_loss(h: torch.Tensor) -> torch.Tensor:
 
 
 class WCHLoss(nn.Module):
-    """``WCHLoss(temperature=0.3, weight_temperature=0.2, detach_weights=False)(h1, h2, s) -> scalar``."""
+    """``WCHLoss(temperature=0.3, weight_temperature=0.2, detach_weights=False, clamp_weights=False)(h1, h2, s)``."""
 
-    def __init__(self, temperature: float = 0.3, weight_temperature: float = 0.2, detach_weights: bool = False):
+    def __init__(self, temperature: float = 0.3, weight_temperature: float = 0.2, detach_weights: bool = False,
+                 clamp_weights: bool = False):
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
         self.weight_temperature = check_positive("weight_temperature", weight_temperature)
         if not isinstance(detach_weights, bool):
             raise TypeError(f"detach_weights must be a bool, got {type(detach_weights).__name__}")
-        self.detach_weights = detach_weights
+        if not isinstance(clamp_weights, bool):
+            raise TypeError(f"clamp_weights must be a bool, got {type(clamp_weights).__name__}")
+        self.detach_weights, self.clamp_weights = detach_weights, clamp_weights
 
     def forward(self, h1: torch.Tensor, h2: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return wch_loss(h1, h2, s, self.temperature, self.weight_temperature, self.detach_weights)
+        return wch_loss(h1, h2, s, self.temperature, self.weight_temperature, self.detach_weights,
+                        self.clamp_weights)
 
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, weight_temperature={self.weight_temperature}, "
-                f"detach_weights={self.detach_weights}")
+                f"detach_weights={self.detach_weights}, clamp_weights={self.clamp_weights}")
 
 
 class BitBalanceLoss(nn.Module):

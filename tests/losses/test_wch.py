@@ -62,6 +62,18 @@ def test_weights():
     torch.testing.assert_close(wch_weights(s, 0.2), expect)
 
 
+def test_clamped_weights_never_exceed_the_positive():
+    s = torch.tensor([[0.5, 0.9], [0.2, 0.6]], dtype=torch.float64)  # s[0, 1] > s[0, 0]
+    torch.testing.assert_close(wch_weights(s, 0.2)[0, 1].item(), math.exp(0.4 / 0.2))
+    expect = torch.tensor([[1.0, 1.0], [math.exp(-0.4 / 0.2), 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(wch_weights(s, 0.2, clamp=True), expect)
+    h1, h2 = torch.randn(2, 8, dtype=torch.float64).sign(), torch.randn(2, 8, dtype=torch.float64).sign()
+    want = -(expect * torch.log_softmax(h1 @ h2.T / (8 * 0.3), dim=1)).sum(1).mean()
+    torch.testing.assert_close(WCHLoss(clamp_weights=True)(h1, h2, s), want)
+    with pytest.raises(TypeError, match="clamp_weights must be a bool"):
+        WCHLoss(clamp_weights=1)
+
+
 @pytest.mark.parametrize("b,bits", [(6, 16), (1, 1), (3, 7)])
 def test_bit_balance_matches_formula(device, b, bits):
     h = torch.randn(b, bits, dtype=torch.float64, device=device, requires_grad=True)

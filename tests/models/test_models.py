@@ -46,7 +46,8 @@ def wch_loss_formula(model, v1, v2):
     s = torch.stack([torch.stack([(c1[n] @ c2[m].T).max(dim=1).values.mean() for m in range(b)]) for n in range(b)])
     u1, u2 = model._codes(a1), model._codes(a2)
     h1, h2 = _sign(u1), _sign(u2)
-    W = torch.exp((s - s.diagonal()[:, None]) / model.distill.weight_temperature)
+    d = s - s.diagonal()[:, None]
+    W = torch.exp((d.clamp(max=0) if model.distill.clamp_weights else d) / model.distill.weight_temperature)
     logits = h1 @ h2.T / h1.shape[1] / model.distill.temperature
     distill = -(W * logits.log_softmax(1)).sum(1).mean()
     balance = u1.mean(0).pow(2).mean() - u1.pow(2).mean()
