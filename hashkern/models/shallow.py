@@ -12,40 +12,45 @@ def as_features(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).double()
 
 
-class LSH:
+class _SignProjection:
+    """Codes are ``sign((x - mean) @ projection)``; ``fit`` sets ``mean`` [d] and ``projection`` [d, K]."""
+
+    mean = projection = None
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """-> [n, K] float32 in {-1, +1}."""
+        if self.projection is None:
+            raise RuntimeError("call fit() before encode()")
+        x = as_features(x)
+        if x.shape[1] != self.projection.shape[0]:
+            raise ValueError(f"x has {x.shape[1]} features, fit() saw {self.projection.shape[0]}")
+        return torch.where((x - self.mean) @ self.projection >= 0, 1.0, -1.0).float()
+
+
+class LSH(_SignProjection):
     """Sign of random Gaussian projections of mean-centred features: ``LSH(nbits, seed).fit(X).encode(X)``."""
 
     def __init__(self, nbits: int, seed: int = 0):
         self.nbits, self.seed = check_int("nbits", nbits, low=1), int(seed)
-        self.mean = self.planes = None
+        self.planes = None
 
     def fit(self, x: torch.Tensor) -> "LSH":
         """x: [n, d] features or [n, C, H, W] images (flattened)."""
         x = as_features(x)
         gen = torch.Generator().manual_seed(self.seed)
         self.mean = x.mean(0)
-        self.planes = torch.randn(x.shape[1], self.nbits, generator=gen, dtype=torch.float64)
+        self.planes = self.projection = torch.randn(x.shape[1], self.nbits, generator=gen, dtype=torch.float64)
         return self
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """-> [n, K] float32 in {-1, +1}."""
-        if self.planes is None:
-            raise RuntimeError("call fit() before encode()")
-        x = as_features(x)
-        if x.shape[1] != self.planes.shape[0]:
-            raise ValueError(f"x has {x.shape[1]} features, fit() saw {self.planes.shape[0]}")
-        proj = (x - self.mean) @ self.planes
-        return torch.where(proj >= 0, 1.0, -1.0).float()
 
-
-class ITQ:
+class ITQ(_SignProjection):
     """PCA to K dimensions, then the rotation R minimising ||sign(VR) - VR||² (``iterations`` rounds)."""
 
     def __init__(self, nbits: int, iterations: int = 50, seed: int = 0):
         self.nbits = check_int("nbits", nbits, low=1)
         self.iterations = check_int("iterations", iterations, low=0)
         self.seed = int(seed)
-        self.mean = self.pca = self.rotation = None
+        self.pca = self.rotation = None
 
     def fit(self, x: torch.Tensor) -> "ITQ":
         x = as_features(x)
@@ -64,12 +69,5 @@ class ITQ:
             u, _, wt = torch.linalg.svd(v.t() @ b)  # R = U Wᵀ maximises tr(Bᵀ V R)
             r = u @ wt
         self.rotation = r
+        self.projection = self.pca @ r
         return self
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        if self.rotation is None:
-            raise RuntimeError("call fit() before encode()")
-        x = as_features(x)
-        if x.shape[1] != self.pca.shape[0]:
-            raise ValueError(f"x has {x.shape[1]} features, fit() saw {self.pca.shape[0]}")
-        return torch.where((x - self.mean) @ self.pca @ self.rotation >= 0, 1.0, -1.0).float()
