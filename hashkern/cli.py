@@ -126,7 +126,7 @@ def cmd_demo(args) -> int:
     from hashkern.demo import run_demo
 
     run_demo(out=args.out, bits=args.bits, epochs=args.epochs, data_dir=args.data_dir, device=args.device,
-             progress=not args.no_progress)
+             progress=not args.no_progress, workers=args.workers)
     return 0
 
 
@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes training side by side on a CPU (default: one per core; 1: one after another)")
     p.set_defaults(func=cmd_demo)
     return parser
 

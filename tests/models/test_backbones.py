@@ -23,6 +23,20 @@ def test_small_vit_tokens_and_features():
         build_backbone("small-vit", weights="x.pt")
 
 
+def test_small_vit_on_cpu_uses_explicit_attention_with_the_fused_result():
+    vit = small_vit(in_chans=1, img_size=28, patch_size=7, embed_dim=32, depth=2, num_heads=2).eval()
+    x = torch.randn(3, 1, 28, 28)
+    explicit = vit.tokens(x)
+    assert not any(block.attn.fused_attn for block in vit.vit.blocks)
+    for block in vit.vit.blocks:
+        block.attn.fused_attn = True
+    fused = vit.vit.forward_features(x)[:, 1:]
+    torch.testing.assert_close(explicit, fused, rtol=1e-5, atol=1e-5)
+    many = small_vit(in_chans=1, img_size=36, patch_size=4, embed_dim=8, depth=1, num_heads=2)  # 81 tokens
+    many.tokens(torch.randn(1, 1, 36, 36))
+    assert many.vit.blocks[0].attn.fused_attn == many.vit.blocks[0].attn._fused_default
+
+
 def test_vit_b16_loads_a_timm_state_dict(tmp_path):
     src = vit_b16()
     state = {k: v.clone() for k, v in src.vit.state_dict().items()}

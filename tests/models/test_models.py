@@ -54,8 +54,16 @@ def wch_loss_formula(model, v1, v2):
     return distill + model.balance_weight * balance
 
 
+def instance_formula(z1, z2, temperature):
+    """NT-Xent over the 2n latents, written as -log(e^{cos(i, partner)/T} / sum_{k != i} e^{cos(i, k)/T})."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim, n2 = z @ z.T / temperature, z.shape[0]
+    return torch.stack([-(sim[i, (i + n2 // 2) % n2] - torch.logsumexp(sim[i][torch.arange(n2) != i], 0))
+                        for i in range(n2)]).mean()
+
+
 def nsh_loss_formula(model, v1, v2):
-    """DESIGN.md's SortedNCE with explicit P [n, n, n] and E [n, n, dz]."""
+    """DESIGN.md's SortedNCE with explicit P [n, n, n] and E [n, n, dz], plus instance_weight × NT-Xent(z1, z2)."""
     (b1, z1), (b2, z2) = model._forward(v1), model._forward(v2)
     K = b1.shape[1]
     S = (b1 @ b2.T + K) / (2 * K)
@@ -65,7 +73,8 @@ def nsh_loss_formula(model, v1, v2):
     c = F.cosine_similarity(E, z2[:, None, :], dim=2) / model.sorted_nce.temperature
     m = model.num_positives
     neg = torch.logsumexp(c[:, m:], dim=1, keepdim=True)
-    return (torch.logaddexp(c[:, :m], neg) - c[:, :m]).mean()
+    sorted_nce = (torch.logaddexp(c[:, :m], neg) - c[:, :m]).mean()
+    return sorted_nce + model.instance_weight * instance_formula(z1, z2, model.sorted_nce.temperature)
 
 
 @pytest.mark.parametrize("b,nbits", [(5, 7), (2, 1)])
@@ -77,11 +86,13 @@ def test_wch_loss_matches_formula(b, nbits):
     assert set(out) == {"loss", "distill", "balance"}
 
 
-@pytest.mark.parametrize("b,nbits,m", [(5, 7, 2), (3, 1, 1)])
-def test_nsh_loss_matches_formula(b, nbits, m):
-    model = NSH(tiny_vit(), nbits, latent_dim=3, num_positives=m, hidden=8).double()
+@pytest.mark.parametrize("b,nbits,m,instance_weight", [(5, 7, 2, 1.0), (3, 1, 1, 0.0), (4, 5, 3, 0.5)])
+def test_nsh_loss_matches_formula(b, nbits, m, instance_weight):
+    model = NSH(tiny_vit(), nbits, latent_dim=3, num_positives=m, hidden=8, instance_weight=instance_weight).double()
     v1, v2 = _views(b, dtype=torch.float64)
-    torch.testing.assert_close(model.loss(v1, v2)["loss"], nsh_loss_formula(model, v1, v2), rtol=1e-6, atol=1e-8)
+    out = model.loss(v1, v2)
+    torch.testing.assert_close(out["loss"], nsh_loss_formula(model, v1, v2), rtol=1e-6, atol=1e-8)
+    assert set(out) == ({"loss"} if instance_weight == 0 else {"loss", "sorted_nce", "instance"})
 
 
 def test_cibhash_loss_matches_formula():
@@ -160,6 +171,8 @@ def test_bad_input():
         model.loss(torch.randn(4, 64), torch.randn(4, 64))
     with pytest.raises(TypeError, match="x must be a floating-point tensor"):
         model.encode(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="instance_weight must be a number >= 0"):
+        NSH(FeatureBackbone(), 4, hidden=8, instance_weight=-1.0)
     with pytest.raises(ValueError, match="unknown method 'dsh'"):
         build_model("dsh", 8, {"name": "small-vit"})
     with pytest.raises(ValueError, match="unknown backbone 'resnet'"):
