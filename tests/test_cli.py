@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from hashkern.cli import main
-from hashkern.demo import format_table, run_demo, verdict
+from hashkern.demo import DEEP, SCHEDULES, format_table, run_demo, verdict
+from hashkern.models import build_model
 from synthetic_data import tiny_split, write_fashion_mnist
 
 TRAIN = ["--epochs", "1", "--batch-size", "8", "--bits", "8", "--query-per-class", "1", "--train-per-class", "2",
@@ -104,6 +105,19 @@ def test_demo_trains_side_by_side_with_the_sequential_numbers(tmp_path, capsys):
         assert parallel[key]["6"]["epoch_loss"] == pytest.approx(sequential[key]["6"]["epoch_loss"], rel=1e-5)
     with pytest.raises(ValueError, match="workers must be a positive int"):
         run_demo(out=str(tmp_path / "bad"), workers=0, **kwargs)
+
+
+@pytest.mark.parametrize("method", DEEP)
+def test_every_demo_schedule_builds_each_model_and_takes_a_step(method):
+    # The GPU schedule only runs where there is a GPU: check here that its shapes fit together.
+    for name, sched in SCHEDULES.items():
+        model = build_model(method, 16, {"name": "small-vit", "in_chans": 1, "img_size": 28, **sched["backbone"]},
+                            hidden=sched["hidden"])
+        views = torch.randn(2, 6, 1, 28, 28)
+        out = model.loss(views[0], views[1])
+        out["loss"].backward()
+        assert torch.isfinite(out["loss"]), name
+        assert model.encode(views[0]).abs().eq(1).all(), name
 
 
 def test_demo_on_tiny_data(tmp_path, capsys):

@@ -55,7 +55,8 @@ def _row_mask(mask_ptr, offs, L, HAS_MASK: tl.constexpr):
 @triton.jit
 def _softmax_dsim(sim, lse, f, c, scale, valid):
     """d(c * sum_j p_j sim_j)/d sim_j = c p_j (1 + (sim_j - f) / T), p = softmax_j(sim / T); 0 where invalid."""
-    p = tl.exp(sim * scale - lse[:, None])
+    # Masked-out columns may score above the row's logsumexp: keep them out of the exp (no inf).
+    p = tl.exp(tl.where(valid, sim * scale - lse[:, None], float("-inf")))
     return tl.where(valid, c * p * (1.0 + (sim - f[:, None]) * scale), 0.0)
 
 
