@@ -78,6 +78,17 @@ def test_masks(device, backend, reduce, normalize, poison_allocations):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_opposite_patches_at_low_temperature_stay_finite(device, backend):
+    # Every similarity is -1, so the smooth max is -1/T = -100: padded or masked columns, which
+    # score 0, must stay out of the exp (exp(100) overflows float32; the interpreter warns).
+    x1 = torch.randn(1, 1, 8, device=device).expand(2, 3, 8).contiguous()
+    mask2 = torch.tensor([[False, True, True], [True, True, True]], device=device)
+    for dtype, tol in ((torch.float32, TOL[torch.float32]), (torch.float64, TOL[torch.float64])):
+        _check(x1.to(dtype), -x1.to(dtype), backend, tol, reduce="softmaxmean", temperature=0.01, mask2=mask2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("normalize", [True, False])
 def test_exact_ties_send_gradient_to_first_patch(device, backend, normalize):
     b1, b2, P, Q, D = 2, 3, 5, 70, 8

@@ -111,7 +111,7 @@ def _patch_similarity_fwd_kernel(
                 new_max = tl.maximum(run_max, tl.max(masked * scale, axis=1))
                 safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)  # tile fully masked so far
                 alpha = tl.exp(run_max - safe_max)
-                p = tl.where(col_ok[None, :], tl.exp(sim * scale - safe_max[:, None]), 0.0)
+                p = tl.exp(tl.where(col_ok[None, :], sim * scale - safe_max[:, None], float("-inf")))
                 run_sum = run_sum * alpha + tl.sum(p, axis=1)
                 run_w = run_w * alpha + tl.sum(p * sim, axis=1)
                 run_max = new_max
