@@ -84,17 +84,14 @@ class ViTBackbone(nn.Module):
                                      embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio)
         self.dim, self.input_size, self.in_chans = embed_dim, img_size, in_chans
         self.num_patches = (img_size // patch_size) ** 2
+        self._timm_fused = all(block.attn.fused_attn for block in self.vit.blocks)  # timm's global choice
 
     def _select_attention(self, device: torch.device) -> None:
         # On CPU, for a few dozen tokens, the explicit softmax(QKᵀ)V is faster than the fused SDPA
         # kernel (about 15% of a small-ViT training step); elsewhere keep timm's choice.
-        explicit = device.type == "cpu" and self.num_patches <= 64
-        if getattr(self, "_explicit_attention", None) != explicit:
-            for block in self.vit.blocks:
-                if not hasattr(block.attn, "_fused_default"):
-                    block.attn._fused_default = block.attn.fused_attn
-                block.attn.fused_attn = False if explicit else block.attn._fused_default
-            self._explicit_attention = explicit
+        fused = self._timm_fused and not (device.type == "cpu" and self.num_patches <= 64)
+        for block in self.vit.blocks:
+            block.attn.fused_attn = fused
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         self._select_attention(x.device)

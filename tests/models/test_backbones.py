@@ -34,7 +34,7 @@ def test_small_vit_on_cpu_uses_explicit_attention_with_the_fused_result():
     torch.testing.assert_close(explicit, fused, rtol=1e-5, atol=1e-5)
     many = small_vit(in_chans=1, img_size=36, patch_size=4, embed_dim=8, depth=1, num_heads=2)  # 81 tokens
     many.tokens(torch.randn(1, 1, 36, 36))
-    assert many.vit.blocks[0].attn.fused_attn == many.vit.blocks[0].attn._fused_default
+    assert many.vit.blocks[0].attn.fused_attn == many._timm_fused
 
 
 def test_vit_b16_loads_a_timm_state_dict(tmp_path):
