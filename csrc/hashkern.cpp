@@ -22,6 +22,14 @@ TORCH_LIBRARY(hashkern, m) {
   // offsets [nq + 1] int64 (0, then the cumulative counts) -> idx [nnz] int64, dist [nnz] int32:
   // query i's hits in [offsets[i], offsets[i+1]), by (distance, index) ascending.
   m.def("hamming_radius_fill(Tensor q, Tensor db, int r, Tensor offsets, Tensor(a!) idx, Tensor(b!) dist) -> ()");
+  // SoftSort by Laplace scans (csrc/cpu/softsort_scan.h). q [b, n] rows sorted descending
+  // (float32/64), idx [b, n] int64 their sort permutation, v [1 or b, n, d] of q's dtype, tau > 0.
+  // Gather (u = None): out [b, n, d] = E, norms unused. Cosine (u [b, d] unit rows, v shared):
+  // out [b, n] = cos(E_r, u), norms [b, n] = |E_r|.
+  m.def("softsort_scan_fwd(Tensor q, Tensor idx, Tensor v, float tau, Tensor? u, float eps, Tensor(a!) out, Tensor(b!) norms) -> ()");
+  // grad = dE [b, n, d] (gather) or dc [b, n] (cosine, with the forward's c and norms) ->
+  // ds [b, n] (unsorted order), dv like v, du [b, d] (cosine only).
+  m.def("softsort_scan_bwd(Tensor q, Tensor idx, Tensor v, float tau, Tensor? u, float eps, Tensor grad, Tensor? c, Tensor? norms, Tensor(a!) ds, Tensor(b!) dv, Tensor(c!) du) -> ()");
 }
 
 // Importing hashkern._C runs the registrations above; the module itself is empty.

@@ -1,19 +1,32 @@
-"""soft_sort / soft_sort_gather / sorted_cosine against the float64 reference (both backends)."""
+"""soft_sort / soft_sort_gather / sorted_cosine against the float64 definition, on every backend.
+
+The scans (C++ ``cpu``, ``triton`` under the interpreter, plain ``torch``) must equal autograd
+through the dense definition in ``reference.py``: forward and every gradient, ties included.
+"""
+import os
+
 import pytest
 import torch
 
 from conftest import poison
 from hashkern.ops import softsort as ss
-from hashkern.ops.softsort import chunked, functions
+from hashkern.ops.softsort import scan_torch, triton_scan
 from hashkern.ops.softsort.reference import (
     soft_sort_gather_reference,
     soft_sort_reference,
     sorted_cosine_reference,
 )
 
-BACKENDS = ["torch", "triton"]
+BACKENDS = ["cpu", "triton", "torch"]
 ODD_N = [1, 2, 3, 17, 129]
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 1e-2}
+
+
+def _backend_runs(backend, device):
+    if backend == "cpu" and device.type != "cpu":
+        pytest.skip("the C++ kernel takes CPU tensors")
+    if backend == "triton" and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton runs CPU tensors only under the interpreter")
 
 
 def _close(actual, expected, dtype, name):
@@ -72,6 +85,12 @@ def _cosine_case(s64, z1_64, z2_64, tau, dtype, backend, descending=True):
         _close(a, r, dtype, name)
 
 
+def _hamming_similarities(n, bits, device):
+    """``(B1 B2^T + K) / 2K`` of random +-1 codes: only K + 1 distinct values, heavy ties."""
+    codes = torch.randint(0, 2, (2, n, bits), device=device).double() * 2 - 1
+    return (codes[0] @ codes[1].T + bits) / (2 * bits)
+
+
 # ----------------------------------------------------------------------------- soft_sort
 
 @pytest.mark.parametrize("descending", [True, False])
@@ -106,6 +125,7 @@ def test_soft_sort_hard_is_a_permutation_with_soft_gradient():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n", ODD_N)
 def test_gather_matches_reference(device, backend, n, poison_empty):
+    _backend_runs(backend, torch.device(device))
     b, d = (2, 5) if n == 129 else (3, 6)
     _gather_case(torch.randn(b, n, dtype=torch.float64, device=device),
                  torch.randn(n, d, dtype=torch.float64, device=device), 0.3, torch.float32, backend)
@@ -114,6 +134,7 @@ def test_gather_matches_reference(device, backend, n, poison_empty):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("descending", [True, False])
 def test_gather_per_row_values_and_ties(device, backend, descending, poison_empty):
+    _backend_runs(backend, torch.device(device))
     s, v = _ties((3, 19), device), torch.randn(3, 19, 20, dtype=torch.float64, device=device)
     _gather_case(s, v, 0.1, torch.float64, backend, descending)
 
@@ -121,12 +142,14 @@ def test_gather_per_row_values_and_ties(device, backend, descending, poison_empt
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("tau", [1e-3, 1e-1, 10.0])
 def test_gather_temperatures_with_ties(device, backend, tau):
+    _backend_runs(backend, torch.device(device))
     _gather_case(_ties((2, 33), device, levels=8), torch.randn(33, 4, dtype=torch.float64, device=device),
                  tau, torch.float64, backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_non_contiguous_inputs(device, backend):
+    _backend_runs(backend, torch.device(device))
     s = torch.randn(9, 3, dtype=torch.float64, device=device).T  # [3, 9], column-major
     v = torch.randn(5, 9, dtype=torch.float64, device=device).T  # [9, 5]
     assert not s.is_contiguous() and not v.is_contiguous()
@@ -137,23 +160,26 @@ def test_non_contiguous_inputs(device, backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_gather_gradcheck(backend):
-    s = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
-    v = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    vb = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    _backend_runs(backend, torch.device("cpu"))
+    s = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)  # no ties: |x| has a kink at 0
+    v = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    vb = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
     fn = lambda s, v: ss.soft_sort_gather(s, v, 0.7, backend=backend)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (s, v), fast_mode=True)
     assert torch.autograd.gradcheck(fn, (s, vb), fast_mode=True)
 
 
-def test_torch_path_chunks_rows_and_ranks(monkeypatch):
-    """Force tiny score chunks (rank-split rows) and check the result does not change."""
-    monkeypatch.setattr(chunked, "CHUNK_ELEMS", 40)
-    assert list(chunked._chunks(2, 9, 40)) == [(0, 1, 0, 4), (0, 1, 4, 8), (0, 1, 8, 9),
-                                               (1, 2, 0, 4), (1, 2, 4, 8), (1, 2, 8, 9)]
-    _gather_case(torch.randn(2, 9, dtype=torch.float64), torch.randn(9, 3, dtype=torch.float64),
-                 0.4, torch.float64, "torch")
-    _gather_case(torch.randn(2, 9, dtype=torch.float64), torch.randn(2, 9, 3, dtype=torch.float64),
-                 0.4, torch.float64, "torch")
+def test_row_blocks_do_not_change_the_result(monkeypatch):
+    """The torch path and the Triton launcher split rows to bound their scratch; force tiny blocks."""
+    monkeypatch.setattr(scan_torch, "SCRATCH_ELEMS", 40)
+    monkeypatch.setattr(triton_scan, "SCRATCH_BYTES", 1)
+    for backend in ("torch", "triton"):
+        _gather_case(torch.randn(35, 9, dtype=torch.float64), torch.randn(9, 3, dtype=torch.float64),
+                     0.4, torch.float64, backend)
+        _gather_case(torch.randn(35, 9, dtype=torch.float64), torch.randn(35, 9, 3, dtype=torch.float64),
+                     0.4, torch.float64, backend)
+        _cosine_case(torch.randn(35, 35, dtype=torch.float64), torch.randn(35, 3, dtype=torch.float64),
+                     torch.randn(35, 3, dtype=torch.float64), 0.4, torch.float64, backend)
 
 
 # ----------------------------------------------------------------------------- sorted_cosine
@@ -161,6 +187,7 @@ def test_torch_path_chunks_rows_and_ranks(monkeypatch):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n", ODD_N)
 def test_sorted_cosine_matches_reference(device, backend, n, poison_empty):
+    _backend_runs(backend, torch.device(device))
     d = 5 if n == 129 else 7
     _cosine_case(torch.randn(n, n, dtype=torch.float64, device=device),
                  torch.randn(n, d, dtype=torch.float64, device=device),
@@ -168,48 +195,87 @@ def test_sorted_cosine_matches_reference(device, backend, n, poison_empty):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bits", [8, 16, 64])
 @pytest.mark.parametrize("tau", [1e-3, 1e-1, 10.0])
-def test_sorted_cosine_ties_and_temperatures(device, backend, tau):
-    n, k = 24, 8
-    codes = torch.randint(0, 2, (2, n, k), device=device).double() * 2 - 1
-    s = (codes[0] @ codes[1].T + k) / (2 * k)  # Hamming similarities: only k+1 distinct values
-    _cosine_case(s, torch.randn(n, 6, dtype=torch.float64, device=device),
+def test_sorted_cosine_hamming_ties_and_temperatures(device, backend, bits, tau):
+    _backend_runs(backend, torch.device(device))
+    n = 24
+    _cosine_case(_hamming_similarities(n, bits, device), torch.randn(n, 6, dtype=torch.float64, device=device),
                  torch.randn(n, 6, dtype=torch.float64, device=device), tau, torch.float64, backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_sorted_cosine_backward_in_row_chunks(backend, monkeypatch):
-    monkeypatch.setattr(functions, "COSINE_CHUNK_ELEMS", {"cpu": 40, "cuda": 40})  # 2 rows per chunk
-    monkeypatch.setattr(chunked, "CHUNK_ELEMS", 50)
-    _cosine_case(torch.randn(11, 11, dtype=torch.float64), torch.randn(11, 3, dtype=torch.float64),
-                 torch.randn(11, 3, dtype=torch.float64), 0.5, torch.float64, backend, descending=False)
+def test_sorted_cosine_at_n_300_with_ties(backend):
+    _backend_runs(backend, torch.device("cpu"))
+    n = 300
+    _cosine_case(_hamming_similarities(n, 16, "cpu"), torch.randn(n, 4, dtype=torch.float64),
+                 torch.randn(n, 4, dtype=torch.float64), 0.01, torch.float64, backend, descending=False)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sorted_cosine_gradcheck(backend):
-    inputs = [torch.randn(shape, dtype=torch.float64, requires_grad=True) for shape in ((6, 6), (6, 3), (6, 3))]
+    _backend_runs(backend, torch.device("cpu"))
+    s = torch.randn(6, 6, dtype=torch.float64, requires_grad=True)
+    z1, z2 = (torch.randn(6, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
     fn = lambda s, z1, z2: ss.sorted_cosine(s, z1, z2, 0.5, backend=backend)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, inputs, fast_mode=True)
+    assert torch.autograd.gradcheck(fn, (s, z1, z2), fast_mode=True)
+
+
+@pytest.mark.parametrize("isa", ["generic", "auto"])
+def test_cpu_kernel_every_instruction_set(isa, monkeypatch):
+    """HASHKERN_CPU_ISA=generic forces the portable kernel; unset, the CPU's best (AVX2 + FMA here)."""
+    if isa == "generic":
+        monkeypatch.setenv("HASHKERN_CPU_ISA", "generic")
+    else:
+        monkeypatch.delenv("HASHKERN_CPU_ISA", raising=False)
+    _cosine_case(_hamming_similarities(40, 8, "cpu"), torch.randn(40, 37, dtype=torch.float64),
+                 torch.randn(40, 37, dtype=torch.float64), 0.05, torch.float32, "cpu")
+    _gather_case(_ties((5, 40), "cpu"), torch.randn(5, 40, 19, dtype=torch.float64), 0.05, torch.float64, "cpu")
+
+
+def test_tiny_tau_large_n_fp32_matches_fp64():
+    """tau = 1e-3 on similarities in [0, 1] at n = 4096: finite, fp32 within 1e-4 of fp64."""
+    n, d = 4096, 8
+    s, z1, z2 = torch.rand(n, n), torch.randn(n, d), torch.randn(n, d)
+    c32 = ss.sorted_cosine(s, z1, z2, 1e-3, backend="cpu")
+    c64 = ss.sorted_cosine(s.double(), z1.double(), z2.double(), 1e-3, backend="cpu")
+    assert torch.isfinite(c32).all()
+    assert (c32.double() - c64).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_accumulate_in_fp32(backend, dtype):
+    """Half inputs give exactly the fp32 path's result on the same (rounded) values."""
+    s, z1, z2 = (torch.randn(shape).to(dtype) for shape in ((20, 20), (20, 8), (20, 8)))
+    half = ss.sorted_cosine(s, z1, z2, 0.05, backend=backend)
+    full = ss.sorted_cosine(s.float(), z1.float(), z2.float(), 0.05, backend=backend)
+    assert half.dtype == torch.float32 and torch.equal(half, full)
+    e = ss.soft_sort_gather(s, z1, 0.05, backend=backend)
+    assert e.dtype == dtype and torch.equal(e, ss.soft_sort_gather(s.float(), z1.float(), 0.05, backend=backend).to(dtype))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_no_nan_for_tiny_tau_large_magnitudes_and_zero_vectors(device, backend):
+    _backend_runs(backend, torch.device(device))
     s = (torch.randn(9, 9, device=device) * 1e4).requires_grad_()
     z1 = torch.randn(9, 4, device=device).requires_grad_()
     z2 = torch.randn(9, 4, device=device)
     z2[0] = 0.0  # zero anchor: cosine 0, not NaN
     z2.requires_grad_()
-    c = ss.sorted_cosine(s, z1, z2, 1e-3, backend=backend)
-    e = ss.soft_sort_gather(s, z1 * 1e3, 1e-3, backend=backend)
-    grads = torch.autograd.grad(c.sum() + e.sum(), (s, z1, z2))
-    for t in (c, e, *grads):
-        assert torch.isfinite(t).all()
-    assert (c[0] == 0).all()
+    for tau in (1e-3, 1e-300):  # 1e-300 is 0 in fp32: the decays are computed in fp64
+        c = ss.sorted_cosine(s, z1, z2, tau, backend=backend)
+        e = ss.soft_sort_gather(s, z1 * 1e3, tau, backend=backend)
+        grads = torch.autograd.grad(c.sum() + e.sum(), (s, z1, z2))
+        for t in (c, e, *grads):
+            assert torch.isfinite(t).all()
+        assert (c[0] == 0).all()
 
 
-def test_torch_compile_has_no_graph_break():
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_torch_compile_has_no_graph_break(backend):
     s, z1, z2 = torch.randn(8, 8), torch.randn(8, 3, requires_grad=True), torch.randn(8, 3)
-    fn = torch.compile(lambda s, z1, z2: ss.sorted_cosine(s, z1, z2, 0.5, backend="torch").sum(),
+    fn = torch.compile(lambda s, z1, z2: ss.sorted_cosine(s, z1, z2, 0.5, backend=backend).sum(),
                        fullgraph=True, backend="aot_eager")
     out = fn(s, z1, z2)
     out.backward()
@@ -217,7 +283,17 @@ def test_torch_compile_has_no_graph_break():
     assert z1.grad is not None and torch.isfinite(z1.grad).all()
 
 
-# ----------------------------------------------------------------------------- half precision (GPU)
+def test_opcheck_of_the_scan_ops():
+    from hashkern.ops.softsort.functions import softsort_scan, softsort_scan_backward
+    q, idx = torch.sort(torch.randn(4, 6, dtype=torch.float64), dim=-1, descending=True, stable=True)
+    v = torch.randn(1, 6, 3, dtype=torch.float64)
+    u = torch.nn.functional.normalize(torch.randn(4, 3, dtype=torch.float64), dim=-1)
+    torch.library.opcheck(softsort_scan, (q, idx, v, 0.3, u, 1e-8, "cpu"))
+    c, norms = softsort_scan(q, idx, v, 0.3, u, 1e-8, "cpu")
+    torch.library.opcheck(softsort_scan_backward, (q, idx, v, 0.3, u, 1e-8, torch.randn_like(c), c, norms, "cpu"))
+
+
+# ----------------------------------------------------------------------------- GPU
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -231,19 +307,32 @@ def test_half_precision_on_gpu(dtype, n):
 
 
 @pytest.mark.gpu
-def test_large_n_memory_on_gpu():
-    n, d = 4096, 128
+def test_memory_on_gpu():
+    """n = 1024, d = 128: peak extra memory of forward + backward <= 0.1 GiB (the issue's goal)."""
+    n, d = 1024, 128
     dev = torch.device("cuda")
-    s = torch.randn(n, n, device=dev, requires_grad=True)
+    s = torch.rand(n, n, device=dev, requires_grad=True)
     z1 = torch.randn(n, d, device=dev, requires_grad=True)
     z2 = torch.randn(n, d, device=dev, requires_grad=True)
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    ss.sorted_cosine(s, z1, z2, 0.1, backend="triton").sum().backward()
+    ss.sorted_cosine(s, z1, z2, 0.005, backend="triton").sum().backward()
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - base
-    assert extra < 8 * n * n * 4 + (256 << 20), f"peak extra memory {extra / 2**20:.0f} MiB is not O(n^2 + n d)"
+    assert extra <= 0.1 * 2**30, f"peak extra memory {extra / 2**20:.0f} MiB"
+
+
+@pytest.mark.gpu
+def test_triton_refuses_atomics_under_deterministic_mode():
+    s, z = torch.randn(8, 8, device="cuda", requires_grad=True), torch.randn(8, 3, device="cuda", requires_grad=True)
+    torch.use_deterministic_algorithms(True)
+    try:
+        c = ss.sorted_cosine(s, z, z, 0.5, backend="triton")
+        with pytest.raises(RuntimeError, match="use_deterministic_algorithms"):
+            c.sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -282,30 +371,22 @@ def test_bad_inputs():
         ss.soft_sort_gather(s, v, 1.0, descending=1)
     with pytest.raises(ValueError, match="backend must be one of"):
         ss.soft_sort_gather(s, v, 1.0, backend="gpu")
-    with pytest.raises(ValueError, match="not implemented for soft_sort_gather"):
+    with pytest.raises(ValueError, match="backend='cuda' is not implemented"):
         ss.soft_sort_gather(s, v, 1.0, backend="cuda")
 
 
 # ----------------------------------------------------------------------------- GPU build (no GPU needed)
 
-def _compile_for_sm90(dtypes: str, dims: str):
-    import os
+def test_kernels_compile_for_hopper():
+    """The launches CUDA uses compile (PTX + ptxas, sm_90a) without spills. fp64 too:
+    ``python -m hashkern.ops.softsort._compile_check`` (~1 min)."""
+    pytest.importorskip("triton.backends.nvidia")
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     code = ("import sys, torch; from hashkern.ops.softsort._compile_check import compile_all; "
-            f"sys.exit(0 if compile_all(({dtypes}), ({dims})) else 1)")
+            "sys.exit(0 if compile_all((torch.float32,)) else 1)")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "ok   _soft_sort_gather_bwd_kernel" in result.stdout
-
-
-def test_kernels_compile_for_hopper():
-    """The launch configs CUDA uses compile (PTX + ptxas, sm_90a) and fit in shared memory.
-
-    The full dtype x width matrix: ``python -m hashkern.ops.softsort._compile_check`` (~2 min).
-    """
-    pytest.importorskip("triton.backends.nvidia")
-    _compile_for_sm90("torch.bfloat16, torch.float32", "128,")
-
+    assert result.stdout.count("ok   _softsort_scan_bwd_kernel") == 3

@@ -7,9 +7,12 @@ Public ops:
 * ``sorted_cosine(s, z1, z2, tau)`` -> ``c [n, n]``, ``c[i, k] = cos(E_i[k], z2[i])``, building
   neither ``P`` nor ``E`` (memory O(n^2 + n d)): the core of NSH's SortedNCE loss.
 
-Backends: ``"triton"`` (CUDA, or CPU tensors under ``TRITON_INTERPRET=1``) and ``"torch"`` (a
-chunked PyTorch path whose scores never reach ``n^3`` elements); ``"auto"`` picks Triton where
-it runs. Triton is imported only when its backend is chosen.
+``soft_sort_gather`` and ``sorted_cosine`` never evaluate ``P`` entry by entry: sorted, SoftSort's
+L1 kernel ``exp(-|q_r - q_t| / tau)`` splits into a left and a right decayed scan, so each row
+costs O(n log n + n d) and a batch O(n^2 d), forward and backward, exact (``scan_torch.py``).
+Backends: ``"cpu"`` (the C++ kernel of ``hashkern._C``), ``"triton"`` (CUDA, or CPU tensors under
+``TRITON_INTERPRET=1``) and ``"torch"`` (the same scans in plain PyTorch, any device); ``"auto"``
+picks the first that runs on the tensors' device. Triton is imported only when it is chosen.
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ __all__ = [
 ]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_PREFERENCE = ("triton", "torch")
+_PREFERENCE = ("cpu", "triton", "torch")
+_KERNEL = "softsort_scan_fwd"  # the compiled op whose presence the dispatcher checks
 
 
 def _check_rows(name: str, s: torch.Tensor) -> None:
@@ -78,7 +82,7 @@ def soft_sort_gather(s: torch.Tensor, v: torch.Tensor, tau: float, descending: b
     Returns:
         ``E [b, n, d]`` in ``v.dtype``; ``E[i, k]`` is the soft ``k``-th sample of row ``i``.
         Differentiable in ``s`` (through the sorted values too) and ``v``; accumulation is fp32
-        (fp64 for fp64 inputs).
+        (fp64 for fp64 inputs). Extra memory O(b n + n d) beyond ``E``.
     """
     _check_rows("s", s)
     check_tensor("v", v, ndim=(2, 3), dtypes=_FLOATS)
@@ -91,7 +95,7 @@ def soft_sort_gather(s: torch.Tensor, v: torch.Tensor, tau: float, descending: b
         raise ValueError("v must have at least one feature (d >= 1)")
     tau = check_positive("tau", tau)
     _check_bool("descending", descending)
-    backend = resolve_backend(backend, "soft_sort_gather", device, _PREFERENCE)
+    backend = resolve_backend(backend, _KERNEL, device, _PREFERENCE)
     return SoftSortGatherFunction.apply(s, v, tau, descending, backend)
 
 
@@ -100,7 +104,7 @@ def sorted_cosine(s: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, tau: floa
     """Cosine of every anchor's latent with the soft-sorted latents of the other view.
 
     ``c[i, k] = cos(E_i[k], z2[i])`` with ``E_i = SoftSort(s[i]) z1``, computed without ``P``
-    (``[n, n, n]``) or ``E`` (``[n, n, d]``): memory O(n^2 + n d).
+    (``[n, n, n]``) or ``E`` (``[n, n, d]``): memory O(n^2 + n d), time O(n^2 d).
 
     Args:
         s: ``[n, n]`` similarities (row i: anchor i against every sample j).
@@ -127,5 +131,5 @@ def sorted_cosine(s: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, tau: floa
     tau = check_positive("tau", tau)
     eps = check_positive("eps", eps)
     _check_bool("descending", descending)
-    backend = resolve_backend(backend, "sorted_cosine", device, _PREFERENCE)
+    backend = resolve_backend(backend, _KERNEL, device, _PREFERENCE)
     return SortedCosineFunction.apply(s, z1, z2, tau, descending, eps, backend)

@@ -1,79 +1,53 @@
-"""Compile the softsort kernels for a Hopper GPU without one: ``python -m hashkern.ops.softsort._compile_check``.
+"""Compile the Triton softsort scans for Hopper without a GPU: ``python -m hashkern.ops.softsort._compile_check``.
 
-Builds the launches of the tile sizes that ``launch_config`` picks on CUDA and compiles them for
-sm_90 through :mod:`hashkern.ops._triton_aot` (Triton's full pipeline to PTX, then ``ptxas``), and
-prints registers, spills and shared memory per kernel. It exits non-zero when a kernel fails to
-compile or needs more shared memory than an H100 has. Must run without ``TRITON_INTERPRET=1``.
-It checks that the code builds, not that it is fast.
+Builds the launches that ``triton_scan.scan_config`` picks on CUDA (both kernels; gather and
+cosine; shared and per-row values; fp32 and fp64) and compiles them for sm_90 through
+:mod:`hashkern.ops._triton_aot`, printing registers and spills. Exits non-zero when one fails.
+Must run without ``TRITON_INTERPRET=1``. It checks that the code builds, not that it is fast.
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 import torch
-import triton.language as tl
 
-from hashkern.ops._triton_aot import SHARED_LIMIT, compile_for_gpus, make_launch
-from hashkern.ops.softsort.triton_bwd import _soft_sort_gather_bwd_kernel
-from hashkern.ops.softsort.triton_fwd import _soft_sort_gather_fwd_kernel, dot_precision, launch_config
+from hashkern.ops._triton_aot import compile_for_gpus, make_launch
+from hashkern.ops.softsort.triton_scan import scan_config
+from hashkern.ops.softsort.triton_scan_kernels import _softsort_scan_bwd_kernel, _softsort_scan_fwd_kernel
 
-H100_SMEM = SHARED_LIMIT[90]  # bytes of shared memory one block may use on sm_90
-_TL = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
-_SCALARS = {"inv_tau": "fp32", "eps": "fp32"}  # every other runtime scalar (sizes, strides) is i32
-_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
+_TL = {torch.float32: "fp32", torch.float64: "fp64"}
+MODES = ((True, True), (False, True), (False, False))  # (COSINE, SHARED_V); the cosine shares its values
 
 
-def launches(dtypes=_DTYPES, dims=(64, 128, 256)) -> list[tuple[str, dict]]:
-    """``(label, launch)`` for every softsort kernel variant, dtype and width ``d``, with CUDA's tiles."""
-    cuda = torch.device("cuda")
+def launches(dtypes=(torch.float32, torch.float64), modes=MODES, n=1024, d=128) -> list[dict]:
+    cfg = scan_config(n, d, torch.device("cuda"))
     result = []
     for dtype in dtypes:
-        t, acc = _TL[dtype], ("fp64" if dtype == torch.float64 else "fp32")
-        acc_tl = tl.float64 if dtype == torch.float64 else tl.float32
-        for d in dims:
-            jobs = []
-            for mode in (0, 1, 2):
-                ptrs = dict(Q=t, S=t, V=t, U=acc, G=acc, OUT=t if mode == 0 else acc, LSE=acc, DELTA=acc, DU=acc)
-                jobs.append((_soft_sort_gather_fwd_kernel, ptrs, "fwd", dict(MODE=mode)))
-            for shared in (True, False):
-                ptrs = dict(Q=t, S=t, V=t, LSE=acc, DE=t, DELTA=acc, DQ=acc, DS=acc, DV=acc)
-                jobs.append((_soft_sort_gather_bwd_kernel, ptrs, "bwd", dict(SHARED_V=shared, ROWS=8 if shared else 1)))
-            for fn, ptrs, kind, extra in jobs:
-                block_k, block_j, block_d, warps = launch_config(4096, d, cuda, dtype, kind)
-                consts = dict(extra, ACC=acc_tl, PRECISION=dot_precision(dtype),
-                              BLOCK_K=block_k, BLOCK_J=block_j, BLOCK_D=block_d)
-                arg_types = dict({name: "*" + ty for name, ty in ptrs.items()}, **_SCALARS)
-                label = f"{fn.__name__:34s} {t:4s} d={d:<3d} {extra}"
-                result.append((label, make_launch(fn, arg_types, consts, {"num_warps": warps}, rest="i32")))
+        pointer = "*" + _TL[dtype]
+        types = {"idx_ptr": "*i64", "b": "i32", "n": "i32", "d": "i32", "chunk": "i32", "nchunks": "i32",
+                 "tau": "fp64"}
+        for cosine, shared in modes:
+            for kernel in (_softsort_scan_fwd_kernel, _softsort_scan_bwd_kernel):
+                constexprs = {"SHARED_V": shared, "COSINE": cosine, "BA": cfg.rows, "BD": cfg.features}
+                warps = cfg.num_warps if kernel is _softsort_scan_fwd_kernel else cfg.num_warps_bwd(cosine, dtype)
+                result.append(make_launch(kernel, types, constexprs, {"num_warps": warps}, rest=pointer))
     return result
 
 
-def _key(kernel: str, launch: dict) -> str:
-    return json.dumps([kernel, launch["signature"], launch["constexprs"], launch["options"]], sort_keys=True)
-
-
-def compile_all(dtypes=_DTYPES, dims=(64, 128, 256)) -> bool:
-    labelled = launches(dtypes, dims)
-    reports = {_key(r["kernel"], r): r for r in compile_for_gpus([launch for _, launch in labelled], archs=(90,))}
+def compile_all(dtypes=(torch.float32, torch.float64), modes=MODES) -> bool:
     ok = True
-    for label, launch in labelled:
-        report = reports[_key(f"{launch['module']}.{launch['kernel']}", launch)]
-        if not report["ok"]:  # every failure is reported, not just the first
-            print(f"FAIL {label}: {report['error'].splitlines()[0][:200]}")
+    for report in compile_for_gpus(launches(dtypes, modes), archs=(90,)):
+        name = report["kernel"].rsplit(".", 1)[-1]
+        label = f"{name} {report['signature'].get('q_ptr')} {report['constexprs']}"
+        if report["ok"]:
+            print(f"ok   {label}: {report['registers']} registers, {report['spill_bytes']} spill bytes, "
+                  f"{report['shared']} B shared")
+            ok &= not report["spill_bytes"]
+        else:
+            print(f"FAIL {label}: {report['error']}")
             ok = False
-            continue
-        smem = report["shared"]
-        fits = smem <= H100_SMEM
-        ok &= fits
-        regs = "?" if report["registers"] is None else report["registers"]
-        spills = "?" if report["spill_bytes"] is None else report["spill_bytes"]
-        print(f"{'ok  ' if fits else 'SMEM'} {label} {smem} B smem, {regs} regs, {spills} B spilled")
     return ok
 
 
 if __name__ == "__main__":
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        sys.exit("unset TRITON_INTERPRET: the interpreter does not compile kernels")
     sys.exit(0 if compile_all() else 1)

@@ -1,68 +1,89 @@
 """torch.library ops and autograd Functions of the soft-sort gather and the sorted cosine.
 
-The forward and backward kernels are registered as ``hashkern::softsort_*`` custom ops with
-fake (meta) implementations, so ``torch.compile`` traces through the autograd Functions
-without graph breaks. ``backend`` is ``"triton"`` or ``"torch"`` (already resolved).
+Both run on the Laplace scans (O(n d) per row, see ``scan_torch.py``). The forward and backward
+are registered as ``hashkern::softsort_scan`` / ``hashkern::softsort_scan_backward`` custom ops
+with fake implementations, so ``torch.compile`` traces the autograd Functions without graph
+breaks. ``backend`` is ``"cpu"`` (the C++ kernel), ``"triton"`` or ``"torch"``, already resolved.
+Every backend computes in the accumulation dtype: fp64 for fp64 inputs, else fp32.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from hashkern.ops.softsort import chunked
-
-# Rows of dE rebuilt at once in the sorted-cosine backward: rows * n * d <= this.
-COSINE_CHUNK_ELEMS = {"cuda": 1 << 24, "cpu": 1 << 22}  # 64 MiB of fp32 dE on CUDA
+from hashkern.ops.softsort import scan_torch
 
 
-def _cosine_grad_impl(backend: str):
+def acc_dtype(*tensors: Tensor) -> torch.dtype:
+    """fp64 when any input is fp64 (gradcheck), fp32 otherwise (half inputs accumulate in fp32)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _cpu_fwd(q, idx, v, tau, u, eps):
+    b, n = q.shape
+    out = q.new_empty((b, n, v.shape[-1]) if u is None else (b, n))
+    norms = q.new_empty((0,) if u is None else (b, n))
+    torch.ops.hashkern.softsort_scan_fwd(q, idx, v, tau, u, eps, out, norms)
+    return out, (None if u is None else norms)
+
+
+def _cpu_bwd(q, idx, v, tau, u, eps, grad, c, norms):
+    ds, dv = torch.empty_like(q), torch.empty_like(v)
+    du = q.new_empty((0,) if u is None else (q.shape[0], v.shape[-1]))
+    torch.ops.hashkern.softsort_scan_bwd(q, idx, v, tau, u, eps, grad, c, norms, ds, dv, du)
+    return ds, dv, (None if u is None else du)
+
+
+def _impl(backend: str):
+    if backend == "cpu":
+        return _cpu_fwd, _cpu_bwd
     if backend == "triton":
-        from hashkern.ops.softsort.triton_fwd import sorted_cosine_grad_triton
-        return sorted_cosine_grad_triton
-    return chunked.sorted_cosine_grad_torch
+        from hashkern.ops.softsort import triton_scan
+        return triton_scan.scan_fwd, triton_scan.scan_bwd
+    return scan_torch.scan_fwd, scan_torch.scan_bwd
 
 
-def _fwd_impl(backend: str):
-    if backend == "triton":
-        from hashkern.ops.softsort.triton_fwd import soft_sort_gather_fwd_triton
-        return soft_sort_gather_fwd_triton
-    return chunked.soft_sort_gather_fwd_torch
+@torch.library.custom_op("hashkern::softsort_scan", mutates_args=())
+def softsort_scan(q: Tensor, idx: Tensor, v: Tensor, tau: float, u: Optional[Tensor], eps: float,
+                  backend: str) -> tuple[Tensor, Tensor]:
+    """``q [b, n]`` sorted rows, ``idx [b, n]``, ``v [1 or b, n, d]`` -> ``(E [b, n, d], empty)`` or,
+    with unit rows ``u [b, d]``, ``(c [b, n], norms [b, n])``; all in q's dtype."""
+    out, norms = _impl(backend)[0](q, idx, v, tau, u, eps)
+    return out, (q.new_empty(0) if norms is None else norms)
 
 
-def _bwd_impl(backend: str):
-    if backend == "triton":
-        from hashkern.ops.softsort.triton_bwd import soft_sort_gather_bwd_triton
-        return soft_sort_gather_bwd_triton
-    return chunked.soft_sort_gather_bwd_torch
+@softsort_scan.register_fake
+def _(q, idx, v, tau, u, eps, backend):
+    b, n = q.shape
+    if u is None:
+        return q.new_empty(b, n, v.shape[-1]), q.new_empty(0)
+    return q.new_empty(b, n), q.new_empty(b, n)
 
 
-@torch.library.custom_op("hashkern::softsort_gather_fwd", mutates_args=())
-def soft_sort_gather_fwd(q: Tensor, s: Tensor, v: Tensor, tau: float, u: Optional[Tensor], eps: float,
-                         backend: str) -> tuple[Tensor, Tensor]:
-    """``q, s [b, n]``, ``v [bv, n, d]`` -> ``(E [b, n, d] or c [b, n] when u is given, lse [b, n])``."""
-    return _fwd_impl(backend)(q, s, v, tau, u, eps)
+@torch.library.custom_op("hashkern::softsort_scan_backward", mutates_args=())
+def softsort_scan_backward(q: Tensor, idx: Tensor, v: Tensor, tau: float, u: Optional[Tensor], eps: float,
+                           grad: Tensor, c: Optional[Tensor], norms: Optional[Tensor],
+                           backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """-> ``(ds [b, n] in the unsorted order, dv like v, du [b, d] or empty)``."""
+    ds, dv, du = _impl(backend)[1](q, idx, v, tau, u, eps, grad, c, norms)
+    return ds, dv, (q.new_empty(0) if du is None else du)
 
 
-@soft_sort_gather_fwd.register_fake
-def _(q, s, v, tau, u, eps, backend):
-    acc = chunked.acc_dtype(s, v)
-    b, n = s.shape
-    out = s.new_empty((b, n, v.shape[-1]), dtype=v.dtype) if u is None else s.new_empty((b, n), dtype=acc)
-    return out, s.new_empty((b, n), dtype=acc)
+@softsort_scan_backward.register_fake
+def _(q, idx, v, tau, u, eps, grad, c, norms, backend):
+    du = q.new_empty(0) if u is None else q.new_empty(u.shape)
+    return q.new_empty(q.shape), v.new_empty(v.shape), du
 
 
-@torch.library.custom_op("hashkern::softsort_gather_bwd", mutates_args=())
-def soft_sort_gather_bwd(q: Tensor, s: Tensor, v: Tensor, lse: Tensor, de: Tensor, delta: Tensor,
-                         tau: float, backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    """-> ``(dq [b, n], ds_key [b, n], dv [bv, n, d])`` in the accumulation dtype."""
-    return _bwd_impl(backend)(q, s, v, lse, de, delta, tau)
-
-
-@soft_sort_gather_bwd.register_fake
-def _(q, s, v, lse, de, delta, tau, backend):
-    return lse.new_empty(s.shape), lse.new_empty(s.shape), lse.new_empty(v.shape)
+def _sort(s: Tensor, descending: bool, acc: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Rows sorted descending, as the scans expect: an ascending SoftSort of s is the descending
+    one of -s (the kernel sees only distances), so ds flips sign. Stable, so ties keep their
+    index order, as in the reference."""
+    q, idx = torch.sort(s if descending else -s, dim=-1, descending=True, stable=True)
+    return q.to(acc).contiguous(), idx.contiguous()
 
 
 def _normalize_bwd(z: Tensor, du: Tensor, eps: float) -> Tensor:
@@ -74,65 +95,27 @@ def _normalize_bwd(z: Tensor, du: Tensor, eps: float) -> Tensor:
     return (du - proj * u) / clamped
 
 
-@torch.library.custom_op("hashkern::softsort_sorted_cosine_bwd", mutates_args=())
-def sorted_cosine_bwd(q: Tensor, idx: Tensor, s: Tensor, z1: Tensor, z2: Tensor, lse: Tensor, dc: Tensor,
-                      tau: float, eps: float, backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of ``c = sorted_cosine(s, z1, z2)`` -> ``(ds [n, n], dz1 [n, d], dz2 [n, d])``.
-
-    ``dE`` is rebuilt for a few rows at a time (the Triton path never stores ``E``), so memory
-    stays O(n^2 + n d).
-    """
-    n, d = z1.shape
-    acc = lse.dtype
-    grad, bwd = _cosine_grad_impl(backend), _bwd_impl(backend)
-    z1s = z1.unsqueeze(0)
-    z2a = z2.to(acc)
-    u = torch.nn.functional.normalize(z2a, dim=-1, eps=eps)
-    ds = torch.empty(s.shape, dtype=acc, device=s.device)
-    dz1 = torch.zeros(n, d, dtype=acc, device=s.device)
-    du = torch.empty(n, d, dtype=acc, device=s.device)
-    budget = COSINE_CHUNK_ELEMS["cuda" if s.device.type == "cuda" else "cpu"]
-    rows = max(1, budget // max(n * d, 1))
-    for r0 in range(0, n, rows):
-        r1 = min(n, r0 + rows)
-        qr, sr = q[r0:r1], s[r0:r1]
-        de, delta, du[r0:r1], lse_r = grad(qr, sr, z1s, tau, u[r0:r1], dc[r0:r1], eps)
-        dq, ds_key, dv = bwd(qr, sr, z1s, lse_r, de, delta, tau)
-        ds[r0:r1] = ds_key.scatter_add_(1, idx[r0:r1], dq)
-        dz1 += dv[0]
-    return ds, dz1, _normalize_bwd(z2a, du, eps)
-
-
-@sorted_cosine_bwd.register_fake
-def _(q, idx, s, z1, z2, lse, dc, tau, eps, backend):
-    return lse.new_empty(s.shape), lse.new_empty(z1.shape), lse.new_empty(z2.shape)
-
-
-def _to(grad: Optional[Tensor], like: Tensor) -> Optional[Tensor]:
-    return None if grad is None else grad.to(like.dtype)
-
-
 class SoftSortGatherFunction(torch.autograd.Function):
     """``E = SoftSort(s) v`` with gradients to ``s`` (keys and sorted values) and ``v``."""
 
     @staticmethod
     def forward(ctx, s: Tensor, v: Tensor, tau: float, descending: bool, backend: str):
-        q, idx = torch.sort(s, dim=-1, descending=descending)
-        v3 = v.unsqueeze(0) if v.dim() == 2 else v
-        e, lse = soft_sort_gather_fwd(q, s, v3, tau, None, 1e-8, backend)
-        ctx.save_for_backward(q, idx, s, v, e, lse)
-        ctx.tau, ctx.backend = tau, backend
-        return e
+        acc = acc_dtype(s, v)
+        q, idx = _sort(s, descending, acc)
+        v3 = (v.unsqueeze(0) if v.dim() == 2 else v).to(acc).contiguous()
+        e, _ = softsort_scan(q, idx, v3, tau, None, 0.0, backend)
+        ctx.save_for_backward(q, idx, v3)
+        ctx.tau, ctx.backend, ctx.dtypes, ctx.v_shape = tau, backend, (s.dtype, v.dtype), v.shape
+        ctx.sign = 1.0 if descending else -1.0
+        return e.to(v.dtype)
 
     @staticmethod
     def backward(ctx, de: Tensor):
-        q, idx, s, v, e, lse = ctx.saved_tensors
-        v3 = v.unsqueeze(0) if v.dim() == 2 else v
-        delta = (de.to(lse.dtype) * e.to(lse.dtype)).sum(-1)
-        dq, ds_key, dv = soft_sort_gather_bwd(q, s, v3, lse, de.contiguous(), delta, ctx.tau, ctx.backend)
-        ds = ds_key.scatter_add(1, idx, dq)  # the sorted values' gradient, as torch.sort routes it
-        dv = dv.reshape(v.shape)
-        return _to(ds, s), _to(dv, v), None, None, None
+        q, idx, v3 = ctx.saved_tensors
+        grad = de.to(q.dtype).contiguous()
+        ds, dv, _ = softsort_scan_backward(q, idx, v3, ctx.tau, None, 0.0, grad, None, None, ctx.backend)
+        s_dtype, v_dtype = ctx.dtypes
+        return (ds * ctx.sign).to(s_dtype), dv.reshape(ctx.v_shape).to(v_dtype), None, None, None
 
 
 class SortedCosineFunction(torch.autograd.Function):
@@ -140,16 +123,22 @@ class SortedCosineFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s: Tensor, z1: Tensor, z2: Tensor, tau: float, descending: bool, eps: float, backend: str):
-        q, idx = torch.sort(s, dim=-1, descending=descending)
-        acc = chunked.acc_dtype(s, z1, z2)
-        u = torch.nn.functional.normalize(z2.to(acc), dim=-1, eps=eps)
-        c, lse = soft_sort_gather_fwd(q, s, z1.unsqueeze(0), tau, u, eps, backend)
-        ctx.save_for_backward(q, idx, s, z1, z2, lse)
-        ctx.tau, ctx.eps, ctx.backend = tau, eps, backend
+        acc = acc_dtype(s, z1, z2)
+        q, idx = _sort(s, descending, acc)
+        v = z1.to(acc).unsqueeze(0).contiguous()
+        z2a = z2.to(acc)
+        u = F.normalize(z2a, dim=-1, eps=eps).contiguous()
+        c, norms = softsort_scan(q, idx, v, tau, u, eps, backend)
+        ctx.save_for_backward(q, idx, v, z2a, u, c, norms)
+        ctx.tau, ctx.eps, ctx.backend, ctx.dtypes = tau, eps, backend, (s.dtype, z1.dtype, z2.dtype)
+        ctx.sign = 1.0 if descending else -1.0
         return c
 
     @staticmethod
     def backward(ctx, dc: Tensor):
-        q, idx, s, z1, z2, lse = ctx.saved_tensors
-        ds, dz1, dz2 = sorted_cosine_bwd(q, idx, s, z1, z2, lse, dc.contiguous(), ctx.tau, ctx.eps, ctx.backend)
-        return _to(ds, s), _to(dz1, z1), _to(dz2, z2), None, None, None, None
+        q, idx, v, z2a, u, c, norms = ctx.saved_tensors
+        grad = dc.to(q.dtype).contiguous()
+        ds, dv, du = softsort_scan_backward(q, idx, v, ctx.tau, u, ctx.eps, grad, c, norms, ctx.backend)
+        s_dtype, z1_dtype, z2_dtype = ctx.dtypes
+        dz2 = _normalize_bwd(z2a, du, ctx.eps)
+        return (ds * ctx.sign).to(s_dtype), dv[0].to(z1_dtype), dz2.to(z2_dtype), None, None, None, None

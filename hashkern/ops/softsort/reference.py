@@ -22,7 +22,7 @@ def soft_sort_reference(s: torch.Tensor, tau: float, descending: bool = True, ha
     ``hard=True`` returns the straight-through permutation: forward is the one-hot of the sort
     index (a true permutation even with ties), backward is the soft ``P``'s.
     """
-    q, idx = torch.sort(s, dim=-1, descending=descending)
+    q, idx = torch.sort(s, dim=-1, descending=descending, stable=True)
     scores = -(q.unsqueeze(-1) - s.unsqueeze(-2)).abs() / tau
     p = torch.softmax(scores, dim=-1)
     if not hard:
