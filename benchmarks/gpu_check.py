@@ -23,6 +23,7 @@ seconds, e.g. GPU_CHECK_BUDGET_BUILD=200), GPU_CHECK_ONLY (comma-separated step 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 import shutil
@@ -40,10 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 # Budgets in seconds (GPU run, dry run). The GPU total stays under 8 minutes.
 DEADLINE_S = {"gpu": 470, "dry": 170}
-BUDGETS = {"environment": (15, 20), "build": (130, 25), "gpu-tests": (95, 50), "memcheck": (35, 5),
-           "racecheck": (35, 5)}
-BENCH_BUDGET = {"gpu": 40, "dry": 35}
-SANITIZED_TESTS = ["tests/ops/test_search.py", "tests/ops/test_hamming.py"]  # small sizes; -k cuda
+BUDGETS = {"environment": (15, 20), "build": (120, 25), "gpu-tests": (95, 50), "memcheck": (45, 5),
+           "racecheck": (45, 5)}
+BENCH_BUDGET = {"gpu": 38, "dry": 35}
+# -k cuda picks their small CUDA cases (misaligned rows included), not the large GPU-only tests
+SANITIZED_TESTS = ["tests/ops/test_search.py", "tests/ops/test_hamming.py", "tests/ops/test_search_gpu.py"]
 
 ENV_PROBE = """
 import shutil, subprocess, sys, torch
@@ -107,8 +109,10 @@ def plan(dry: bool, capability: str | None, out: Path, work: Path) -> list[Step]
                      "MAX_JOBS": str(os.cpu_count() or 1)}
         build.note = f"TORCH_CUDA_ARCH_LIST={capability}, MAX_JOBS={os.cpu_count()}"
     steps.append(build)
+    # pytest-xdist (in the device image) overlaps Triton's compiles and the CPU oracles of the tests
+    workers = ["-n", "4"] if importlib.util.find_spec("xdist") is not None else []
     steps.append(Step("gpu-tests", [[PY, "-m", "pytest", "-m", "gpu", "tests", "-q", "-p", "no:cacheprovider",
-                                     f"--junitxml={work / 'gpu_tests.xml'}"]],
+                                     *workers, f"--junitxml={work / 'gpu_tests.xml'}"]],
                       env={"HASHKERN_EXPECT_CUDA": "0" if dry else "1"}))
     for tool in ("memcheck", "racecheck"):
         step = Step(tool, env={"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"})  # each tensor its own allocation
