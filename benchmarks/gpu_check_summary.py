@@ -72,5 +72,5 @@ def write_summary(path: Path, steps, *, mode: str, elapsed: float, deadline: flo
     for s in failed:
         if s.log is not None and s.log.exists():
             tail = s.log.read_text(errors="replace").splitlines()[-FAILED_TAIL_LINES:]
-            lines += ["", f"## {s.name}: {s.status} (last lines; all.log has everything)", "", "```", *tail, "```"]
+            lines += ["", f"## {s.name}: {s.status} (last lines; all.log in gpu_check.tar.gz has everything)", "", "```", *tail, "```"]
     path.write_text("\n".join(lines) + "\n")
