@@ -167,7 +167,8 @@ def run_step(step: Step, deadline: float, echo: bool = True) -> None:
     step.status = "pass"
     with open(step.log, "w") as log:
         for command in step.commands:
-            log.write(f"$ {' '.join(command)}\n")
+            shown = ("<inline script>" if "\n" in arg else arg for arg in command)
+            log.write(f"$ {' '.join(shown)}\n")
             log.flush()
             left = allowed - (time.monotonic() - start)
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

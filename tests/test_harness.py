@@ -38,12 +38,31 @@ def test_triton_on_cpu_tensors_is_skipped_on_a_gpu_machine(gpu_machine):
         run_hook(error)
 
 
+def test_a_launcher_given_cpu_tensors_is_skipped_on_a_gpu_machine(gpu_machine):
+    # what Triton's CUDA launcher raises for a CPU tensor (tests that call launchers directly)
+    error = ValueError("Pointer argument cannot be accessed from Triton (cpu tensor?)")
+    with pytest.raises(pytest.skip.Exception):
+        run_hook(error)
+    with pytest.raises(ValueError, match="k must be"):
+        run_hook(ValueError("k must be >= 1"))
+    try:  # wrapped, as torch.library.opcheck re-raises what the op raised
+        try:
+            raise error
+        except ValueError as inner:
+            raise RuntimeError("opcheck: the op raised") from inner
+    except RuntimeError as wrapped:
+        with pytest.raises(pytest.skip.Exception):
+            run_hook(wrapped)
+
+
 def test_triton_on_cpu_tensors_still_fails_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     error = triton_on_cpu_error()
     with pytest.raises(BackendUnavailableError):  # a CPU-only machine must run it: an error there is real
         run_hook(error)
+    with pytest.raises(ValueError):
+        run_hook(ValueError("Pointer argument cannot be accessed from Triton (cpu tensor?)"))
 
 
 def test_other_errors_are_not_skipped(gpu_machine):
