@@ -1,7 +1,7 @@
 // All-pairs Hamming distance between packed codes on CUDA.
 // Each block computes a 32 x 32 tile of the output: 32 rows of a and 32 rows of b are staged
 // in shared memory, 8 words at a time; a thread owns one column and 4 rows of the tile.
-// Both matrices are read in place at any code width and alignment (words.cuh).
+// Both matrices are read in place at any code width and alignment (rows.cuh).
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>

@@ -10,7 +10,7 @@
 //            straight to its final slot, lanes ranked by __match_any_sync; ties at the threshold
 //            past the k-th slot are dropped.
 // Output is ordered by (distance, index) ascending, exactly and deterministically, for any k.
-// The database is read in place at any code width and alignment (words.cuh): never copied.
+// The database is read in place at any code width and alignment (rows.cuh): never copied.
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -37,7 +37,7 @@ constexpr int kMaxSharedBins = 48 * 1024 / (kWarps * 4);
 template <int kWords, bool kShared, typename Rows>
 __global__ void __launch_bounds__(kThreads)
 hamming_slice_hist_kernel(const uint64_t* __restrict__ q,   // [nq, words], this pass's queries
-                          const Rows db,                    // [n, bytes] (words.cuh)
+                          const Rows db,                    // [n, bytes] (rows.cuh)
                           int32_t* __restrict__ hist,       // [nq, slices, bins], zeroed
                           int64_t nq, int64_t n, int64_t words, int64_t slices, int64_t slice_rows,
                           int bins) {
@@ -141,7 +141,7 @@ Plan plan_for(const at::Tensor& q, const at::Tensor& db) {
 
 int64_t blocks_for(int64_t tasks) { return (tasks + kWarps - 1) / kWarps; }
 
-// fn(kWords, rows): codes of up to 64, 128 and 256 bits unroll fully; rows as in words.cuh.
+// fn(kWords, rows): codes of up to 64, 128 and 256 bits unroll fully; rows as in rows.cuh.
 template <typename Fn>
 void by_width(const Plan& p, Fn&& fn) {
   with_rows(p.db, [&](auto rows) {
