@@ -113,15 +113,18 @@ def plan(dry: bool, capability: str | None, out: Path, work: Path) -> list[Step]
     mode = "dry" if dry else "gpu"
     pick = 1 if dry else 0
     steps = [Step("environment", [[PY, "-c", ENV_PROBE]])]
-    build = Step("build", [[PY, "setup.py", "build_ext", "--inplace"],
-                           [PY, "-c", "import hashkern; print(hashkern.build_info())"]])
-    if dry:
-        build.env = {"HASHKERN_NO_EXT": "1"}
-        build.note = "dry: HASHKERN_NO_EXT=1, compiles nothing; the extension `make test` built is used"
+    # the built extension must load, with its CUDA kernels on a GPU run
+    wanted = "_ext.extension_loaded()" if dry else "_ext.has_kernel('hamming_topk', 'cuda')"
+    loads = [PY, "-c", f"import sys, hashkern; from hashkern import _ext; print(hashkern.build_info()); "
+                       f"sys.exit(0 if {wanted} else 1)"]
+    if dry:  # compiles nothing: the extension `make test` built is the one checked
+        build = Step("build", [["env", "HASHKERN_NO_EXT=1", PY, "setup.py", "build_ext", "--inplace"], loads],
+                     note="dry: HASHKERN_NO_EXT=1, compiles nothing; the extension `make test` built is used")
     else:
-        build.env = {"HASHKERN_FORCE_CUDA": "1", "TORCH_CUDA_ARCH_LIST": capability or "9.0",
-                     "MAX_JOBS": str(os.cpu_count() or 1), "CUDA_HOME": cuda_home()}
-        build.note = f"TORCH_CUDA_ARCH_LIST={capability}, MAX_JOBS={os.cpu_count()}"
+        build = Step("build", [[PY, "setup.py", "build_ext", "--inplace"], loads],
+                     env={"HASHKERN_FORCE_CUDA": "1", "TORCH_CUDA_ARCH_LIST": capability or "9.0",
+                          "MAX_JOBS": str(os.cpu_count() or 1), "CUDA_HOME": cuda_home()},
+                     note=f"TORCH_CUDA_ARCH_LIST={capability}, MAX_JOBS={os.cpu_count()}")
     steps.append(build)
     # pytest-xdist (in the device image) overlaps Triton's compiles and the CPU oracles of the tests
     workers = ["-n", "4"] if importlib.util.find_spec("xdist") is not None else []
