@@ -72,5 +72,6 @@ def write_summary(path: Path, steps, *, mode: str, elapsed: float, deadline: flo
     for s in failed:
         if s.log is not None and s.log.exists():
             tail = s.log.read_text(errors="replace").splitlines()[-FAILED_TAIL_LINES:]
-            lines += ["", f"## {s.name}: {s.status} (last lines; all.log in gpu_check.tar.gz has everything)", "", "```", *tail, "```"]
+            heading = f"## {s.name}: {s.status} (last lines; all.log in gpu_check.tar.gz has everything)"
+            lines += ["", heading, "", "```", *tail, "```"]
     path.write_text("\n".join(lines) + "\n")

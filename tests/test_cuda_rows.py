@@ -36,7 +36,9 @@ static int check(const ByteRows& rows, const uint64_t* q, const uint8_t* q_bytes
     if (rows.distance<kWords>(q, j) != naive(rows.base + j * rows.bytes, q_bytes, rows.bytes)) ++bad;
     for (int64_t w = 0; w < rows.words; ++w) {
       uint64_t want = 0;
-      for (int64_t b = 0; b < 8 && 8 * w + b < rows.bytes; ++b) want |= uint64_t(rows.base[j * rows.bytes + 8 * w + b]) << (8 * b);
+      for (int64_t b = 0; b < 8 && 8 * w + b < rows.bytes; ++b) {
+        want |= uint64_t(rows.base[j * rows.bytes + 8 * w + b]) << (8 * b);
+      }
       if (rows.word(j, w) != want) ++bad;
     }
   }
@@ -89,6 +91,8 @@ def test_byte_rows_exact_and_in_bounds(tmp_path):
     build = subprocess.run([compiler, "-std=c++17", "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer",
                             "-Wno-unknown-pragmas", f"-I{ROOT / 'csrc' / 'cuda'}", str(source), "-o", str(binary)],
                            capture_output=True, text=True)
+    if build.returncode != 0 and "asan" in build.stderr.lower() and "cannot find" in build.stderr.lower():
+        pytest.skip(f"the compiler has no AddressSanitizer runtime: {build.stderr.strip()[-200:]}")
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(binary)], capture_output=True, text=True, env={"ASAN_OPTIONS": "detect_leaks=0"})
     assert run.returncode == 0, run.stdout + run.stderr

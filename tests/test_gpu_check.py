@@ -17,7 +17,8 @@ def python(code: str) -> list[str]:
 
 def test_a_step_over_budget_is_killed_with_its_children(tmp_path):
     # the child spawns a grandchild; both must die when the budget runs out
-    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    code = ("import subprocess, sys, time; "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
     step = gpu_check.Step("slow", [python(code)], budget_s=1.5, log=tmp_path / "slow.log")
     start = time.monotonic()
     gpu_check.run_step(step, deadline=time.monotonic() + 100, echo=False)
