@@ -11,7 +11,7 @@ export CUDA_HOME ?= /usr/local/cuda
 EXPECT_CUDA := $(if $(wildcard $(CUDA_HOME)/bin/nvcc),1,0)
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
 
-.PHONY: test demo bench install ext clean
+.PHONY: test demo bench install ext clean gpu-check
 
 test: $(VENV)/.installed
 	HASHKERN_EXPECT_CUDA=$(EXPECT_CUDA) $(PY) -m pytest tests -q
@@ -29,6 +29,13 @@ bench: $(VENV)/.installed
 	$(PY) -m hashkern.cli bench
 
 install: $(VENV)/.installed
+
+# The whole GPU run in one command on a fresh copy of the tree (no network needed): builds for the local
+# GPU, `pytest -m gpu`, compute-sanitizer, every benchmark; summary, logs and tables under
+# $GPU_CHECK_OUT (default $OUT, else build/gpu_check). GPU_CHECK_DRY=1: the same sequence on CPU, tiny sizes.
+GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	$(GPU_CHECK_PY) -m benchmarks.gpu_check
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)

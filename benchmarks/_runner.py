@@ -4,11 +4,17 @@ Time: ``triton.testing.do_bench`` medians on CUDA (events, after warm-up); on th
 median wall time of repeated calls. Peak memory: bytes allocated by one call beyond what was
 allocated before it (``torch.cuda.max_memory_allocated`` on CUDA, the profiler's allocation
 events on the CPU).
+
+``--tiny`` (what ``GPU_CHECK_DRY=1 make gpu-check`` runs, so the scripts cannot rot): the
+``--quick`` sizes, one timed call per variant, torch.compile off; its tables say they are no
+measurement. :func:`report_target` records a benchmark's target beside the measured value for
+the gpu-check summary.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -20,6 +26,23 @@ from typing import Callable, Sequence
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS_ENV = "HASHKERN_BENCH_TARGETS"  # a JSON-lines file that report_target appends to
+_tiny = False  # set by --tiny: smoke sizes, one timed call, no torch.compile
+
+
+def report_target(benchmark: str, what: str, target: str, measured: str, met: bool | None) -> None:
+    """Record one target of a benchmark against its measured value (``met`` None: not judged).
+
+    Printed, and appended to the file named by $HASHKERN_BENCH_TARGETS when set (gpu-check
+    collects them into its summary)."""
+    record = {"benchmark": benchmark, "what": what, "target": target, "measured": measured, "met": met,
+              "tiny": _tiny}
+    print(f"TARGET {benchmark}: {what}: target {target}, measured {measured}, "
+          f"{'met' if met else 'not judged' if met is None else 'MISSED'}")
+    path = os.environ.get(TARGETS_ENV)
+    if path:
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
 
 
 def devices_to_run(requested: str = "all") -> list[torch.device]:
@@ -61,11 +84,14 @@ def measure(fn: Callable[[], object], device: torch.device, *, min_runs: int = 5
             memory: bool = True) -> tuple[float, int | None]:
     """(median milliseconds, peak extra bytes of one call) for ``fn`` on ``device``."""
     device = torch.device(device)
+    if _tiny:
+        min_runs, budget_s = 1, 0.0
     fn()  # warm-up: compilation, caches, allocator
     if device.type == "cuda":
         from triton.testing import do_bench
 
-        ms = do_bench(fn, warmup=25, rep=max(100, int(budget_s * 1000 / 4)), return_mode="median")
+        rep = 1 if _tiny else max(100, int(budget_s * 1000 / 4))
+        ms = do_bench(fn, warmup=1 if _tiny else 25, rep=rep, return_mode="median")
         return ms, (_cuda_peak_bytes(fn) if memory else None)
     times = []
     deadline = time.perf_counter() + budget_s
@@ -136,6 +162,8 @@ def write_table(name: str, rows: Sequence[Sequence[object]], header: Sequence[st
     directory = RESULTS if directory is None else Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     lines = [f"# {name} ({device.type})", "", stamp(device), ""]
+    if _tiny:
+        lines += ["**Tiny mode (--tiny): smoke sizes, one timed call, torch.compile off. Not a measurement.**", ""]
     if notes:
         lines += [notes, ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -154,13 +182,25 @@ def argument_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", choices=["all", "cpu", "cuda"], default="all")
     parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="--quick sizes, one timed call, torch.compile off: checks the script, measures nothing")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     return parser
+
+
+def set_tiny() -> None:
+    """Tiny mode for this process: see the module docstring."""
+    global _tiny
+    _tiny = True
+    torch._dynamo.config.disable = True  # torch.compile'd baselines run eager: compiling is most of a smoke run
 
 
 def run_tables(tables: Sequence[tuple[str, Callable, Sequence[str], str]], description: str, argv=None) -> list[Path]:
     """The ``main`` of a bench_<op>.py: for each device, each ``(name, run(device, quick) -> rows,
     header, notes)`` table is measured and written."""
     args = argument_parser(description.strip().splitlines()[0]).parse_args(argv)
+    if args.tiny:
+        set_tiny()
+        args.quick = True
     return [write_table(name, run(device, args.quick), header, device, notes, args.out)
             for device in devices_to_run(args.device) for name, run, header, notes in tables]

@@ -1,6 +1,7 @@
 // All-pairs Hamming distance between packed codes on CUDA.
 // Each block computes a 32 x 32 tile of the output: 32 rows of a and 32 rows of b are staged
 // in shared memory, 8 words at a time; a thread owns one column and 4 rows of the tile.
+// Both matrices are read in place at any code width and alignment (rows.cuh).
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -18,8 +19,9 @@ constexpr int kRowsPerThread = 4;              // blockDim = (kTile, kTile / kRo
 constexpr int kChunk = 8;                      // 64-bit words staged per step
 constexpr int kThreadRows = kTile / kRowsPerThread;
 
-__global__ void hamming_distance_kernel(const uint64_t* __restrict__ a,  // [na, words]
-                                        const uint64_t* __restrict__ b,  // [nb, words]
+template <typename RowsA, typename RowsB>
+__global__ void hamming_distance_kernel(const RowsA a,                  // [na, bytes]
+                                        const RowsB b,                  // [nb, bytes]
                                         int32_t* __restrict__ out,       // [na, nb]
                                         int64_t na, int64_t nb, int64_t words) {
   __shared__ uint64_t tile_a[kTile][kChunk + 1];  // +1 word of padding against bank conflicts
@@ -35,8 +37,8 @@ __global__ void hamming_distance_kernel(const uint64_t* __restrict__ a,  // [na,
     for (int64_t w0 = 0; w0 < words; w0 += kChunk) {
       const int64_t w = w0 + load_col;
       const int64_t ia = i0 + load_row, jb = j0 + load_row;
-      tile_a[load_row][load_col] = (ia < na && w < words) ? a[ia * words + w] : 0;
-      tile_b[load_row][load_col] = (jb < nb && w < words) ? b[jb * words + w] : 0;
+      tile_a[load_row][load_col] = (ia < na && w < words) ? a.word(ia, w) : 0;
+      tile_b[load_row][load_col] = (jb < nb && w < words) ? b.word(jb, w) : 0;
       __syncthreads();
 #pragma unroll
       for (int c = 0; c < kChunk; ++c) {
@@ -63,15 +65,16 @@ void hamming_distance_cuda(const at::Tensor& a, const at::Tensor& b, at::Tensor&
   const int64_t na = a.size(0), nb = b.size(0);
   if (na == 0 || nb == 0) return;
   c10::cuda::CUDAGuard guard(a.device());
-  const at::Tensor wa = as_words(a), wb = as_words(b);
-  const int64_t words = wa.size(1) / 8;
+  const int64_t words = (a.size(1) + 7) / 8;
   const int64_t tiles = ((na + kTile - 1) / kTile) * ((nb + kTile - 1) / kTile);
   const int blocks = static_cast<int>(std::min<int64_t>(tiles, 1 << 20));
-  hamming_distance_kernel<<<blocks, dim3(kTile, kThreadRows), 0, c10::cuda::getCurrentCUDAStream()>>>(
-      reinterpret_cast<const uint64_t*>(wa.const_data_ptr<uint8_t>()),
-      reinterpret_cast<const uint64_t*>(wb.const_data_ptr<uint8_t>()), out.data_ptr<int32_t>(), na, nb,
-      words);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  with_rows(a, [&](auto rows_a) {
+    with_rows(b, [&](auto rows_b) {
+      hamming_distance_kernel<<<blocks, dim3(kTile, kThreadRows), 0, c10::cuda::getCurrentCUDAStream()>>>(
+          rows_a, rows_b, out.data_ptr<int32_t>(), na, nb, words);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
 }
 
 }  // namespace

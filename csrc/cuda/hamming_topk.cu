@@ -10,6 +10,7 @@
 //            straight to its final slot, lanes ranked by __match_any_sync; ties at the threshold
 //            past the k-th slot are dropped.
 // Output is ordered by (distance, index) ascending, exactly and deterministically, for any k.
+// The database is read in place at any code width and alignment (rows.cuh): never copied.
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -32,24 +33,11 @@ constexpr int64_t kMinSliceRows = 1024;    // a warp scans at least this many ro
 constexpr int64_t kMaxHistEntries = 1 << 24;  // bounds the [queries, T, bins] buffers per pass
 constexpr int kMaxSharedBins = 48 * 1024 / (kWarps * 4);
 
-template <int kWords>
-__device__ __forceinline__ int row_distance(const uint64_t* __restrict__ q, const uint64_t* __restrict__ row,
-                                            int64_t words) {
-  int d = 0;
-  if (kWords > 0) {
-#pragma unroll
-    for (int w = 0; w < kWords; ++w) d += __popcll(__ldg(q + w) ^ __ldg(row + w));
-  } else {
-    for (int64_t w = 0; w < words; ++w) d += __popcll(__ldg(q + w) ^ __ldg(row + w));
-  }
-  return d;
-}
-
 // One warp per (query, slice): the slice's distance histogram into hist[query, slice, :].
-template <int kWords, bool kShared>
+template <int kWords, bool kShared, typename Rows>
 __global__ void __launch_bounds__(kThreads)
 hamming_slice_hist_kernel(const uint64_t* __restrict__ q,   // [nq, words], this pass's queries
-                          const uint64_t* __restrict__ db,  // [n, words]
+                          const Rows db,                    // [n, bytes] (rows.cuh)
                           int32_t* __restrict__ hist,       // [nq, slices, bins], zeroed
                           int64_t nq, int64_t n, int64_t words, int64_t slices, int64_t slice_rows,
                           int bins) {
@@ -57,7 +45,8 @@ hamming_slice_hist_kernel(const uint64_t* __restrict__ q,   // [nq, words], this
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t task = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
   const bool active = task < nq * slices;
-  int32_t* mine = kShared ? shared_hist + warp * bins : hist + task * bins;
+  // an inactive warp of the last block forms no pointer past the end of hist
+  int32_t* mine = kShared ? shared_hist + warp * bins : (active ? hist + task * bins : nullptr);
   if (kShared) {
     for (int i = threadIdx.x; i < kWarps * bins; i += kThreads) shared_hist[i] = 0;
     __syncthreads();
@@ -66,7 +55,7 @@ hamming_slice_hist_kernel(const uint64_t* __restrict__ q,   // [nq, words], this
     const int64_t qi = task / slices, slice = task % slices;
     const uint64_t* query = q + qi * words;
     const int64_t begin = slice * slice_rows, end = min(n, begin + slice_rows);
-    for (int64_t j = begin + lane; j < end; j += 32) atomicAdd(mine + row_distance<kWords>(query, db + j * words, words), 1);
+    for (int64_t j = begin + lane; j < end; j += 32) atomicAdd(mine + db.template distance<kWords>(query, j), 1);
   }
   if (kShared) {
     __syncthreads();
@@ -79,9 +68,9 @@ hamming_slice_hist_kernel(const uint64_t* __restrict__ q,   // [nq, words], this
 // One warp per (query, slice): every item with distance <= thr[query] to its output slot.
 // cursor[query, slice, d] holds the slot of the slice's next item at distance d, relative to the
 // query's first slot base = row_offsets ? row_offsets[query] : query * k, and below its end.
-template <int kWords>
+template <int kWords, typename Rows>
 __global__ void __launch_bounds__(kThreads)
-hamming_slice_emit_kernel(const uint64_t* __restrict__ q, const uint64_t* __restrict__ db,
+hamming_slice_emit_kernel(const uint64_t* __restrict__ q, const Rows db,
                           int64_t* cursor,                       // [nq, slices, bins]
                           const int32_t* __restrict__ thr,       // [nq], or nullptr: use radius
                           int32_t radius,
@@ -102,7 +91,7 @@ hamming_slice_emit_kernel(const uint64_t* __restrict__ q, const uint64_t* __rest
   const unsigned below = (1u << lane) - 1u;
   for (int64_t j0 = begin; j0 < stop; j0 += 32) {  // warp-uniform trip count
     const int64_t j = j0 + lane;
-    const int d = j < stop ? row_distance<kWords>(query, db + j * words, words) : -1;
+    const int d = j < stop ? db.template distance<kWords>(query, j) : -1;
     const bool hit = d >= 0 && d <= limit;
     if (!__any_sync(0xffffffffu, hit)) continue;  // the common case for small k: nothing to place
     const unsigned peers = __match_any_sync(0xffffffffu, hit ? d : -1);
@@ -122,7 +111,8 @@ hamming_slice_emit_kernel(const uint64_t* __restrict__ q, const uint64_t* __rest
 
 
 struct Plan {
-  at::Tensor q, db;  // as words
+  at::Tensor q;   // as whole words (a small copy when the width is not a multiple of 8 bytes)
+  at::Tensor db;  // as given: read in place by WordRows or ByteRows
   int64_t nq, n, words, slices, slice_rows, chunk;
   int bins;
 };
@@ -130,7 +120,7 @@ struct Plan {
 Plan plan_for(const at::Tensor& q, const at::Tensor& db) {
   Plan p;
   p.q = as_words(q);
-  p.db = as_words(db);
+  p.db = db;
   p.nq = q.size(0);
   p.n = db.size(0);
   p.words = p.q.size(1) / 8;
@@ -151,30 +141,33 @@ Plan plan_for(const at::Tensor& q, const at::Tensor& db) {
 
 int64_t blocks_for(int64_t tasks) { return (tasks + kWarps - 1) / kWarps; }
 
+// fn(kWords, rows): codes of up to 64, 128 and 256 bits unroll fully; rows as in rows.cuh.
 template <typename Fn>
-void by_width(int64_t words, Fn&& fn) {
-  switch (words) {  // 64, 128 and 256-bit codes unroll fully
-    case 1: return fn(std::integral_constant<int, 1>{});
-    case 2: return fn(std::integral_constant<int, 2>{});
-    case 4: return fn(std::integral_constant<int, 4>{});
-    default: return fn(std::integral_constant<int, 0>{});
-  }
+void by_width(const Plan& p, Fn&& fn) {
+  with_rows(p.db, [&](auto rows) {
+    switch (p.words) {
+      case 1: return fn(std::integral_constant<int, 1>{}, rows);
+      case 2: return fn(std::integral_constant<int, 2>{}, rows);
+      case 4: return fn(std::integral_constant<int, 4>{}, rows);
+      default: return fn(std::integral_constant<int, 0>{}, rows);
+    }
+  });
 }
 
 // hist [nc, slices, bins] int32 for queries [q0, q0 + nc).
 at::Tensor slice_histograms(const Plan& p, int64_t q0, int64_t nc) {
   at::Tensor hist = p.q.new_zeros({nc, p.slices, p.bins}, p.q.options().dtype(at::kInt));
   const uint64_t* q = reinterpret_cast<const uint64_t*>(p.q.const_data_ptr<uint8_t>()) + q0 * p.words;
-  const uint64_t* db = reinterpret_cast<const uint64_t*>(p.db.const_data_ptr<uint8_t>());
   const int64_t blocks = blocks_for(nc * p.slices);
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  by_width(p.words, [&](auto w) {
+  by_width(p, [&](auto w, auto db) {
     constexpr int kWords = decltype(w)::value;
+    using Rows = decltype(db);
     if (p.bins <= kMaxSharedBins) {
-      hamming_slice_hist_kernel<kWords, true><<<blocks, kThreads, kWarps * p.bins * sizeof(int32_t), stream>>>(
+      hamming_slice_hist_kernel<kWords, true, Rows><<<blocks, kThreads, kWarps * p.bins * sizeof(int32_t), stream>>>(
           q, db, hist.data_ptr<int32_t>(), nc, p.n, p.words, p.slices, p.slice_rows, p.bins);
     } else {
-      hamming_slice_hist_kernel<kWords, false><<<blocks, kThreads, 0, stream>>>(
+      hamming_slice_hist_kernel<kWords, false, Rows><<<blocks, kThreads, 0, stream>>>(
           q, db, hist.data_ptr<int32_t>(), nc, p.n, p.words, p.slices, p.slice_rows, p.bins);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -191,10 +184,9 @@ at::Tensor slice_cursors(const at::Tensor& hist64, const at::Tensor& before_dist
 void emit(const Plan& p, int64_t q0, int64_t nc, at::Tensor& cursor, const int32_t* thr, int32_t radius,
           const int64_t* row_offsets, int64_t k, at::Tensor& dist, at::Tensor& idx) {
   const uint64_t* q = reinterpret_cast<const uint64_t*>(p.q.const_data_ptr<uint8_t>()) + q0 * p.words;
-  const uint64_t* db = reinterpret_cast<const uint64_t*>(p.db.const_data_ptr<uint8_t>());
-  by_width(p.words, [&](auto w) {
+  by_width(p, [&](auto w, auto db) {
     constexpr int kWords = decltype(w)::value;
-    hamming_slice_emit_kernel<kWords><<<blocks_for(nc * p.slices), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    hamming_slice_emit_kernel<kWords, decltype(db)><<<blocks_for(nc * p.slices), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         q, db, cursor.data_ptr<int64_t>(), thr, radius, row_offsets, k, q0, dist.data_ptr<int32_t>(),
         idx.data_ptr<int64_t>(), nc, p.n, p.words, p.slices, p.slice_rows, p.bins);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -24,8 +24,10 @@ def test_matches_sign_dot_product_definition(device):
 
 
 @pytest.mark.parametrize("nbits", NBITS)
-@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("backend", ["auto", "torch", "compiled"])
 def test_matches_reference_exactly(nbits, backend, device, poisoned):
+    # "compiled" names the device's kernel (cpu / cuda): a build without it fails, not falls back
+    backend = device.type if backend == "compiled" else backend
     a, _ = random_packed(45, nbits, device)
     b, _ = random_packed(70, nbits, device, distinct=5)
     out = hamming_distance(a, b, out=poisoned((45, 70), torch.int32, device), backend=backend)
