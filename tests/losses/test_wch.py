@@ -166,17 +166,19 @@ def test_tiny_weight_temperature_is_finite_and_correct(weight_norm, weight_tempe
     torch.testing.assert_close(loss.double(), want, rtol=1e-6, atol=1e-6)
 
 
-def test_huge_finite_codes_give_the_float64_loss():
-    h1 = torch.randn(4, 8) * 1e30
-    h2 = torch.randn(4, 8) * 1e38
-    s = torch.rand(4, 4)
+@pytest.mark.parametrize("dtype,scale", [(torch.float32, 1e18), (torch.float64, 1e38), (torch.float64, 1e150)])
+def test_huge_finite_codes_give_the_float64_loss(dtype, scale):
+    """No intermediate overflow: the loss is computed in float64 and only the result is rounded."""
+    torch.manual_seed(3)
+    h1, h2, s = torch.randn(4, 8, dtype=dtype) * scale, torch.randn(4, 8, dtype=dtype) * scale, torch.rand(4, 4)
     loss = wch_loss(h1, h2, s)
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)
-    torch.testing.assert_close(loss, _wch_torch(h1.double(), h2.double(), s.double(), 0.3, 0.2).float())
-    balance = bit_balance_loss(h2)
+    assert loss.dtype == dtype and torch.isfinite(loss)
+    want = _wch_torch(h1.double(), h2.double(), s.double(), 0.3, 0.2)
+    torch.testing.assert_close(loss.double(), want, rtol=1e-6, atol=0)
     h64 = h2.double()
+    balance = bit_balance_loss(h2)
     assert torch.isfinite(balance)
-    torch.testing.assert_close(balance, (h64.mean(0).square().mean() - h64.square().mean()).float())
+    torch.testing.assert_close(balance.double(), h64.mean(0).square().mean() - h64.square().mean(), rtol=1e-6, atol=0)
 
 
 def test_bad_input():
