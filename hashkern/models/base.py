@@ -23,6 +23,10 @@ class HashModel(nn.Module):
         super().__init__()
         if not isinstance(backbone, nn.Module):
             raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
+        dim = getattr(backbone, "dim", None)
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise TypeError(f"backbone must expose its feature size as a positive int attribute `dim` "
+                            f"(as hashkern's backbones do), got {type(backbone).__name__} with dim={dim!r}")
         self.backbone = backbone
         self.nbits = check_int("nbits", nbits, low=1)
 

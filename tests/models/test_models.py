@@ -200,6 +200,8 @@ def test_bad_input():
         WCH(FeatureBackbone(), 8)
     with pytest.raises(TypeError, match="backbone must be an nn.Module"):
         NSH("vit", 8)
+    with pytest.raises(TypeError, match="backbone must expose its feature size"):
+        CIBHash(nn.Linear(4, 4), 8)
     with pytest.raises(ValueError, match="nbits must be >= 1"):
         CIBHash(FeatureBackbone(), 0)
     with pytest.raises(TypeError, match="nbits must be an int"):
@@ -231,10 +233,18 @@ def test_nsh_defaults_are_the_papers_loss():
     assert model.sorted_nce.sort_temperature == SortedNCELoss(4).sort_temperature
     assert model.sorted_nce.temperature == SortedNCELoss(4).temperature
     assert NSH(FeatureBackbone(), 64, hidden=8, sort_temperature=0.005).sorted_nce.sort_temperature == 0.005
-    v1, v2 = _views(6)
-    out = model.double().loss(v1.double(), v2.double())
+    v1, v2 = _views(6, dtype=torch.float64)
+    model = model.double()
+    out = model.loss(v1, v2)
     assert set(out) == {"loss"}
-    torch.testing.assert_close(out["loss"], nsh_loss_formula(model, v1.double(), v2.double()), rtol=1e-6, atol=1e-8)
+    want = nsh_loss_formula(model, v1, v2)
+    torch.testing.assert_close(out["loss"], want, rtol=1e-6, atol=1e-8)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for g, w in zip(torch.autograd.grad(out["loss"], params, allow_unused=True),
+                    torch.autograd.grad(want, params, allow_unused=True)):
+        assert (g is None) == (w is None)
+        if g is not None:
+            torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("make,match,error", [
