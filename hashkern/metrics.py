@@ -51,6 +51,8 @@ def _labels(name: str, labels, n: int, codes_name: str) -> torch.Tensor:
         raise ValueError(f"{name} must have one row per code of {codes_name} ({n}), got {labels.shape[0]}")
     if labels.dim() == 1 and (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
         raise TypeError(f"{name} must be integer class ids [n] or multi-hot [n, C], got dtype {labels.dtype}")
+    if labels.dim() == 2 and labels.shape[1] == 0:
+        raise ValueError(f"{name} must be multi-hot [n, C] with C >= 1 classes, got shape {tuple(labels.shape)}")
     return labels
 
 
