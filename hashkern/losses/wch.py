@@ -17,8 +17,8 @@ targets: W is used as is, not renormalised; ``W[n, n] = 1``):
     L = -1/b sum_n sum_m W[n, m] log softmax_m(logits[n, :])
 
 Everything is computed in float64 ([b, b] work, cheap beside the backbone), so temperatures down to
-the smallest normal float64 and codes up to ~1e150 give finite, correct losses; the result has the
-inputs' dtype, at least float32.
+the smallest normal float64 and codes up to ~1e150 give finite, correct losses. The result has the
+inputs' dtype, at least float32, and float64 when a temperature is below ~2e-3 (as NT-Xent).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from hashkern._validation import check_same_device, check_tensor
-from hashkern.losses._numerics import at_least_float32, check_temperature
+from hashkern.losses._numerics import at_least_float32, check_temperature, logit_dtype
 
 __all__ = ["WCHLoss", "BitBalanceLoss", "wch_loss", "wch_weights", "bit_balance_loss", "WEIGHT_NORMS"]
 
@@ -101,7 +101,8 @@ def wch_loss(h1: torch.Tensor, h2: torch.Tensor, s: torch.Tensor, temperature: f
     targets = _weights(s64, weight_temperature, weight_norm, clamp_weights)
     logits = (h1.double() @ h2.double().T) / (bits * temperature)
     loss = -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
-    return loss.to(at_least_float32(h1, h2, s))
+    # Tiny temperatures make the loss itself huge (~2 / T for ±1 codes): then it stays in float64.
+    return loss.to(logit_dtype(at_least_float32(h1, h2, s), 2.0, min(temperature, weight_temperature)))
 
 
 def bit_balance_loss(h: torch.Tensor) -> torch.Tensor:

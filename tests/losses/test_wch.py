@@ -166,6 +166,19 @@ def test_tiny_weight_temperature_is_finite_and_correct(weight_norm, weight_tempe
     torch.testing.assert_close(loss.double(), want, rtol=1e-6, atol=1e-6)
 
 
+# The gradient into h1 is ~1/T: it needs an h1 dtype that holds it (float32 at 1e-5, float64 at 1e-300).
+@pytest.mark.parametrize("temperature,dtype", [(1e-5, torch.float32), (1e-300, torch.float64)])
+def test_tiny_code_temperature_is_finite_and_correct(temperature, dtype):
+    torch.manual_seed(4)
+    h1 = torch.randn(4, 8, dtype=dtype).sign().requires_grad_()
+    h2, s = torch.randn(4, 8).sign().half(), torch.rand(4, 4)
+    loss = wch_loss(h1, h2, s, temperature=temperature)
+    (grad,) = torch.autograd.grad(loss, h1)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    want = _wch_torch(h1.detach().double(), h2.double(), s.double(), temperature, 0.2)
+    torch.testing.assert_close(loss.double(), want, rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize("dtype,scale", [(torch.float32, 1e18), (torch.float64, 1e38), (torch.float64, 1e150)])
 def test_huge_finite_codes_give_the_float64_loss(dtype, scale):
     """No intermediate overflow: the loss is computed in float64 and only the result is rounded."""

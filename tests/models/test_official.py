@@ -97,7 +97,7 @@ def _compare(model, reference_step, loss_rtol, grad_rtol, dtype, b=6):
     """Loss and every parameter gradient of ``model`` (in ``dtype``) against the float64 transcription."""
     torch.manual_seed(5)
     v1, v2 = _views(b, c=model.backbone.in_chans if hasattr(model.backbone, "in_chans") else 1, dtype=torch.float64)
-    ref_model = model.double().eval()
+    ref_model = model.double().train()  # training mode, as the official steps run (these backbones have no dropout)
     names = [n for n, p in ref_model.named_parameters() if p.requires_grad]
     want = reference_step(ref_model, v1, v2)
     want_grads = torch.autograd.grad(want, [dict(ref_model.named_parameters())[n] for n in names], allow_unused=True)
