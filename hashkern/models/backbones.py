@@ -27,6 +27,15 @@ def _match_channels(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     return x
 
 
+def _weights_path(weights) -> str | None:
+    """None, or the weights file's path as a str (os.PathLike accepted)."""
+    if weights is None:
+        return None
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights must be a path (str or os.PathLike) or None, got {type(weights).__name__}")
+    return os.fspath(weights)
+
+
 def _read_state_dict(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist (weights are never downloaded: "
@@ -151,6 +160,7 @@ def vit_b16(weights: str | None = None, dropout: float = 0.1) -> ViTBackbone:
     ``weights``: Google's ``ViT-B_16.npz`` (the format of the WCH code) or a timm / PyTorch state
     dict (``.pth``/``.pt``/``.bin``/``.safetensors``); the classifier head in the file is ignored.
     """
+    weights = _weights_path(weights)
     model = ViTBackbone(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, dropout=dropout)
     if weights is not None:
         if weights.endswith(".npz"):
@@ -181,6 +191,7 @@ class VGG16Backbone(nn.Module):
         for name, value in (("frozen", frozen), ("dropout", dropout)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+        weights = _weights_path(weights)
         from torchvision.models import vgg16
 
         net = vgg16(weights=None)

@@ -124,6 +124,10 @@ def test_vgg16_fc7_from_local_state_dict(tmp_path):
         bb.check_input("x", torch.randn(1, 3, 16, 16))
     with pytest.raises(TypeError, match="dropout must be a bool"):
         VGG16Backbone(dropout="yes")
+    with pytest.raises(TypeError, match="weights must be a path"):
+        VGG16Backbone(weights=123)
+    with pytest.raises(TypeError, match="weights must be a path"):
+        vit_b16(weights=b"ViT-B_16.npz")
     with pytest.raises(ValueError, match="VGG-16 has no patch tokens"):
         bb.tokens(x)
 
