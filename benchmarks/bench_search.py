@@ -120,7 +120,8 @@ def run_map(device: torch.device, quick: bool):
         centres = random_pm1(10, bits, device)
         q_pm1 = torch.where(torch.rand(nq, bits, device=device) < 0.4, centres[q_labels], q_pm1)
         db_pm1 = torch.where(torch.rand(n, bits, device=device) < 0.4, centres[db_labels], db_pm1)
-        ours = mean_average_precision(q_pm1, db_pm1, q_labels, db_labels, topk)
+        data = dict(q_codes=q_pm1, db_codes=db_pm1, q_labels=q_labels, db_labels=db_labels, topk=topk)
+        ours = mean_average_precision(**data)
         variants = []
         if device.type == "cpu":
             args = (q_pm1.numpy(), db_pm1.numpy(), q_labels.numpy(), db_labels.numpy(), topk)
@@ -128,10 +129,8 @@ def run_map(device: torch.device, quick: bool):
             if abs(reference - ours) > 1e-9:
                 raise AssertionError(f"mAP differs from the NumPy loop: {ours} vs {reference}")
             variants.append(("per-query NumPy argsort loop", lambda: numpy_map_loop(*args)))
-        variants.append(("hashkern mean_average_precision", lambda: mean_average_precision(
-            q_pm1, db_pm1, q_labels, db_labels, topk)))
-        variants.append(("hashkern, ties='expected'", lambda: mean_average_precision(
-            q_pm1, db_pm1, q_labels, db_labels, topk, ties="expected")))
+        variants.append(("hashkern mean_average_precision", lambda: mean_average_precision(**data)))
+        variants.append(("hashkern, ties='expected'", lambda: mean_average_precision(**data, ties="expected")))
         timings = {}
         for name, fn in variants:
             ms, peak = measure(fn, device, min_runs=3, budget_s=3.0, memory=False)

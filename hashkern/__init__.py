@@ -7,7 +7,8 @@ Heavy pieces (models, data, CLI) are imported from their sub-packages, not here.
 from hashkern._ext import build_info
 from hashkern.codes import hamming_distance, pack_bits, sign_ste, unpack_bits
 from hashkern.index import HammingIndex, IndexFileError
-from hashkern.metrics import mean_average_precision, precision_at_radius, precision_recall_curve
+from hashkern.metrics import (mean_average_precision, precision_at_radius, precision_recall_at_ranks,
+                              precision_recall_curve)
 from hashkern.ops.mutual_attention import mutual_attention
 from hashkern.ops.patchsim import patch_similarity
 from hashkern.ops.search import hamming_radius, hamming_topk
@@ -18,7 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "build_info", "sign_ste", "pack_bits", "unpack_bits", "hamming_distance",
     "hamming_topk", "hamming_radius", "HammingIndex", "IndexFileError",
-    "mean_average_precision", "precision_recall_curve", "precision_at_radius",
+    "mean_average_precision", "precision_recall_curve", "precision_recall_at_ranks", "precision_at_radius",
     "soft_sort", "soft_sort_gather", "sorted_cosine", "patch_similarity", "mutual_attention",
     "__version__",
 ]

@@ -22,19 +22,23 @@ def subset_database(database, size: int | None, seed: int = 0):
     return database.subset(torch.randperm(len(database), generator=gen)[:size].sort().values)
 
 
-def evaluate_codes(q_codes: torch.Tensor, q_labels: torch.Tensor, db_codes: torch.Tensor, db_labels: torch.Tensor,
-                   topk: int = 1000, metrics=METRICS) -> dict:
-    """q_codes [nq, K], db_codes [N, K] ±1 -> {"map@k", "p@r2", "pr": {"precision", "recall"}} (as asked)."""
+def evaluate_codes(*, q_codes: torch.Tensor, q_labels: torch.Tensor, db_codes: torch.Tensor,
+                   db_labels: torch.Tensor, topk: int | None, metrics=METRICS) -> dict:
+    """q_codes [nq, K], db_codes [N, K] ±1 -> {"map@k", "p@r2", "pr": {"precision", "recall"}} (as asked).
+
+    Keyword arguments only, like the metrics; ``topk=None`` is the whole database ("map@all");
+    "pr" is the curve over Hamming radii."""
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
+    data = dict(q_codes=q_codes, db_codes=db_codes, q_labels=q_labels, db_labels=db_labels)
     out = {}
     if "map" in metrics:
-        out[f"map@{topk}"] = mean_average_precision(q_codes, db_codes, q_labels, db_labels, topk=topk)
+        out[f"map@{'all' if topk is None else topk}"] = mean_average_precision(**data, topk=topk)
     if "p@r2" in metrics:
-        out["p@r2"] = precision_at_radius(q_codes, db_codes, q_labels, db_labels, r=2)
+        out["p@r2"] = precision_at_radius(**data, r=2)
     if "pr" in metrics:
-        _, precision, recall = precision_recall_curve(q_codes, db_codes, q_labels, db_labels)
+        _, precision, recall = precision_recall_curve(**data)
         out["pr"] = {"precision": precision.tolist(), "recall": recall.tolist()}
     return out
 

@@ -1,4 +1,9 @@
-"""Retrieval metrics for hash codes: mAP@k, precision-recall over Hamming radii, P@H<=r.
+"""Retrieval metrics for hash codes: mAP@k, precision-recall over Hamming radii or rank cut-offs, P@H<=r.
+
+Every metric takes its arrays by keyword only (``q_codes=``, ``db_codes=``, ``q_labels=``,
+``db_labels=``): libraries disagree on the order (DeepHash-pytorch's ``CalcTopMap(rB, qB, rL, qL,
+topk)`` puts the database first), and a swapped positional call would silently evaluate the
+database against the queries.
 
 Relevance follows DeepHash-pytorch / CIBHash: with single-label ``int [n]`` labels a database
 item is relevant when its label equals the query's; with multi-hot ``[n, C]`` labels when they
@@ -11,13 +16,15 @@ with ``nbits=K``. Queries are processed in blocks so memory stays bounded for an
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from hashkern._validation import check_int, check_tensor
 from hashkern.codes import hamming_distance, pack_bits
 from hashkern.ops.search import check_search_inputs, hamming_topk
 
-__all__ = ["mean_average_precision", "precision_at_radius", "precision_recall_curve"]
+__all__ = ["mean_average_precision", "precision_at_radius", "precision_recall_curve", "precision_recall_at_ranks"]
 
 _BUDGET = 1 << 26  # elements per block of query x database work
 
@@ -44,6 +51,8 @@ def _labels(name: str, labels, n: int, codes_name: str) -> torch.Tensor:
         raise ValueError(f"{name} must have one row per code of {codes_name} ({n}), got {labels.shape[0]}")
     if labels.dim() == 1 and (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
         raise TypeError(f"{name} must be integer class ids [n] or multi-hot [n, C], got dtype {labels.dtype}")
+    if labels.dim() == 2 and labels.shape[1] == 0:
+        raise ValueError(f"{name} must be multi-hot [n, C] with C >= 1 classes, got shape {tuple(labels.shape)}")
     return labels
 
 
@@ -166,15 +175,16 @@ def _index_ap(q_packed, db_packed, q_labels, db_labels, topk, batch_size):
     return aps
 
 
-def mean_average_precision(q_codes, db_codes, q_labels, db_labels, topk: int | None = 1000, ties: str = "index",
-                           *, nbits: int | None = None, batch_size: int | None = None) -> float:
-    """mAP@topk of hash-code retrieval.
+def mean_average_precision(*, q_codes, db_codes, q_labels, db_labels, topk: int | None, ties: str = "index",
+                           nbits: int | None = None, batch_size: int | None = None) -> float:
+    """mAP@topk of hash-code retrieval. Keyword arguments only.
 
     Args:
         q_codes: ``[nq, K]`` ±1 codes (or packed uint8 ``[nq, ceil(K/8)]`` with ``nbits``).
         db_codes: ``[N, K]`` likewise.
         q_labels, db_labels: int class ids ``[nq]``/``[N]`` or multi-hot ``[nq, C]``/``[N, C]``.
-        topk: cut-off (clipped to N); ``None`` means the whole database.
+        topk: cut-off (clipped to N), required; ``None`` means the whole database (DeepHash's
+            ``topK=-1``, which in fact slices ``[0:-1]`` and drops the last-ranked item).
         ties: ``"index"`` ranks equal distances by database index (deterministic, like a stable
             sort); ``"expected"`` gives the exact expectation of AP over uniformly random orders
             inside every group of equal distances.
@@ -200,9 +210,12 @@ def mean_average_precision(q_codes, db_codes, q_labels, db_labels, topk: int | N
     return float(aps.mean())
 
 
-def precision_recall_curve(q_codes, db_codes, q_labels, db_labels, *, nbits: int | None = None,
+def precision_recall_curve(*, q_codes, db_codes, q_labels, db_labels, nbits: int | None = None,
                            empty: str = "zero", batch_size: int | None = None):
-    """Precision and recall of "retrieve everything within Hamming radius r", for r = 0..K.
+    """Precision and recall of "retrieve everything within Hamming radius r", for r = 0..K (keywords only).
+
+    For the curve over rank cut-offs (the first k items of the ranking), see
+    :func:`precision_recall_at_ranks`.
 
     Returns ``(radii int64 [K+1], precision float64 [K+1], recall float64 [K+1])``, each the mean
     over queries. A query that retrieves nothing at radius r has precision 0 there with
@@ -226,10 +239,70 @@ def precision_recall_curve(q_codes, db_codes, q_labels, db_labels, *, nbits: int
     return radii, precision, recall
 
 
-def precision_at_radius(q_codes, db_codes, q_labels, db_labels, r: int = 2, *, nbits: int | None = None,
+def precision_at_radius(*, q_codes, db_codes, q_labels, db_labels, r: int = 2, nbits: int | None = None,
                         empty: str = "zero", batch_size: int | None = None) -> float:
-    """Mean precision of the items within Hamming distance ``r`` (P@H<=r; r >= K means everything)."""
+    """Mean precision of the items within Hamming distance ``r`` (P@H<=r; r >= K means everything).
+    Keyword arguments only."""
     r = check_int("r", r, low=0)
-    _, precision, _ = precision_recall_curve(q_codes, db_codes, q_labels, db_labels, nbits=nbits, empty=empty,
-                                             batch_size=batch_size)
+    _, precision, _ = precision_recall_curve(q_codes=q_codes, db_codes=db_codes, q_labels=q_labels,
+                                             db_labels=db_labels, nbits=nbits, empty=empty, batch_size=batch_size)
     return float(precision[min(r, precision.shape[0] - 1)])
+
+
+def _ranks(ranks, n_db: int, device) -> torch.Tensor:
+    if ranks is None:
+        return torch.arange(1, n_db + 1, device=device)
+    if isinstance(ranks, torch.Tensor):
+        if ranks.dim() != 1 or ranks.is_floating_point() or ranks.is_complex() or ranks.dtype == torch.bool:
+            raise TypeError(f"ranks must be a 1-D integer tensor or a sequence of ints, got {ranks.dtype} "
+                            f"of shape {tuple(ranks.shape)}")
+        ranks = ranks.tolist()
+    if isinstance(ranks, (str, bytes)) or not hasattr(ranks, "__iter__"):
+        raise TypeError(f"ranks must be a sequence of ints, got {type(ranks).__name__}")
+    # numpy / torch integer scalars become ints; bools and floats are refused by check_int
+    ranks = [check_int("ranks", operator.index(r) if hasattr(r, "__index__") and not isinstance(r, bool) else r,
+                       low=1, high=n_db) for r in ranks]
+    if not ranks:
+        raise ValueError("ranks must hold at least one cut-off")
+    return torch.tensor(ranks, dtype=torch.int64, device=device)
+
+
+def precision_recall_at_ranks(*, q_codes, db_codes, q_labels, db_labels, ranks=None, nbits: int | None = None,
+                              batch_size: int | None = None):
+    """Precision and recall of the first k retrieved items, for each rank cut-off k. Keyword arguments only.
+
+    The ranking is by Hamming distance, ties by database index (as ``mean_average_precision`` with
+    ``ties="index"``). precision@k = relevant among the first k / k; recall@k = relevant among the
+    first k / relevant in the whole database. Each is the mean over the queries that have at least
+    one relevant item in the database (recall is undefined for the others).
+
+    Args:
+        ranks: cut-offs k, each in [1, N] (ints, any order); ``None`` (default) for every k = 1..N,
+            as DeepHash-pytorch's ``CalcTopMapWithPR``; WCH's ``pr_curve`` uses
+            ``[1, 500, 1000, ..., 10000]``.
+    Returns:
+        ``(ranks int64 [R], precision float64 [R], recall float64 [R])``.
+    """
+    if batch_size is not None:
+        check_int("batch_size", batch_size, low=1)
+    q_packed, db_packed, q_labels, db_labels, _ = _prepare(q_codes, db_codes, q_labels, db_labels, nbits)
+    n_q, n_db = q_packed.shape[0], db_packed.shape[0]
+    if n_q == 0 or n_db == 0:
+        raise ValueError(f"{'q_codes' if n_q == 0 else 'db_codes'} is empty: a ranking needs queries and a database")
+    ranks = _ranks(ranks, n_db, q_packed.device)
+    kmax = int(ranks.max())
+    classes = db_labels.shape[1] if db_labels.dim() == 2 else 1
+    block = batch_size or max(1, (_BUDGET >> 2) // (max(kmax, n_db) * classes))
+    precision = torch.zeros(ranks.shape[0], dtype=torch.float64, device=q_packed.device)
+    recall = torch.zeros_like(precision)
+    counted = 0
+    for s in range(0, n_q, block):
+        _, idx = hamming_topk(q_packed[s:s + block], db_packed, kmax)
+        q_block = q_labels[s:s + block]
+        hits = torch.cumsum(_relevant(q_block, db_labels, idx).to(torch.float64), 1)[:, ranks - 1]  # [b, R]
+        total = _relevant(q_block, db_labels).sum(1).to(torch.float64)  # relevant in the whole database
+        keep = total > 0
+        precision += (hits[keep] / ranks.to(torch.float64)).sum(0)
+        recall += (hits[keep] / total[keep, None]).sum(0)
+        counted += int(keep.sum())
+    return ranks, precision / max(counted, 1), recall / max(counted, 1)

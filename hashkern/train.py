@@ -243,8 +243,9 @@ class Trainer:
     def evaluate(self, metrics=("map", "p@r2", "pr")) -> dict:
         from hashkern.evaluate import evaluate_codes, subset_database
         db = subset_database(self.split.database, self.config.database_size, self.config.seed)
-        return evaluate_codes(self.encode(self.split.query.images), self.split.query.labels,
-                              self.encode(db.images), db.labels, topk=self.config.topk, metrics=metrics)
+        return evaluate_codes(q_codes=self.encode(self.split.query.images), q_labels=self.split.query.labels,
+                              db_codes=self.encode(db.images), db_labels=db.labels, topk=self.config.topk,
+                              metrics=metrics)
 
 
 def evaluate_checkpoint(path: str, *, data_dir: str | None = None, topk: int | None = None,
@@ -270,6 +271,7 @@ def evaluate_checkpoint(path: str, *, data_dir: str | None = None, topk: int | N
                           for i in range(0, images.shape[0], 1024)])
 
     topk = topk or cfg.topk
-    result = evaluate_codes(encode(split.query.images), split.query.labels, encode(db.images), db.labels, topk=topk)
+    result = evaluate_codes(q_codes=encode(split.query.images), q_labels=split.query.labels,
+                            db_codes=encode(db.images), db_labels=db.labels, topk=topk)
     return {"checkpoint": os.path.abspath(path), "method": cfg.method, "bits": cfg.bits, "dataset": cfg.dataset,
             "step": state["step"], "num_queries": len(split.query), "database_size": len(db), **result}

@@ -73,7 +73,7 @@ def main(argv=None):
     model = MyEncoder(args.bits)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     sorted_nce = SortedNCELoss(num_positives=2, temperature=0.2, sort_temperature=0.1)
-    wch, balance = WCHLoss(temperature=0.3, weight_temperature=0.2), BitBalanceLoss()
+    wch, balance = WCHLoss(temperature=0.3, weight_temperature=0.2), BitBalanceLoss()  # the official WCH's
     losses = []
     for step in range(args.steps):
         x = images[torch.randint(0, images.shape[0], (args.batch_size,))]
@@ -84,7 +84,7 @@ def main(argv=None):
             loss = sorted_nce(b1, b2, z1, z2)
         else:
             s = patch_similarity(t1, t2)          # [b, b] mean-max patch cosine, no [b, b, P, P] tensor
-            loss = wch(b1, b2, s) + 0.1 * balance(u1)
+            loss = wch(b1, b2, s) + balance(b1)   # official: bit balance on the sign codes, weight 1
         opt.zero_grad()
         loss.backward()
         opt.step()

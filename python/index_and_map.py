@@ -66,8 +66,9 @@ def main(argv=None):
         assert torch.equal(HammingIndex.load(path).codes, index.codes)
 
     topk = min(args.topk, len(index))
-    m = mean_average_precision(q_codes, db_codes, yq, ydb, topk=topk)
-    p2 = precision_at_radius(q_codes, db_codes, yq, ydb, r=2)
+    # Keywords only: no order to get wrong (DeepHash's CalcTopMap takes the database first).
+    m = mean_average_precision(q_codes=q_codes, db_codes=db_codes, q_labels=yq, db_labels=ydb, topk=topk)
+    p2 = precision_at_radius(q_codes=q_codes, db_codes=db_codes, q_labels=yq, db_labels=ydb, r=2)
     print(f"mAP@{topk} = {m:.4f}   P@H<=2 = {p2:.4f}   ({len(yq)} queries, {len(index)} database codes, {bits} bits)")
     return m
 

@@ -144,3 +144,20 @@ def test_table_and_verdict_say_what_beats_what():
     (line,) = verdict(res, [16])
     assert "best is WCH (0.700)" in line
     assert "NSH beats LSH and does NOT beat ITQ" in line and "WCH beats LSH and beats ITQ" in line
+
+
+def test_demo_trains_with_the_library_options_and_says_so():
+    """The demo keeps this library's options (the defaults now reproduce the official code) and names them."""
+    from hashkern.demo import demo_model_options, options_note
+    bb = {"name": "small-vit", "in_chans": 1, "img_size": 28, **SCHEDULES["cpu"]["backbone"]}
+    wch = build_model("wch", 16, bb, hidden=8, **demo_model_options("wch", 16))
+    assert (wch.distill.weight_norm, wch.distill.clamp_weights, wch.balance_on, wch.balance_weight) == \
+        ("row", True, "tanh", 0.1)
+    assert wch.head[0].eps == 1e-5
+    nsh = build_model("nsh", 64, bb, hidden=8, **demo_model_options("nsh", 64))
+    assert nsh.instance_weight == 1.0 and nsh.sorted_nce.sort_temperature == pytest.approx(0.005)
+    cib = build_model("cibhash", 16, bb, hidden=8, **demo_model_options("cibhash", 16))
+    assert cib.stochastic and cib.kl == "full"
+    note = options_note(DEEP)
+    assert "WCH: non-default options weight_norm='row', clamp_weights=True" in note
+    assert "sort_temperature=0.32/K" in note and "CIBHash: non-default options stochastic=True" in note

@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hashkern._validation import check_positive, check_same_device, check_tensor
+from hashkern._validation import check_same_device, check_tensor
+from hashkern.losses._numerics import at_least_float32, check_temperature, logit_dtype, unit_rows
 
 __all__ = ["nt_xent", "nt_xent_reference", "NTXentLoss"]
 
@@ -18,7 +19,7 @@ def _check(z1, z2, temperature):
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.shape[0] < 2:
         raise ValueError(f"NT-Xent needs a batch of at least 2 pairs (negatives), got {z1.shape[0]}")
-    check_positive("temperature", temperature)
+    return check_temperature("temperature", temperature)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.3, reduction: str = "mean") -> torch.Tensor:
@@ -27,12 +28,18 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.3, reduct
     z1, z2: [n, d] (codes or embeddings of two views; row i of each is a positive pair).
     Each of the 2n rows is classified against the other 2n-1 by cosine similarity / temperature,
     its partner being the target. reduction: "mean" -> scalar, "none" -> [2n].
+
+    Computed in at least float32, in float64 for temperatures below ~2e-3 (where the float32
+    rounding of the cosines would show), with rows normalised without overflow: half-precision
+    inputs, tiny temperatures and huge finite inputs give the float64 answer. The result has that
+    compute dtype.
     """
-    _check(z1, z2, temperature)
+    temperature = _check(z1, z2, temperature)
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    dtype = logit_dtype(at_least_float32(z1, z2), 2.0, temperature)
+    z = unit_rows(torch.cat([z1, z2]).to(dtype))
     logits = z @ z.t() / temperature
     # A row is never its own negative: remove the diagonal before the softmax.
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
@@ -58,7 +65,7 @@ class NTXentLoss(nn.Module):
 
     def __init__(self, temperature: float = 0.3, reduction: str = "mean"):
         super().__init__()
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = check_temperature("temperature", temperature)
         if reduction not in ("mean", "none"):
             raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
         self.reduction = reduction
