@@ -36,8 +36,8 @@ def demo_model_options(method: str, bits: int) -> dict:
     if method == "wch":  # capped row-normalised weights; balance 0.1 on the tanh outputs; PyTorch head init
         return dict(weight_norm="row", clamp_weights=True, balance_on="tanh", balance_weight=0.1,
                     head_init="torch", norm_eps=1e-5)
-    if method == "nsh":  # NT-Xent on the latents beside SortedNCE; sort temperature following K
-        return dict(instance_weight=1.0, sort_temperature=0.32 / bits)
+    if method == "nsh":  # NT-Xent on the latents beside SortedNCE
+        return dict(instance_weight=1.0)
     if method == "cibhash":  # stochastic codes sign(p - u); KL with gradient through both arguments
         return dict(stochastic=True, kl="full")
     return {}
@@ -47,9 +47,7 @@ def options_note(methods) -> str:
     """One line per deep method: the options it was trained with (printed under the demo's table)."""
     lines = []
     for key in methods:
-        opts = ", ".join(f"{k}={v!r}" for k, v in demo_model_options(key, 1).items() if k != "sort_temperature")
-        if key == "nsh":
-            opts += ", sort_temperature=0.32/K"
+        opts = ", ".join(f"{k}={v!r}" for k, v in demo_model_options(key, 1).items())
         lines.append(f"{NAMES[key]}: non-default options {opts}")
     return "\n".join(lines)
 

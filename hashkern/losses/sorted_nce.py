@@ -28,6 +28,10 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+# The default SoftSort temperature in units of the 1/K step between K-bit code similarities.
+DEFAULT_SORT_STEP_FRACTION = 0.32
+
+
 def code_similarity(b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
     """``b1, b2 [n, K]`` ±1 (or relaxed) codes -> ``S = (b1 b2ᵀ + K) / (2K) [n, n]`` = 1 - Hamming/K.
 
@@ -47,7 +51,8 @@ def _check_reduction(reduction) -> str:
 def sorted_nce_loss(b1: torch.Tensor | None = None, b2: torch.Tensor | None = None,
                     z1: torch.Tensor | None = None, z2: torch.Tensor | None = None, *,
                     s: torch.Tensor | None = None, num_positives: int, temperature: float = 0.2,
-                    sort_temperature: float = 0.1, reduction: str = "mean", backend: str = "auto") -> torch.Tensor:
+                    sort_temperature: float | None = None, reduction: str = "mean",
+                    backend: str = "auto") -> torch.Tensor:
     """SortedNCE from codes ``(b1, b2)`` or a precomputed similarity ``s``.
 
     Args:
@@ -56,12 +61,15 @@ def sorted_nce_loss(b1: torch.Tensor | None = None, b2: torch.Tensor | None = No
         s: ``[n, n]`` similarity (row i: anchor i), instead of ``b1``/``b2``.
         num_positives: ``m``, the number of top ranks taken as positives (1 <= m < n).
         temperature: contrastive temperature ``T`` > 0.
-        sort_temperature: SoftSort temperature ``tau_s`` > 0.
+        sort_temperature: SoftSort temperature ``tau_s`` > 0. ``None`` (with codes only): ``0.32 / K``,
+            a third of the ``1/K`` step between the Hamming similarities of ``K``-bit codes, so
+            neighbouring distances stay distinguishable and ties share their weight.
         reduction: ``"mean"`` / ``"sum"`` -> scalar, ``"none"`` -> per-anchor ``[n]``.
     """
     _check_reduction(reduction)
     temperature = check_positive("temperature", temperature)
-    sort_temperature = check_positive("sort_temperature", sort_temperature)
+    if sort_temperature is not None:
+        sort_temperature = check_positive("sort_temperature", sort_temperature)
     if z1 is None or z2 is None:
         raise ValueError("z1 and z2 (the [n, dz] latents of the two views) are required")
     check_tensor("z1", z1, ndim=2, dtypes=_FLOATS)
@@ -78,10 +86,15 @@ def sorted_nce_loss(b1: torch.Tensor | None = None, b2: torch.Tensor | None = No
         if b1.shape[0] != z1.shape[0]:
             raise ValueError(f"b1 has {b1.shape[0]} rows but z1 has {z1.shape[0]}: one code per latent is expected")
         s = code_similarity(b1, b2)
+        if sort_temperature is None:
+            sort_temperature = DEFAULT_SORT_STEP_FRACTION / b1.shape[1]
     elif b1 is not None or b2 is not None:
         raise ValueError("pass either the codes b1 and b2 or a precomputed similarity s, not both")
     else:
         check_tensor("s", s, ndim=2, dtypes=_FLOATS)
+        if sort_temperature is None:
+            raise ValueError("sort_temperature is required with a precomputed s (its default, 0.32/K, "
+                             "needs the code length K)")
     n = z1.shape[0]
     if n < 2:
         raise ValueError(f"SortedNCE needs a batch of at least 2 (positives and negatives), got n = {n}")
@@ -105,12 +118,13 @@ class SortedNCELoss(nn.Module):
     See ``sorted_nce_loss`` for the arguments; ``num_positives`` is ``m``.
     """
 
-    def __init__(self, num_positives: int, temperature: float = 0.2, sort_temperature: float = 0.1,
+    def __init__(self, num_positives: int, temperature: float = 0.2, sort_temperature: float | None = None,
                  reduction: str = "mean", backend: str = "auto"):
         super().__init__()
         self.num_positives = check_int("num_positives", num_positives, low=1)
         self.temperature = check_positive("temperature", temperature)
-        self.sort_temperature = check_positive("sort_temperature", sort_temperature)
+        self.sort_temperature = None if sort_temperature is None else check_positive("sort_temperature",
+                                                                                      sort_temperature)
         self.reduction = _check_reduction(reduction)
         self.backend = backend
 

@@ -20,10 +20,9 @@ class NSH(HashModel):
     anchor and contrasts the first ``num_positives`` ranks with the rest (global batch under DDP).
     The defaults are the paper's loss, SortedNCE alone; there is no official code.
 
-    ``sort_temperature=None`` takes ``SortedNCELoss``'s default, so the model and the loss used on its
-    own agree. Code similarities move in steps of 1/K, and a sharpness that follows K can help: on
-    the Fashion-MNIST demo at 64 bits, 0.32 / K = 0.005 gave mAP .41 where 0.1 gave .30 (the demo
-    passes 0.32 / K).
+    ``sort_temperature=None`` takes ``SortedNCELoss``'s default, 0.32 / K, so the model and the loss used
+    on its own agree. Code similarities move in steps of 1/K, and a sharpness that follows K helps: on
+    the Fashion-MNIST demo at 64 bits, 0.32 / K = 0.005 gave mAP .41 where a fixed 0.1 gave .30.
 
     ``instance_weight`` × NT-Xent(z1, z2) (temperature ``temperature``) is this library's option,
     added to SortedNCE (default 0, the paper's loss alone). From scratch the codes' first rankings

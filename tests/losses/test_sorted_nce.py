@@ -61,7 +61,7 @@ def test_precomputed_similarity_equals_codes_path():
     b1, b2, z1, z2 = _inputs(9, 12, 5, "cpu")
     s = code_similarity(b1, b2)
     by_codes = sorted_nce_loss(b1, b2, z1, z2, num_positives=2, reduction="none", backend="torch")
-    by_s = SortedNCELoss(2, reduction="none", backend="torch")(z1=z1, z2=z2, s=s)
+    by_s = SortedNCELoss(2, sort_temperature=0.32 / 12, reduction="none", backend="torch")(z1=z1, z2=z2, s=s)
     torch.testing.assert_close(by_codes, by_s, rtol=0, atol=0)
     hamming = (b1.sign()[:, None, :] != b2.sign()[None, :, :]).sum(-1)
     torch.testing.assert_close(code_similarity(b1.sign(), b2.sign()), 1 - hamming.double() / 12)
@@ -88,6 +88,8 @@ def test_bad_inputs():
         SortedNCELoss(2, temperature=0.0)
     with pytest.raises(ValueError, match="sort_temperature must be a finite number > 0"):
         sorted_nce_loss(b1, b2, z1, z2, num_positives=2, sort_temperature=-1.0)
+    with pytest.raises(ValueError, match="sort_temperature is required with a precomputed s"):
+        sorted_nce_loss(z1=z1, z2=z2, s=code_similarity(b1, b2), num_positives=2)
     with pytest.raises(ValueError, match="not both"):
         sorted_nce_loss(b1, b2, z1, z2, s=code_similarity(b1, b2), num_positives=2)
     with pytest.raises(ValueError, match="either the codes b1 and b2 or a precomputed similarity s"):
@@ -99,8 +101,17 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="b1 and b2 must be"):
         sorted_nce_loss(b1, b2[:, :3], z1, z2, num_positives=2)
     with pytest.raises(ValueError, match=r"s must have shape \[n, n\]"):
-        sorted_nce_loss(z1=z1, z2=z2, s=torch.randn(5, 5, dtype=torch.float64), num_positives=2)
+        sorted_nce_loss(z1=z1, z2=z2, s=torch.randn(5, 5, dtype=torch.float64), num_positives=2, sort_temperature=0.1)
     with pytest.raises(ValueError, match="at least 2"):
         sorted_nce_loss(b1[:1], b2[:1], z1[:1], z2[:1], num_positives=1)
     with pytest.raises(ValueError, match="z2 must have the shape of z1"):
         sorted_nce_loss(b1, b2, z1, z2[:, :2], num_positives=2)
+
+
+def test_default_sort_temperature_follows_the_code_length():
+    """None: 0.32 / K, a third of the 1/K step between K-bit code similarities."""
+    b1, b2 = (torch.randint(0, 2, (7, 12)).double() * 2 - 1 for _ in range(2))
+    z1, z2 = torch.randn(7, 5, dtype=torch.float64), torch.randn(7, 5, dtype=torch.float64)
+    default = SortedNCELoss(3, backend="torch")(b1, b2, z1, z2)
+    explicit = SortedNCELoss(3, sort_temperature=0.32 / 12, backend="torch")(b1, b2, z1, z2)
+    assert torch.equal(default, explicit)

@@ -71,7 +71,8 @@ def nsh_loss_formula(model, v1, v2):
     K = b1.shape[1]
     S = (b1 @ b2.T + K) / (2 * K)
     sorted_s = S.sort(dim=1, descending=True).values
-    P = torch.softmax(-(sorted_s[:, :, None] - S[:, None, :]).abs() / model.sorted_nce.sort_temperature, dim=2)
+    tau = model.sorted_nce.sort_temperature or 0.32 / K  # None: SortedNCE's default, 0.32 / K
+    P = torch.softmax(-(sorted_s[:, :, None] - S[:, None, :]).abs() / tau, dim=2)
     E = torch.einsum("ikj,jd->ikd", P, z1)
     c = F.cosine_similarity(E, z2[:, None, :], dim=2) / model.sorted_nce.temperature
     m = model.num_positives

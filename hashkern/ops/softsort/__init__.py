@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from hashkern._dispatch import resolve_backend
+from hashkern._dispatch import Support, resolve_backend
 from hashkern._validation import check_positive, check_same_device, check_tensor
 from hashkern.ops.softsort.functions import SoftSortGatherFunction, SortedCosineFunction
 from hashkern.ops.softsort.reference import (
@@ -36,6 +36,15 @@ __all__ = [
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _PREFERENCE = ("cpu", "triton", "torch")
 _KERNEL = "softsort_scan_fwd"  # the compiled op whose presence the dispatcher checks
+# Every float dtype (half inputs accumulate in fp32) and any n, d: the kernels tile d and walk n.
+# Triton is built and compiled for sm_80 and newer.
+_SUPPORT = {"triton": Support(min_capability=(8, 0))}
+
+
+def _backend(backend: str, device: torch.device) -> str:
+    if backend == "auto" and device.type == "cuda" and torch.are_deterministic_algorithms_enabled():
+        return "torch"  # the Triton backward accumulates shared values with float atomics
+    return resolve_backend(backend, _KERNEL, device, _PREFERENCE, support=_SUPPORT)
 
 
 def _check_rows(name: str, s: torch.Tensor) -> None:
@@ -95,7 +104,7 @@ def soft_sort_gather(s: torch.Tensor, v: torch.Tensor, tau: float, descending: b
         raise ValueError("v must have at least one feature (d >= 1)")
     tau = check_positive("tau", tau)
     _check_bool("descending", descending)
-    backend = resolve_backend(backend, _KERNEL, device, _PREFERENCE)
+    backend = _backend(backend, device)
     return SoftSortGatherFunction.apply(s, v, tau, descending, backend)
 
 
@@ -131,5 +140,5 @@ def sorted_cosine(s: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, tau: floa
     tau = check_positive("tau", tau)
     eps = check_positive("eps", eps)
     _check_bool("descending", descending)
-    backend = resolve_backend(backend, _KERNEL, device, _PREFERENCE)
+    backend = _backend(backend, device)
     return SortedCosineFunction.apply(s, z1, z2, tau, descending, eps, backend)
