@@ -20,7 +20,7 @@ import struct
 
 import torch
 
-from hashkern._io import atomic_write
+from hashkern._io import atomic_write, check_path
 
 __all__ = ["CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "check_fits"]
 
@@ -53,6 +53,8 @@ class _HashingWriter:
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` to ``path`` atomically, with a SHA-256 over header and payload."""
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict, got {type(state).__name__}")
     digest = hashlib.sha256()
     with atomic_write(path) as f:
         writer = _HashingWriter(f, digest)
@@ -92,7 +94,7 @@ def _read_verified(path: str) -> bytes:
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read and verify a checkpoint written by :func:`save_checkpoint`; a clear ``CheckpointError`` otherwise."""
-    path = os.fspath(path)
+    path = check_path(path)
     payload = _read_verified(path)
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)  # tensors and plain data
