@@ -149,7 +149,7 @@ class HammingIndex:
 
     def to(self, device: torch.device | str) -> "HammingIndex":
         """Move the codes to ``device`` (in place, like ``nn.Module.to``); returns self."""
-        moved = self.codes.to(device)
+        moved = self.codes.to(_check_device(device))
         if moved.device != self._device:
             self._buffer, self._device = moved.clone(), moved.device
         return self

@@ -84,6 +84,7 @@ def cases() -> list[Case]:
                          ("list", ["cpu"]), ("meta-device", torch.device("meta"))):
         out.append(Case(f"HammingIndex/device/{what}", lambda tmp, d=device: HammingIndex(8, device=d),
                         names=("device",)))
+        out.append(Case(f"HammingIndex.to/device/{what}", lambda tmp, d=device: _index().to(d), names=("device",)))
     bad_codes = {"half": torch.full((2, 12), 0.5), "nan": torch.full((2, 12), float("nan")),
                  "wrong-K": torch.ones(2, 13), "1-d": torch.ones(12), "complex": torch.ones(2, 12, dtype=torch.complex64),
                  "packed-too-wide": torch.zeros(2, 3, dtype=torch.uint8),

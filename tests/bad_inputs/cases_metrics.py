@@ -32,6 +32,18 @@ def np_precision_at_radius(r: int) -> float:
     return float(np.mean([rel[i][within[i]].mean() if within[i].any() else 0.0 for i in range(len(dist))]))
 
 
+def np_precision_recall() -> tuple:
+    """Radii 0..K; mean precision (0 where nothing is retrieved), mean recall over queries with a relevant item."""
+    dist = (Q_BITS[:, None] != DB_BITS[None]).sum(-1)
+    rel = Q_LAB[:, None] == DB_LAB[None]
+    radii = np.arange(Q_BITS.shape[1] + 1)
+    precision = [np.mean([rel[i][dist[i] <= r].mean() if (dist[i] <= r).any() else 0.0 for i in range(len(dist))])
+                 for r in radii]
+    has = rel.any(1)
+    recall = [np.mean([(rel[i] & (dist[i] <= r)).sum() / rel[i].sum() for i in np.flatnonzero(has)]) for r in radii]
+    return radii, np.array(precision), np.array(recall)
+
+
 def _valid() -> list[Case]:
     out = []
     for topk in (1, 4, 14, 100, None):
@@ -52,6 +64,9 @@ def _valid() -> list[Case]:
         out.append(Case(f"precision_at_radius/r/valid-{r}", lambda tmp, r=r: hashkern.precision_at_radius(
             _pm1(Q_BITS), _pm1(DB_BITS), torch.from_numpy(Q_LAB), torch.from_numpy(DB_LAB), r=r),
             reference=lambda tmp, r=r: np_precision_at_radius(r), atol=1e-12))
+    out.append(Case("precision_recall_curve/q_codes/valid", lambda tmp: hashkern.precision_recall_curve(
+        _pm1(Q_BITS), _pm1(DB_BITS), torch.from_numpy(Q_LAB), torch.from_numpy(DB_LAB)),
+        reference=lambda tmp: np_precision_recall(), atol=1e-12))
     return out
 
 
