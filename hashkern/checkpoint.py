@@ -131,7 +131,7 @@ def _check_tensors(path: str, what: str, saved: dict, expected: dict) -> None:
 
 
 def _check_optimizer(path: str, saved: dict, optimizer: torch.optim.Optimizer, step: int) -> None:
-    """Adam-style state: one entry per parameter once a step was taken, moments of the parameter's shape."""
+    """Adam-style state: the model's parameter groups, some state once a step was taken, moments' shapes."""
     groups = saved.get("param_groups")
     if not isinstance(saved.get("state"), dict) or not isinstance(groups, list):
         raise CheckpointError(f"checkpoint {path!r} has no optimizer state ('state' and 'param_groups')")
@@ -145,10 +145,10 @@ def _check_optimizer(path: str, saved: dict, optimizer: torch.optim.Optimizer, s
     if set(saved["state"]) - set(params):
         raise CheckpointError(f"checkpoint {path!r}: optimizer state for unknown parameters "
                               f"{sorted(set(saved['state']) - set(params))[:5]}")
-    if step > 0 and set(saved["state"]) != set(params):
-        raise CheckpointError(f"checkpoint {path!r} is missing optimizer state for "
-                              f"{len(set(params) - set(saved['state']))} of {len(params)} parameters after "
-                              f"{step} steps")
+    # A parameter that never had a gradient has no state, so only an empty state is certainly missing.
+    if step > 0 and not saved["state"]:
+        raise CheckpointError(f"checkpoint {path!r} is missing optimizer state: none for any of its "
+                              f"{len(params)} parameters after {step} steps")
     for pid, entry in saved["state"].items():
         if not isinstance(entry, dict):
             raise CheckpointError(f"checkpoint {path!r}: optimizer state {pid} is not a dict")

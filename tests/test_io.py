@@ -127,3 +127,52 @@ def test_failed_write_leaves_no_temporary_and_the_old_file(tmp_path):
             f.write(b"partial")
             raise RuntimeError("boom")
     assert path.read_bytes() == before and _temporaries(tmp_path) == []
+
+
+_RACING_SAVES = """
+import importlib.util
+spec = importlib.util.spec_from_file_location("hk_io", {io!r})
+io = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(io)
+for _ in range(40):
+    with io.atomic_write({path!r}) as f:
+        f.write({content!r} * 20000)
+"""
+
+
+def test_concurrent_saves_from_processes(tmp_path):
+    """Processes racing on one file never delete each other's live temporaries; the survivor is one whole write."""
+    path = tmp_path / "shared.bin"
+    scripts = [_RACING_SAVES.format(io=IO, path=str(path), content=bytes([65 + i])) for i in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", script]) for script in scripts]
+    assert [p.wait() for p in procs] == [0, 0, 0]
+    data = path.read_bytes()
+    assert len(data) == 20000 and data in {bytes([65 + i]) * 20000 for i in range(3)}
+    assert _temporaries(tmp_path) == []
+
+
+def test_concurrent_saves_from_threads(tmp_path):
+    """Threads racing on one index file: each save is atomic, none removes another's temporary."""
+    import threading
+
+    from hashkern import HammingIndex as Index
+
+    path = tmp_path / "db.hidx"
+    errors = []
+
+    def saver(seed):
+        try:
+            for _ in range(10):
+                index = Index(64)
+                index.add(torch.randint(0, 2, (50 + seed, 64), generator=torch.Generator().manual_seed(seed)))
+                index.save(path)
+        except Exception as exc:  # noqa: BLE001 - collected and reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=saver, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(Index.load(path)) in {50, 51, 52, 53} and _temporaries(tmp_path) == []

@@ -75,7 +75,7 @@ def _equal(got, want, atol: float) -> bool:
         if got.shape != want.shape:
             return False
         if want.dtype.kind == "f" or got.dtype.kind == "f":
-            return bool(np.allclose(got.astype(np.float64), want.astype(np.float64), rtol=0, atol=atol, equal_nan=False))
+            return bool(np.allclose(got.astype(np.float64), want.astype(np.float64), rtol=0, atol=atol))
         return bool((got.astype(np.int64) == want.astype(np.int64)).all())
     if isinstance(want, float) or isinstance(got, float):
         return isinstance(got, (int, float)) and abs(got - want) <= atol

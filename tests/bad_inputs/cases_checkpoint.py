@@ -70,7 +70,8 @@ def cases() -> list[Case]:
         out.append(Case(f"load_checkpoint/path/byte-{i}-flipped", lambda tmp, i=i: load_checkpoint(
             _file(tmp, raw=_flip(i))), names=("last.pt",), paths=True))
     for what, raw in (("truncated", lambda d: d[:-1]), ("half", lambda d: d[: len(d) // 2]),
-                      ("appended", lambda d: d + b"\0"), ("empty-file", lambda d: b""), ("header-only", lambda d: d[:12])):
+                      ("appended", lambda d: d + b"\0"), ("empty-file", lambda d: b""),
+                      ("header-only", lambda d: d[:12])):
         out.append(Case(f"load_checkpoint/path/{what}", lambda tmp, r=raw: load_checkpoint(_file(tmp, raw=r)),
                         names=("last.pt",), paths=True))
     out.append(Case("load_checkpoint/path/plain-torch-file", lambda tmp: load_checkpoint(_torch_file(tmp)),

@@ -86,7 +86,8 @@ def cases() -> list[Case]:
                         names=("device",)))
         out.append(Case(f"HammingIndex.to/device/{what}", lambda tmp, d=device: _index().to(d), names=("device",)))
     bad_codes = {"half": torch.full((2, 12), 0.5), "nan": torch.full((2, 12), float("nan")),
-                 "wrong-K": torch.ones(2, 13), "1-d": torch.ones(12), "complex": torch.ones(2, 12, dtype=torch.complex64),
+                 "wrong-K": torch.ones(2, 13), "1-d": torch.ones(12),
+                 "complex": torch.ones(2, 12, dtype=torch.complex64),
                  "packed-too-wide": torch.zeros(2, 3, dtype=torch.uint8),
                  "packed-padding-bits": torch.full((2, 2), 0xFF, dtype=torch.uint8),
                  "meta": torch.ones(2, 12, device="meta")}
@@ -104,7 +105,8 @@ def cases() -> list[Case]:
         out.append(Case(f"HammingIndex.search/k/valid-{k}", lambda tmp, k=k: _index().search(queries(), k),
                         reference=lambda tmp, k=k: np_topk(np_pack(Q_BITS), np_pack(BITS), k)))
     for r in (0, 4, 12, 2**31, 2**32 + 1, 2**63 - 1):
-        out.append(Case(f"HammingIndex.radius_search/r/valid-{r}", lambda tmp, r=r: _index().radius_search(queries(), r),
+        out.append(Case(f"HammingIndex.radius_search/r/valid-{r}",
+                        lambda tmp, r=r: _index().radius_search(queries(), r),
                         reference=lambda tmp, r=r: np_radius(np_pack(Q_BITS), np_pack(BITS), r)))
     out.append(Case("HammingIndex.add/codes/valid-packed", lambda tmp: _add_packed(),
                     reference=lambda tmp: np_topk(np_pack(Q_BITS), np_pack(BITS), 3)))

@@ -1,4 +1,4 @@
-"""Bad and edge inputs for the retrieval metrics: mean_average_precision, precision_at_radius, precision_recall_curve."""
+"""Bad and edge inputs for the metrics: mean_average_precision, precision_at_radius, precision_recall_curve."""
 from __future__ import annotations
 
 import numpy as np
@@ -47,8 +47,8 @@ def np_precision_recall() -> tuple:
 def _valid() -> list[Case]:
     out = []
     for topk in (1, 4, 14, 100, None):
-        out.append(Case(f"mean_average_precision/topk/valid-{topk}", lambda tmp, k=topk: hashkern.mean_average_precision(
-            _pm1(Q_BITS), _pm1(DB_BITS), torch.from_numpy(Q_LAB), torch.from_numpy(DB_LAB), topk=k),
+        out.append(Case(f"mean_average_precision/topk/valid-{topk}", lambda tmp, k=topk: _call(
+            _kwargs(hashkern.mean_average_precision), topk=k),
             reference=lambda tmp, k=topk: np_map(Q_BITS, DB_BITS, Q_LAB, DB_LAB, min(k or 14, 14)), atol=1e-12))
     for form, convert in (("bool", torch.from_numpy), ("int8-01", lambda b: torch.from_numpy(b).to(torch.int8)),
                           ("packed", lambda b: torch.from_numpy(np_pack(b)))):
@@ -97,11 +97,13 @@ def cases() -> list[Case]:
                                                    "db_codes": torch.from_numpy(np_pack(DB_BITS))}, "nbits", low=9,
                              high=16, optional=True)
         out += int_arg_cases(name, lambda m=make: {**m(), "batch_size": 2}, "batch_size", low=1, optional=True)
-    out += int_arg_cases("mean_average_precision", _kwargs(hashkern.mean_average_precision), "topk", low=1, optional=True)
+    out += int_arg_cases("mean_average_precision", _kwargs(hashkern.mean_average_precision), "topk", low=1,
+                         optional=True)
     out += int_arg_cases("precision_at_radius", _kwargs(hashkern.precision_at_radius), "r", low=0)
     for fn_name, fn, arg, values in (("mean_average_precision", hashkern.mean_average_precision, "ties",
                                       ("random", None, 1)),
-                                     ("precision_recall_curve", hashkern.precision_recall_curve, "empty", ("nan", None))):
+                                     ("precision_recall_curve", hashkern.precision_recall_curve, "empty",
+                                      ("nan", None))):
         out += [Case(f"{fn_name}/{arg}/{v!r}", lambda tmp, f=fn, a=arg, v=v: _call(_kwargs(f), **{a: v}),
                      names=(arg,)) for v in values]
     out.append(Case("mean_average_precision/q_codes/no-queries", lambda tmp: _call(
