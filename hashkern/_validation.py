@@ -59,11 +59,14 @@ def check_int(name: str, value, *, low: int | None = None, high: int | None = No
 
 
 def output_buffer(out: torch.Tensor | None, *, shape: tuple, dtype: torch.dtype, device: torch.device,
-                  name: str = "out") -> torch.Tensor:
-    """The caller's ``out`` after checking it, or a new uninitialised tensor."""
+                  name: str = "out", inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """The caller's ``out`` after checking it (and that it shares no memory with ``inputs``), or a new tensor."""
     if out is None:
         return torch.empty(shape, dtype=dtype, device=device)
-    return check_out(name, out, shape=shape, dtype=dtype, device=device)
+    check_out(name, out, shape=shape, dtype=dtype, device=device)
+    for input_name, tensor in (inputs or {}).items():
+        check_no_overlap(name, out, input_name, tensor)
+    return out
 
 
 def check_out(name: str, out: torch.Tensor, *, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -78,3 +81,23 @@ def check_out(name: str, out: torch.Tensor, *, shape: tuple, dtype: torch.dtype,
     if not out.is_contiguous():
         raise ValueError(f"{name} must be contiguous")
     return out
+
+
+def _byte_span(t: torch.Tensor) -> tuple[int, int]:
+    """[first, last) addresses that ``t``'s elements can touch (any strides, negative ones included)."""
+    low = sum(min(0, (n - 1) * st) for n, st in zip(t.shape, t.stride()))
+    high = sum(max(0, (n - 1) * st) for n, st in zip(t.shape, t.stride()))
+    return t.data_ptr() + low * t.element_size(), t.data_ptr() + (high + 1) * t.element_size()
+
+
+def check_no_overlap(out_name: str, out: torch.Tensor, input_name: str, tensor: torch.Tensor) -> None:
+    """Refuse an output buffer whose memory overlaps an input's: kernels read inputs while writing outputs.
+
+    Conservative: two address ranges that intersect are refused even if strides interleave them.
+    """
+    if out.numel() == 0 or tensor.numel() == 0 or out.device != tensor.device or out.device.type == "meta":
+        return
+    (a0, a1), (b0, b1) = _byte_span(out), _byte_span(tensor)
+    if a0 < b1 and b0 < a1:
+        raise ValueError(f"{out_name} shares memory with {input_name}: an output buffer must not overlap an "
+                         f"input (the kernel would read values it already overwrote); pass a separate buffer")

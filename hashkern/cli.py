@@ -167,11 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
-        # User errors (missing data, corrupt checkpoint, bad weights, unknown method): one clear line.
+    except (OSError, ValueError, TypeError) as exc:
+        # User errors (missing data, corrupt checkpoint, bad weights, unknown method, unwritable
+        # output): one clear line, exit status 2. HASHKERN_DEBUG=1 shows the traceback.
         if os.environ.get("HASHKERN_DEBUG"):
             raise
-        print(f"hashkern {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"hashkern {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import torch
 
+from hashkern._io import atomic_write
 from hashkern.metrics import mean_average_precision, precision_at_radius, precision_recall_curve
 
 METRICS = ("map", "p@r2", "pr")
@@ -44,13 +44,10 @@ def evaluate_codes(*, q_codes: torch.Tensor, q_labels: torch.Tensor, db_codes: t
 
 
 def write_json(path: str, data: dict) -> None:
-    """Atomic JSON write (temporary file + rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    """Atomic JSON write (:func:`hashkern._io.atomic_write`); creates the folder, as run outputs go to new folders."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path) as f:
+        f.write(json.dumps(data, indent=2).encode())
 
 
 def plot_pr(curves: dict, path: str, title: str = "Precision-recall (Hamming ranking)") -> None:

@@ -21,9 +21,9 @@ import struct
 
 import torch
 
-from hashkern._io import atomic_write
+from hashkern._io import atomic_write, check_path
 from hashkern._validation import check_int, check_tensor
-from hashkern.codes import pack_bits
+from hashkern.ops.packbits import pack_codes
 from hashkern.ops.search import hamming_radius, hamming_topk
 
 __all__ = ["HammingIndex", "IndexFileError"]
@@ -36,6 +36,24 @@ _DIGEST = 32
 
 class IndexFileError(ValueError):
     """A HammingIndex file that is truncated, corrupted, of another format or of a newer version."""
+
+
+def _check_device(device) -> torch.device:
+    """A real device this process can allocate on (not ``meta``), as a ``torch.device``."""
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise TypeError(f"device must be a torch.device, a str such as 'cpu' or 'cuda:0', or a CUDA ordinal, got "
+                        f"{type(device).__name__}")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
+    if device.type == "meta":
+        raise ValueError("device='meta' holds no data: a HammingIndex needs a device such as 'cpu' or 'cuda'")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise ValueError(f"device {str(device)!r} is not available here: {exc}") from None
+    return device
 
 
 class HammingIndex:
@@ -55,7 +73,7 @@ class HammingIndex:
     def __init__(self, nbits: int, device: torch.device | str = "cpu"):
         self.nbits = check_int("nbits", nbits, low=1, high=2**31 - 1)
         self.width = (self.nbits + 7) // 8
-        self._buffer = torch.empty(0, self.width, dtype=torch.uint8, device=device)
+        self._buffer = torch.empty(0, self.width, dtype=torch.uint8, device=_check_device(device))
         self._device = self._buffer.device  # "cuda" resolved to "cuda:<current>"
         self._count = 0
 
@@ -91,7 +109,7 @@ class HammingIndex:
         else:
             if codes.shape[1] != self.nbits:
                 raise ValueError(f"{name} must have nbits={self.nbits} bits per code, got shape {tuple(codes.shape)}")
-            packed = pack_bits(codes)
+            packed = pack_codes(name, codes)
         return packed.contiguous()
 
     def add(self, codes) -> torch.Tensor:
@@ -131,14 +149,17 @@ class HammingIndex:
 
     def to(self, device: torch.device | str) -> "HammingIndex":
         """Move the codes to ``device`` (in place, like ``nn.Module.to``); returns self."""
-        moved = self.codes.to(device)
+        moved = self.codes.to(_check_device(device))
         if moved.device != self._device:
             self._buffer, self._device = moved.clone(), moved.device
         return self
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index to ``path`` atomically (a temporary file, then a rename)."""
-        path = os.fspath(path)
+        """Write the index to ``path`` atomically (a temporary file, then a rename).
+
+        An existing file keeps its permissions and a symlink is written through; the folder
+        must exist (see :mod:`hashkern._io`).
+        """
         payload = self.codes.cpu().contiguous().numpy().tobytes()
         header = _HEADER.pack(_MAGIC, _VERSION, self.nbits, self._count, len(payload))
         digest = hashlib.sha256(header)
@@ -151,7 +172,8 @@ class HammingIndex:
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "HammingIndex":
         """Read an index written by :meth:`save`; refuses truncated, corrupted or foreign files."""
-        path = os.fspath(path)
+        path = check_path(path)
+        _check_device(device)
         with open(path, "rb") as f:
             data = f.read()
         if len(data) < _HEADER.size + _DIGEST:

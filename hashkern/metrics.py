@@ -21,7 +21,8 @@ import operator
 import torch
 
 from hashkern._validation import check_int, check_tensor
-from hashkern.codes import hamming_distance, pack_bits
+from hashkern.codes import hamming_distance
+from hashkern.ops.packbits import pack_codes
 from hashkern.ops.search import check_search_inputs, hamming_topk
 
 __all__ = ["mean_average_precision", "precision_at_radius", "precision_recall_curve", "precision_recall_at_ranks"]
@@ -32,6 +33,8 @@ _BUDGET = 1 << 26  # elements per block of query x database work
 def _packed(name: str, codes, nbits: int | None) -> tuple[torch.Tensor, int]:
     """±1 / {0,1} / bool codes ``[n, K]`` -> (packed uint8 ``[n, ceil(K/8)]``, K)."""
     check_tensor(name, codes, ndim=2)
+    if codes.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (no data): metrics need code values")
     if codes.dtype == torch.uint8:
         width = codes.shape[1]
         nbits = 8 * width if nbits is None else check_int("nbits", nbits, low=1)
@@ -42,7 +45,7 @@ def _packed(name: str, codes, nbits: int | None) -> tuple[torch.Tensor, int]:
         return codes.contiguous(), nbits
     if nbits is not None and nbits != codes.shape[1]:
         raise ValueError(f"nbits={nbits} does not match {name} with {codes.shape[1]} bits per code")
-    return pack_bits(codes), codes.shape[1]
+    return pack_codes(name, codes), codes.shape[1]
 
 
 def _labels(name: str, labels, n: int, codes_name: str) -> torch.Tensor:
@@ -52,7 +55,9 @@ def _labels(name: str, labels, n: int, codes_name: str) -> torch.Tensor:
     if labels.dim() == 1 and (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
         raise TypeError(f"{name} must be integer class ids [n] or multi-hot [n, C], got dtype {labels.dtype}")
     if labels.dim() == 2 and labels.shape[1] == 0:
-        raise ValueError(f"{name} must be multi-hot [n, C] with C >= 1 classes, got shape {tuple(labels.shape)}")
+        raise ValueError(f"{name} is multi-hot with 0 classes (shape {tuple(labels.shape)}): it needs C >= 1 columns")
+    if labels.is_complex():
+        raise TypeError(f"{name} must be real or bool, got dtype {labels.dtype}")
     return labels
 
 

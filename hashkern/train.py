@@ -2,8 +2,9 @@
 
 Every step's randomness (batch order, augmentations, stochastic codes) is derived from
 ``(seed, step)``, so a run stopped after any checkpoint and resumed with ``--resume`` ends with
-the same weights as an uninterrupted one. Checkpoints are written to a temporary file and
-renamed into place: a crash never leaves a half-written checkpoint.
+the same weights as an uninterrupted one. Checkpoints (:mod:`hashkern.checkpoint`) are written
+to a temporary file and renamed into place, carry a SHA-256, and are checked against the model,
+optimizer and scheduler before anything is loaded.
 """
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 
 from hashkern import distributed as hdist
-from hashkern._io import atomic_write
+from hashkern.checkpoint import CHECKPOINT_VERSION, CheckpointError, check_fits, load_checkpoint, save_checkpoint
 from hashkern.data import load_split, make_transforms
 from hashkern.models import METHODS, build_model
 
-CHECKPOINT_VERSION = 1
+__all__ = ["TrainConfig", "Trainer", "CheckpointError", "save_checkpoint", "load_checkpoint", "evaluate_checkpoint",
+           "model_from_checkpoint", "epoch_order"]
 
 
 @dataclass
@@ -64,34 +66,14 @@ class TrainConfig:
         return cls(**d)
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or not a hashkern checkpoint."""
-
-
-def save_checkpoint(path: str, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename."""
-    with atomic_write(path) as f:
-        torch.save(state, f)
-
-
-def load_checkpoint(path: str) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`; a clear ``CheckpointError`` otherwise."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path!r} is corrupt or not a torch file: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != "hashkern-checkpoint":
-        raise CheckpointError(f"{path!r} is not a hashkern checkpoint (no 'format' marker)")
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"checkpoint {path!r} has version {state.get('version')}, expected {CHECKPOINT_VERSION}")
-    return state
-
-
-def model_from_checkpoint(state: dict) -> torch.nn.Module:
+def model_from_checkpoint(state: dict, path: str = "<checkpoint>") -> torch.nn.Module:
     """Rebuild the model of a checkpoint (no weights file is read: the checkpoint has the weights)."""
-    model = build_model(load_weights=False, **state["model_config"])
+    try:
+        model = build_model(load_weights=False, **state["model_config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path!r} has a model configuration this hashkern cannot build: "
+                              f"{exc}") from exc
+    check_fits(path, state, model)
     model.load_state_dict(state["model"])
     return model.eval()
 
@@ -170,6 +152,10 @@ class Trainer:
                                                            _lr_lambda(self.total_steps, config.warmup_steps))
         self.step, self.history = 0, {"loss": [], "eval": []}
         if state is not None:
+            check_fits(self.checkpoint_path, state, self.model, self.optimizer, self.scheduler)
+            if state["step"] > self.total_steps:
+                raise CheckpointError(f"checkpoint {self.checkpoint_path!r} is at step {state['step']}, beyond "
+                                      f"this run's {self.total_steps} steps")
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -187,6 +173,7 @@ class Trainer:
 
     def save(self) -> None:
         if self.rank == 0:
+            os.makedirs(self.out_dir, exist_ok=True)  # the run folder is ours to create
             save_checkpoint(self.checkpoint_path, self.state())
 
     def batch(self, step: int):
@@ -259,7 +246,7 @@ def evaluate_checkpoint(path: str, *, data_dir: str | None = None, topk: int | N
     state = load_checkpoint(path)
     cfg = TrainConfig.from_dict(state["train_config"])
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model_from_checkpoint(state).to(dev)
+    model = model_from_checkpoint(state, path).to(dev)
     split = split or load_split(cfg.dataset, data_dir or cfg.data_dir, seed=cfg.seed,
                                 query_per_class=cfg.query_per_class, train_per_class=cfg.train_per_class)
     _, normalize = make_transforms(cfg.dataset, model.backbone.input_size, split.train.images.shape[1])

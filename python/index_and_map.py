@@ -47,7 +47,7 @@ def main(argv=None):
         from hashkern.data import make_transforms
         from hashkern.train import load_checkpoint, model_from_checkpoint
         state = load_checkpoint(args.checkpoint)
-        model = model_from_checkpoint(state)
+        model = model_from_checkpoint(state, args.checkpoint)
         _, normalize = make_transforms(state["train_config"]["dataset"], model.backbone.input_size, xq.shape[1])
         encode = lambda x: torch.cat([model.encode(normalize(x[i:i + 1024])) for i in range(0, len(x), 1024)])  # noqa: E731
         bits = model.nbits

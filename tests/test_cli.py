@@ -8,6 +8,7 @@ import torch
 from hashkern.cli import main
 from hashkern.demo import DEEP, SCHEDULES, format_table, run_demo, verdict
 from hashkern.models import build_model
+from hashkern.train import load_checkpoint
 from synthetic_data import tiny_split, write_fashion_mnist
 
 TRAIN = ["--epochs", "1", "--batch-size", "8", "--bits", "8", "--query-per-class", "1", "--train-per-class", "2",
@@ -46,8 +47,8 @@ def test_interrupt_and_resume_from_the_command_line(tmp_path, fmnist):
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "b"), "--max-steps", "1"]) == 0
     assert main([*args, "--out", str(tmp_path / "b"), "--resume"]) == 0
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    a = load_checkpoint(tmp_path / "a" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "last.pt")
     assert a["step"] == b["step"] == 2
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
@@ -63,7 +64,7 @@ def test_clear_errors_and_nothing_overwritten(tmp_path, fmnist, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"PK\x03\x04 truncated")
     rc = main(["eval", str(bad), "--json", str(tmp_path / "e.json")])
-    assert rc == 2 and "corrupt" in capsys.readouterr().err
+    assert rc == 2 and "not a hashkern checkpoint" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "e.json")
     run = tmp_path / "run"
     run.mkdir()
@@ -71,7 +72,7 @@ def test_clear_errors_and_nothing_overwritten(tmp_path, fmnist, capsys):
     rc = main(["train", "--method", "nsh", "--data-dir", fmnist, "--out", str(run), *TRAIN])
     assert rc == 2 and "--resume" in capsys.readouterr().err
     rc = main(["train", "--method", "nsh", "--data-dir", fmnist, "--out", str(run), "--resume", *TRAIN])
-    assert rc == 2 and "corrupt" in capsys.readouterr().err
+    assert rc == 2 and "not a hashkern checkpoint" in capsys.readouterr().err
     assert (run / "last.pt").read_bytes() == b"keep me"
     weights = tmp_path / "w.pt"
     torch.save({"x": torch.ones(1)}, weights)

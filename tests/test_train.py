@@ -85,7 +85,7 @@ def test_bad_checkpoints_and_nothing_overwritten(tmp_path, split):
     out.mkdir()
     ckpt = out / "last.pt"
     ckpt.write_bytes(b"\x00garbage")
-    with pytest.raises(CheckpointError, match="corrupt or not a torch file"):
+    with pytest.raises(CheckpointError, match="not a hashkern checkpoint"):
         Trainer(_cfg(), str(out), split=split, resume=True, progress=False)
     with pytest.raises(FileExistsError, match="pass --resume"):
         Trainer(_cfg(), str(out), split=split, progress=False)

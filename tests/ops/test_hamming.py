@@ -82,3 +82,23 @@ def test_different_devices_are_refused_on_meta():
     a = torch.zeros(3, 8, dtype=torch.uint8)
     with pytest.raises(ValueError, match="same device"):
         hamming_distance(a, a.to("meta"))
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_out_overlapping_an_input_is_refused(backend):
+    """The compiled kernel reads rows it already overwrote when out aliases an input (716 wrong of 1600)."""
+    storage = torch.zeros(40 * 40 * 4 + 64, dtype=torch.uint8)
+    a = storage[:320].view(40, 8)
+    a.copy_(torch.randint(0, 256, (40, 8), dtype=torch.uint8))
+    aliased = storage[: 40 * 40 * 4].view(torch.int32)  # starts where a starts
+    for a_arg, b_arg, name in ((a, a[:7], "a_packed"), (a[:9].clone(), a, "b_packed")):
+        out = aliased[: a_arg.shape[0] * b_arg.shape[0]].view(a_arg.shape[0], b_arg.shape[0])
+        with pytest.raises(ValueError, match=f"out shares memory with {name}"):
+            hamming_distance(a_arg, b_arg, out=out, backend=backend)
+    # A view of the same storage that does not overlap is fine and exact.
+    big = torch.zeros(400 * 4 + 320, dtype=torch.uint8)
+    a2 = big[-320:].view(40, 8)
+    a2.copy_(a)
+    out = big[: 400 * 4].view(torch.int32).view(40, 10)
+    assert torch.equal(hamming_distance(a2, a2[:10], out=out, backend=backend),
+                       hamming_distance_reference(a, a[:10]))

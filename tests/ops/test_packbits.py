@@ -96,3 +96,50 @@ def test_bad_arguments_are_refused():
         pack_bits(torch.ones(2, 9), backend="fast")
     with pytest.raises(ValueError, match="backend='cuda' needs cuda tensors"):
         pack_bits(torch.ones(2, 9), backend="cuda")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_out_overlapping_the_input_is_refused(backend):
+    packed = torch.randint(0, 256, (40, 8), dtype=torch.uint8)
+    wide = torch.zeros(40 * 64, dtype=torch.uint8)
+    wide[:320] = packed.view(-1)
+    with pytest.raises(ValueError, match="out shares memory with packed"):
+        unpack_bits(wide[:320].view(40, 8), 64, dtype=torch.uint8, signed=False, out=wide.view(40, 64),
+                    backend=backend)
+    codes = torch.ones(8, 64, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="out shares memory with codes"):
+        pack_bits(codes, out=codes.view(-1)[:64].view(8, 8), backend=backend)
+    disjoint = torch.zeros(40 * 64 + 320, dtype=torch.uint8)
+    disjoint[-320:] = packed.view(-1)
+    got = unpack_bits(disjoint[-320:].view(40, 8), 64, dtype=torch.uint8, signed=False,
+                      out=disjoint[: 40 * 64].view(40, 64), backend=backend)
+    assert torch.equal(got, unpack_bits_reference(packed, 64, torch.uint8, False))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64, torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wide_unsigned_and_float8_codes(dtype, backend):
+    """README: any real dtype. These have no aminmax / kernel dispatch in torch; they round-trip exactly."""
+    bits = torch.rand(9, 70) < 0.5
+    codes = bits.to(dtype)
+    packed = pack_bits(codes, backend=backend)
+    assert torch.equal(packed, pack_bits_reference(bits))
+    restored = unpack_bits(packed, 70, dtype=dtype, signed=False, backend=backend)
+    assert restored.dtype == dtype and torch.equal(restored.to(torch.float64), bits.to(torch.float64))
+    if dtype.is_floating_point:
+        signed = unpack_bits(pack_bits(torch.where(bits, 1.0, -1.0).to(dtype)), 70, dtype=dtype, backend=backend)
+        assert torch.equal(signed.to(torch.float64), torch.where(bits, 1.0, -1.0).double())
+    else:
+        with pytest.raises(ValueError, match="signed=True gives -1 values"):
+            unpack_bits(packed, 70, dtype=dtype, backend=backend)
+        big = codes.clone()
+        big[3, 5] = 2**15 + 1  # not a bit: refused, not wrapped into one
+        with pytest.raises(ValueError, match="codes must hold binary values"):
+            pack_bits(big, backend=backend)
+
+
+def test_signed_must_be_a_bool():
+    packed = torch.zeros(2, 1, dtype=torch.uint8)
+    for bad in ("False", 0, None):
+        with pytest.raises(TypeError, match="signed must be True or False"):
+            unpack_bits(packed, 5, signed=bad)

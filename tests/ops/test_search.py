@@ -227,3 +227,33 @@ def test_compiled_ops_check_their_arguments(device):
         torch.ops.hashkern.hamming_radius_fill(q, db, 16, offsets, idx3, dist3)
     with pytest.raises(ValueError, match="offsets"):
         torch.ops.hashkern.hamming_radius_fill(q, db, 16, torch.tensor([-3, 0, 3], device=device), idx3, dist3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("r", [2**31, 2**31 - 1, 2**32, 2**32 + 1, 2**63 - 1])
+def test_radius_past_int32_is_not_wrapped(backend, r):
+    """Every code is within any r >= K: an r wrapped to int32 (2**31 -> negative, 2**32+1 -> 1) lost hits."""
+    from hashkern import HammingIndex
+
+    db = random_codes(23, 20, torch.device("cpu"))
+    q = -db[:4]  # at distance 20 from its own row, so only a radius >= 20 finds everything
+    offsets, idx, dist = hamming_radius(pack_bits(q), pack_bits(db), r, backend=backend)
+    assert offsets.tolist() == [0, 23, 46, 69, 92]
+    exp_dist, exp_idx = numpy_topk(q, db, 23)
+    assert torch.equal(idx, torch.from_numpy(exp_idx).reshape(-1)) and dist.tolist() == exp_dist.reshape(-1).tolist()
+    index = HammingIndex(20)
+    index.add(db)
+    assert torch.equal(index.radius_search(q, r, backend=backend)[1], idx)
+
+
+@pytest.mark.parametrize("r", [2**63, 2**64 + 1])
+def test_radius_beyond_int64_is_a_clear_error(r):
+    from hashkern import HammingIndex
+
+    codes = pack_bits(random_codes(3, 8, torch.device("cpu")))
+    with pytest.raises(ValueError, match=r"r must be <= 9223372036854775807"):
+        hamming_radius(codes, codes, r)
+    index = HammingIndex(8)
+    index.add(codes)
+    with pytest.raises(ValueError, match=r"r must be <= "):
+        index.radius_search(codes, r)

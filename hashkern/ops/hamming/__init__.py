@@ -34,7 +34,7 @@ def hamming_distance(a_packed: torch.Tensor, b_packed: torch.Tensor, *, out: tor
     Args:
         a_packed: ``[na, W]`` uint8, codes packed by :func:`hashkern.pack_bits` (zero padding bits).
         b_packed: ``[nb, W]`` uint8, same W and device.
-        out: optional ``[na, nb]`` int32 contiguous buffer.
+        out: optional ``[na, nb]`` int32 contiguous buffer, sharing no memory with the inputs.
         backend: ``"auto" | "cuda" | "cpu" | "torch"``.
 
     Returns:
@@ -42,7 +42,8 @@ def hamming_distance(a_packed: torch.Tensor, b_packed: torch.Tensor, *, out: tor
     """
     check_packed_pair("a_packed", a_packed, "b_packed", b_packed)
     shape = (a_packed.shape[0], b_packed.shape[0])
-    out = output_buffer(out, shape=shape, dtype=torch.int32, device=a_packed.device)
+    out = output_buffer(out, shape=shape, dtype=torch.int32, device=a_packed.device,
+                        inputs={"a_packed": a_packed, "b_packed": b_packed})
     chosen = resolve_backend(backend, "hamming_distance", a_packed.device, _PREFERENCE)
     if chosen == "torch":
         return out.copy_(hamming_distance_reference(a_packed, b_packed))

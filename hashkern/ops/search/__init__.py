@@ -104,7 +104,7 @@ def hamming_radius(q_packed: torch.Tensor, db_packed: torch.Tensor, r: int, *, b
 
     Args:
         q_packed: uint8 ``[nq, W]``; db_packed: uint8 ``[N, W]``, same W and device.
-        r: radius, an int ``>= 0``.
+        r: radius, an int in ``[0, 2**63 - 1]``; any r >= K (the code length) returns every code.
         backend: ``"auto" | "cuda" | "cpu" | "torch"``.
 
     Returns:
@@ -112,7 +112,8 @@ def hamming_radius(q_packed: torch.Tensor, db_packed: torch.Tensor, r: int, *, b
         ``idx[offsets[i]:offsets[i + 1]]`` ordered by (distance, index) ascending.
     """
     check_search_inputs(q_packed, db_packed)
-    r = check_int("r", r, low=0)
+    # Clamped to the longest possible distance, so no backend ever sees an r its integers would wrap.
+    r = min(check_int("r", r, low=0, high=2**63 - 1), 8 * q_packed.shape[1])
     chosen = resolve_backend(backend, "hamming_radius_count", q_packed.device, _PREFERENCE)
     q_packed, db_packed = q_packed.contiguous(), db_packed.contiguous()
     if chosen == "torch":

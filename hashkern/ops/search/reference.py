@@ -36,7 +36,7 @@ def hamming_radius_reference(q_packed: torch.Tensor, db_packed: torch.Tensor, r:
     """
     dist = hamming_distance_reference(q_packed, db_packed)
     sorted_dist, order = torch.sort(dist, dim=1, stable=True)
-    hit = sorted_dist <= r
+    hit = sorted_dist <= min(r, 8 * q_packed.shape[1])  # an r past int32 would wrap in the comparison
     counts = hit.sum(1)
     offsets = torch.zeros(dist.shape[0] + 1, dtype=torch.int64, device=dist.device)
     offsets[1:] = torch.cumsum(counts, 0)
