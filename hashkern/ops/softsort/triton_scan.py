@@ -48,7 +48,7 @@ def scan_config(n: int, d: int, device: torch.device) -> ScanConfig:
     gets wide tiles: it pays per program, not per element."""
     chunk = min(max(16, triton.next_power_of_2(math.isqrt(2 * n))), 128)
     if device.type == "cpu":
-        return ScanConfig(rows=32, features=min(triton.next_power_of_2(d), 128), chunk=chunk, num_warps=4)
+        return ScanConfig(rows=64, features=min(triton.next_power_of_2(d), 128), chunk=chunk, num_warps=4)
     return ScanConfig(rows=16, features=min(triton.next_power_of_2(d), 32), chunk=chunk, num_warps=4)
 
 
