@@ -19,9 +19,10 @@ def _pm1(bits):
 
 
 def _kwargs(fn, **extra):
+    required = {"topk": 4} if fn is hashkern.mean_average_precision else {}  # topk has no default (None: all)
     def make():
         return {"__fn__": fn, "q_codes": _pm1(Q_BITS), "db_codes": _pm1(DB_BITS), "q_labels": torch.from_numpy(Q_LAB),
-                "db_labels": torch.from_numpy(DB_LAB), **extra}
+                "db_labels": torch.from_numpy(DB_LAB), **required, **extra}
     return make
 
 
@@ -54,18 +55,22 @@ def _valid() -> list[Case]:
                           ("packed", lambda b: torch.from_numpy(np_pack(b)))):
         extra = {"nbits": 10} if form == "packed" else {}
         out.append(Case(f"mean_average_precision/q_codes/valid-{form}", lambda tmp, c=convert, e=extra:
-                        hashkern.mean_average_precision(c(Q_BITS), c(DB_BITS), torch.from_numpy(Q_LAB),
-                                                        torch.from_numpy(DB_LAB), topk=6, **e),
+                        hashkern.mean_average_precision(q_codes=c(Q_BITS), db_codes=c(DB_BITS),
+                                                        q_labels=torch.from_numpy(Q_LAB),
+                                                        db_labels=torch.from_numpy(DB_LAB), topk=6, **e),
                         reference=lambda tmp: np_map(Q_BITS, DB_BITS, Q_LAB, DB_LAB, 6), atol=1e-12))
     out.append(Case("mean_average_precision/q_labels/valid-multi-hot", lambda tmp: hashkern.mean_average_precision(
-        _pm1(Q_BITS), _pm1(DB_BITS), torch.from_numpy(Q_HOT).long(), torch.from_numpy(DB_HOT).long(), topk=7),
+        q_codes=_pm1(Q_BITS), db_codes=_pm1(DB_BITS), q_labels=torch.from_numpy(Q_HOT).long(),
+        db_labels=torch.from_numpy(DB_HOT).long(), topk=7),
         reference=lambda tmp: np_map(Q_BITS, DB_BITS, Q_HOT, DB_HOT, 7), atol=1e-12))
     for r in (0, 2, 10, 2**40):
         out.append(Case(f"precision_at_radius/r/valid-{r}", lambda tmp, r=r: hashkern.precision_at_radius(
-            _pm1(Q_BITS), _pm1(DB_BITS), torch.from_numpy(Q_LAB), torch.from_numpy(DB_LAB), r=r),
+            q_codes=_pm1(Q_BITS), db_codes=_pm1(DB_BITS), q_labels=torch.from_numpy(Q_LAB),
+            db_labels=torch.from_numpy(DB_LAB), r=r),
             reference=lambda tmp, r=r: np_precision_at_radius(r), atol=1e-12))
     out.append(Case("precision_recall_curve/q_codes/valid", lambda tmp: hashkern.precision_recall_curve(
-        _pm1(Q_BITS), _pm1(DB_BITS), torch.from_numpy(Q_LAB), torch.from_numpy(DB_LAB)),
+        q_codes=_pm1(Q_BITS), db_codes=_pm1(DB_BITS), q_labels=torch.from_numpy(Q_LAB),
+        db_labels=torch.from_numpy(DB_LAB)),
         reference=lambda tmp: np_precision_recall(), atol=1e-12))
     return out
 
