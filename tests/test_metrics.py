@@ -268,7 +268,7 @@ def test_precision_recall_at_ranks_bad_input(device):
         precision_recall_at_ranks(**kw, ranks=5)
     with pytest.raises(TypeError, match="ranks must be a 1-D integer tensor"):
         precision_recall_at_ranks(**kw, ranks=torch.tensor([1.0, 2.0]))
-    with pytest.raises(ValueError, match="q_labels must be multi-hot"):
+    with pytest.raises(ValueError, match="q_labels is multi-hot with 0 classes"):
         precision_recall_at_ranks(q_codes=q, db_codes=db, q_labels=torch.zeros(3, 0, dtype=torch.long, device=device),
                                   db_labels=torch.zeros(10, 0, dtype=torch.long, device=device))
     with pytest.raises(ValueError, match="at least one cut-off"):
