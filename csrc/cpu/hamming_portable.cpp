@@ -1,0 +1,22 @@
+// Portable Hamming kernels: plain C++ (a hardware popcount where the build targets one).
+#include "hamming_kernels.h"
+#include "hamming_rows.h"
+
+namespace hashkern {
+namespace {
+
+void distances_portable(const uint8_t* q, const uint8_t* db, int64_t width, int64_t n, int32_t* out) {
+  rows_any_width(q, db, width, n, out);
+}
+
+int64_t next_within_portable(const int32_t* d, int64_t from, int64_t n, int32_t limit) {
+  return next_within_scalar(d, from, n, limit);
+}
+
+const HammingKernels kPortable{"portable", &distances_portable, &next_within_portable};
+
+}  // namespace
+
+const HammingKernels* portable_kernels() { return &kPortable; }
+
+}  // namespace hashkern
