@@ -41,8 +41,15 @@ HK_INLINE int32_t row_distance(const uint8_t* a, const uint8_t* b, int64_t width
     return popcount64(load_bytes<kWidth>(a) ^ load_bytes<kWidth>(b));
   } else {
     const int64_t w = kWidth > 0 ? kWidth : width;  // >= 8 here: narrower widths are compile-time
-    int32_t d = 0;
+    int32_t d = 0, d1 = 0, d2 = 0, d3 = 0;  // four sums: no chain of dependent adds
     int64_t i = 0;
+    for (; i + 32 <= w; i += 32) {
+      d += popcount64(load_as<uint64_t>(a + i) ^ load_as<uint64_t>(b + i));
+      d1 += popcount64(load_as<uint64_t>(a + i + 8) ^ load_as<uint64_t>(b + i + 8));
+      d2 += popcount64(load_as<uint64_t>(a + i + 16) ^ load_as<uint64_t>(b + i + 16));
+      d3 += popcount64(load_as<uint64_t>(a + i + 24) ^ load_as<uint64_t>(b + i + 24));
+    }
+    d += d1 + d2 + d3;
     for (; i + 8 <= w; i += 8) d += popcount64(load_as<uint64_t>(a + i) ^ load_as<uint64_t>(b + i));
     if (w % 8 != 0) {
       const uint64_t last = load_as<uint64_t>(a + w - 8) ^ load_as<uint64_t>(b + w - 8);
