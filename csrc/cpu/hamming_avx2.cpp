@@ -229,10 +229,25 @@ HK_AVX2 int64_t next_within_avx2(const int32_t* d, int64_t from, int64_t n, int3
   return next_within_scalar(d, j, n, limit);
 }
 
+HK_AVX2 int64_t count_within_avx2(const int32_t* d, int64_t n, int32_t limit) {
+  const __m256i above = _mm256_set1_epi32(limit + 1);
+  __m256i counts = _mm256_setzero_si256();  // per lane, minus the hits (a true compare is -1)
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + j));
+    counts = _mm256_add_epi32(counts, _mm256_cmpgt_epi32(above, v));
+  }
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), counts);
+  int64_t count = 0;
+  for (int32_t lane : lanes) count -= lane;
+  return count + count_within_scalar(d + j, n - j, limit);
+}
+
 }  // namespace
 
 const HammingKernels* avx2_kernels() {
-  static const HammingKernels kAvx2{"avx2", &distances_avx2, &next_within_avx2};
+  static const HammingKernels kAvx2{"avx2", &distances_avx2, &next_within_avx2, &count_within_avx2};
   static const bool supported = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");

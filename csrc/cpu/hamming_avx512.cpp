@@ -1,6 +1,6 @@
 // AVX-512 VPOPCNTDQ Hamming kernels: the shared row loops compiled for AVX-512, where the
 // compiler turns each fixed-width loop into vector popcounts (vpopcntq / vpopcntd) over 8 or 16
-// rows at once; the scan reuses the AVX2 one. Only this file's functions carry the target, so
+// rows at once; the scans are the AVX2 ones. Only this file's functions carry the target, so
 // the build does not need AVX-512 and a CPU without it never runs them.
 #include "hamming_kernels.h"
 #include "hamming_rows.h"
@@ -26,7 +26,8 @@ bool cpu_has_avx512_popcount() {
 const HammingKernels* avx512_kernels() {
   static const HammingKernels* kernels = [] {
     const HammingKernels* avx2 = avx2_kernels();
-    static HammingKernels k{"avx512", &distances_avx512, avx2 ? avx2->next_within : nullptr};
+    static HammingKernels k{"avx512", &distances_avx512, avx2 ? avx2->next_within : nullptr,
+                            avx2 ? avx2->count_within : nullptr};
     return cpu_has_avx512_popcount() && avx2 ? &k : nullptr;
   }();
   return kernels;

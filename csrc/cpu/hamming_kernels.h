@@ -17,6 +17,8 @@ struct HammingKernels {
   void (*distances)(const uint8_t* q, const uint8_t* db, int64_t width, int64_t n, int32_t* out);
   // The first j in [from, n) with d[j] <= limit, else n (limit may be -1: none qualifies).
   int64_t (*next_within)(const int32_t* d, int64_t from, int64_t n, int32_t limit);
+  // How many of d [n] are <= limit.
+  int64_t (*count_within)(const int32_t* d, int64_t n, int32_t limit);
 };
 
 // The kernels of each instruction set; nullptr where this build or this CPU lacks it.

@@ -13,7 +13,11 @@ int64_t next_within_portable(const int32_t* d, int64_t from, int64_t n, int32_t 
   return next_within_scalar(d, from, n, limit);
 }
 
-const HammingKernels kPortable{"portable", &distances_portable, &next_within_portable};
+int64_t count_within_portable(const int32_t* d, int64_t n, int32_t limit) {
+  return count_within_scalar(d, n, limit);
+}
+
+const HammingKernels kPortable{"portable", &distances_portable, &next_within_portable, &count_within_portable};
 
 }  // namespace
 

@@ -48,4 +48,10 @@ HK_INLINE int64_t next_within_scalar(const int32_t* d, int64_t from, int64_t n, 
   return n;
 }
 
+HK_INLINE int64_t count_within_scalar(const int32_t* d, int64_t n, int32_t limit) {
+  int64_t count = 0;
+  for (int64_t j = 0; j < n; ++j) count += d[j] <= limit;
+  return count;
+}
+
 }  // namespace hashkern

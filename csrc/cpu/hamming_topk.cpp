@@ -296,7 +296,7 @@ void hamming_radius_count_cpu(const at::Tensor& q, const at::Tensor& db, int64_t
       for (int64_t b = 0; b < n; b += kBlockRows) {
         const int64_t len = std::min(n, b + kBlockRows) - b;
         kernels.distances(pq + i * codes.width, codes.row(b), codes.width, len, dist.data());
-        for (int64_t j = 0; j < len; ++j) c += dist[j] <= radius;
+        c += kernels.count_within(dist.data(), len, radius);
       }
       out[i] = c;
     }
