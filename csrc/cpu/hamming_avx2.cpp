@@ -17,7 +17,7 @@ namespace hashkern {
 
 #ifdef HK_HAVE_AVX2
 
-#define HK_AVX2 __attribute__((target("avx2,bmi,bmi2,popcnt")))
+#define HK_AVX2 __attribute__((target("avx2,popcnt")))
 
 namespace {
 
@@ -213,20 +213,20 @@ HK_AVX2 HK_INLINE uint32_t below_mask(const int32_t* d, __m256i above) {
   return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(above, v))));
 }
 
-// 32 distances per step compared at once; the first hit is found from the compare masks.
-HK_AVX2 int64_t next_within_avx2(const int32_t* d, int64_t from, int64_t n, int32_t limit) {
+// 32 distances per step compared at once; the indices of the hits come from the mask bits.
+HK_AVX2 int64_t collect_within_avx2(const int32_t* d, int64_t n, int32_t limit, int32_t* hits) {
   const __m256i above = _mm256_set1_epi32(limit + 1);  // d <= limit  <=>  limit + 1 > d
-  int64_t j = from;
+  int64_t count = 0, j = 0;
   for (; j + 32 <= n; j += 32) {
-    const uint32_t mask = below_mask(d + j, above) | (below_mask(d + j + 8, above) << 8) |
-                          (below_mask(d + j + 16, above) << 16) | (below_mask(d + j + 24, above) << 24);
-    if (mask != 0) return j + __builtin_ctz(mask);
+    uint32_t mask = below_mask(d + j, above) | (below_mask(d + j + 8, above) << 8) |
+                    (below_mask(d + j + 16, above) << 16) | (below_mask(d + j + 24, above) << 24);
+    for (; mask != 0; mask &= mask - 1) hits[count++] = static_cast<int32_t>(j + __builtin_ctz(mask));
   }
-  for (; j + 8 <= n; j += 8) {
-    const uint32_t mask = below_mask(d + j, above);
-    if (mask != 0) return j + __builtin_ctz(mask);
+  for (; j < n; ++j) {
+    hits[count] = static_cast<int32_t>(j);
+    count += d[j] <= limit;
   }
-  return next_within_scalar(d, j, n, limit);
+  return count;
 }
 
 HK_AVX2 int64_t count_within_avx2(const int32_t* d, int64_t n, int32_t limit) {
@@ -247,7 +247,7 @@ HK_AVX2 int64_t count_within_avx2(const int32_t* d, int64_t n, int32_t limit) {
 }  // namespace
 
 const HammingKernels* avx2_kernels() {
-  static const HammingKernels kAvx2{"avx2", &distances_avx2, &next_within_avx2, &count_within_avx2};
+  static const HammingKernels kAvx2{"avx2", &distances_avx2, &collect_within_avx2, &count_within_avx2};
   static const bool supported = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");

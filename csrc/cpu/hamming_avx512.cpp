@@ -10,7 +10,7 @@ namespace hashkern {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 namespace {
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx2,bmi2,popcnt"))) void distances_avx512(
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx2,popcnt"))) void distances_avx512(
     const uint8_t* q, const uint8_t* db, int64_t width, int64_t n, int32_t* out) {
   rows_any_width(q, db, width, n, out);
 }
@@ -26,7 +26,7 @@ bool cpu_has_avx512_popcount() {
 const HammingKernels* avx512_kernels() {
   static const HammingKernels* kernels = [] {
     const HammingKernels* avx2 = avx2_kernels();
-    static HammingKernels k{"avx512", &distances_avx512, avx2 ? avx2->next_within : nullptr,
+    static HammingKernels k{"avx512", &distances_avx512, avx2 ? avx2->collect_within : nullptr,
                             avx2 ? avx2->count_within : nullptr};
     return cpu_has_avx512_popcount() && avx2 ? &k : nullptr;
   }();

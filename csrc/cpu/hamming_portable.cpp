@@ -9,15 +9,15 @@ void distances_portable(const uint8_t* q, const uint8_t* db, int64_t width, int6
   rows_any_width(q, db, width, n, out);
 }
 
-int64_t next_within_portable(const int32_t* d, int64_t from, int64_t n, int32_t limit) {
-  return next_within_scalar(d, from, n, limit);
+int64_t collect_within_portable(const int32_t* d, int64_t n, int32_t limit, int32_t* hits) {
+  return collect_within_scalar(d, n, limit, hits);
 }
 
 int64_t count_within_portable(const int32_t* d, int64_t n, int32_t limit) {
   return count_within_scalar(d, n, limit);
 }
 
-const HammingKernels kPortable{"portable", &distances_portable, &next_within_portable, &count_within_portable};
+const HammingKernels kPortable{"portable", &distances_portable, &collect_within_portable, &count_within_portable};
 
 }  // namespace
 

@@ -33,19 +33,24 @@ HK_INLINE void rows_any_width(const uint8_t* __restrict__ q, const uint8_t* __re
   }
 }
 
-// The first distance <= limit from `from` on: 16 at a time without branches (the compiler
-// vectorises the test), then one by one inside the group that has a hit.
-HK_INLINE int64_t next_within_scalar(const int32_t* d, int64_t from, int64_t n, int32_t limit) {
-  int64_t j = from;
+// Indices of the distances <= limit, 16 at a time: a group without a hit (the usual case) costs
+// one branch-free test, which the compiler vectorises.
+HK_INLINE int64_t collect_within_scalar(const int32_t* d, int64_t n, int32_t limit, int32_t* hits) {
+  int64_t count = 0, j = 0;
   for (; j + 16 <= n; j += 16) {
-    int hit = 0;
-    for (int i = 0; i < 16; ++i) hit |= d[j + i] <= limit;
-    if (hit) break;
+    int any = 0;
+    for (int i = 0; i < 16; ++i) any |= d[j + i] <= limit;
+    if (!any) continue;
+    for (int i = 0; i < 16; ++i) {
+      hits[count] = static_cast<int32_t>(j + i);
+      count += d[j + i] <= limit;
+    }
   }
   for (; j < n; ++j) {
-    if (d[j] <= limit) return j;
+    hits[count] = static_cast<int32_t>(j);
+    count += d[j] <= limit;
   }
-  return n;
+  return count;
 }
 
 HK_INLINE int64_t count_within_scalar(const int32_t* d, int64_t n, int32_t limit) {

@@ -24,7 +24,6 @@ namespace hashkern {
 namespace {
 
 constexpr int64_t kBlockRows = 2048;   // database rows a query tile scans while they are in cache
-constexpr int64_t kQueryTile = 8;      // queries sharing each block of database rows
 constexpr int64_t kMinChunkRows = 16384;
 constexpr int64_t kHistLanes = 4;      // independent histograms of the two-pass count
 
@@ -33,6 +32,10 @@ struct Codes {
   int64_t width;
   const uint8_t* row(int64_t j) const { return data + j * width; }
 };
+
+// Queries sharing each block of database rows: more of them stream the database from memory
+// fewer times, but each holds a selector of ~2k items, so large k gets fewer.
+inline int64_t query_tile(int64_t k) { return k <= 4096 ? 32 : 8; }
 
 // Exact top-k by (distance, index) of a stream of items that arrive in increasing index order.
 class Selector {
@@ -44,7 +47,7 @@ class Selector {
     count_le_ = 0;
     size_ = 0;
     hist_.assign(max_d + 1, 0);
-    cap_ = 2 * k + 64;  // compaction to <= k items makes appends amortised O(1)
+    cap_ = 2 * k + kBlockRows;  // compaction to <= k items makes appends amortised O(1)
     if (static_cast<int64_t>(dist_.size()) < cap_) {
       dist_.resize(cap_);
       idx_.resize(cap_);
@@ -54,13 +57,20 @@ class Selector {
   // Items at distance <= limit() may still be in the top k; the rest can be skipped.
   int32_t limit() const { return limit_; }
 
-  void accept(int32_t d, int64_t j) {
-    if (size_ == cap_) compact();
-    dist_[size_] = d;
-    idx_[size_] = j;
-    ++size_;
-    ++hist_[d];
-    ++count_le_;
+  // Appends the items j0 + hits[h] (ascending), whose distances d[hits[h]] are <= limit(), then
+  // lowers the threshold once: per item only a store and a histogram increment, no branch.
+  // The limit is not updated inside the block, so a few items that can no longer be in the top k
+  // get in; finish() and compact() drop them (ties at T beyond the first k, in index order).
+  void accept_block(const int32_t* d, const int32_t* hits, int64_t count, int64_t j0) {
+    if (size_ + count > cap_) compact();  // count <= kBlockRows: after compact() it fits
+    for (int64_t h = 0; h < count; ++h) {
+      const int32_t dist = d[hits[h]];
+      dist_[size_ + h] = dist;
+      idx_[size_ + h] = j0 + hits[h];
+      ++hist_[dist];
+    }
+    size_ += count;
+    count_le_ += count;
     // Once k accepted items lie below T, nothing at T or above is needed any more.
     while (count_le_ - hist_[t_] >= k_) {
       count_le_ -= hist_[t_];
@@ -114,12 +124,10 @@ class Selector {
 };
 
 // Rows [j0, j0 + len) of the database, their distances d [len] to one query: offers the
-// possible members of the top k to the selector.
-inline void select_block(const HammingKernels& kernels, const int32_t* d, int64_t j0, int64_t len, Selector& sel) {
-  for (int64_t j = kernels.next_within(d, 0, len, sel.limit()); j < len;
-       j = kernels.next_within(d, j + 1, len, sel.limit())) {
-    sel.accept(d[j], j0 + j);
-  }
+// possible members of the top k to the selector, found in one vector pass.
+inline void select_block(const HammingKernels& kernels, const int32_t* d, int64_t j0, int64_t len, Selector& sel,
+                         int32_t* hits) {
+  sel.accept_block(d, hits, kernels.collect_within(d, len, sel.limit(), hits), j0);
 }
 
 // Streaming top-k of every (query tile, database chunk): candidates [nq, chunks, k], each list
@@ -127,12 +135,12 @@ inline void select_block(const HammingKernels& kernels, const int32_t* d, int64_
 void stream_topk(const HammingKernels& kernels, const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k,
                  int64_t chunk_rows, int64_t chunks, int32_t* cand_d, int64_t* cand_i) {
   const int32_t max_d = static_cast<int32_t>(8 * db.width);
-  const int64_t tiles = (nq + kQueryTile - 1) / kQueryTile;
+  const int64_t tile = query_tile(k), tiles = (nq + tile - 1) / tile;
   at::parallel_for(0, tiles * chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<Selector> sel(kQueryTile);
-    std::vector<int32_t> dist(kBlockRows);
+    std::vector<Selector> sel(tile);
+    std::vector<int32_t> dist(kBlockRows), hits(kBlockRows);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t q0 = (task / chunks) * kQueryTile, q1 = std::min(nq, q0 + kQueryTile);
+      const int64_t q0 = (task / chunks) * tile, q1 = std::min(nq, q0 + tile);
       const int64_t chunk = task % chunks;
       const int64_t j0 = chunk * chunk_rows, j1 = std::min(n, j0 + chunk_rows);
       for (int64_t i = q0; i < q1; ++i) sel[i - q0].reset(std::min(k, j1 - j0), max_d);
@@ -140,7 +148,7 @@ void stream_topk(const HammingKernels& kernels, const uint8_t* q, int64_t nq, co
         const int64_t len = std::min(j1, b + kBlockRows) - b;
         for (int64_t i = q0; i < q1; ++i) {
           kernels.distances(q + i * db.width, db.row(b), db.width, len, dist.data());
-          select_block(kernels, dist.data(), b, len, sel[i - q0]);
+          select_block(kernels, dist.data(), b, len, sel[i - q0], hits.data());
         }
       }
       for (int64_t i = q0; i < q1; ++i) {
@@ -180,11 +188,13 @@ void merge_chunks(int64_t nq, int64_t n, int64_t k, int64_t chunk_rows, int64_t 
   });
 }
 
-// Per-thread buffers of the two-pass search: a block of distances and a distance histogram.
+// Per-thread buffers of the two-pass search: a block of distances, the hits among them, and a
+// distance histogram.
 struct Scratch {
-  std::vector<int32_t> dist;
+  std::vector<int32_t> dist, hits;
   std::vector<int64_t> hist, lanes;
-  explicit Scratch(int32_t max_d) : dist(kBlockRows), hist(max_d + 1), lanes(kHistLanes * (max_d + 1)) {}
+  explicit Scratch(int32_t max_d)
+      : dist(kBlockRows), hits(kBlockRows), hist(max_d + 1), lanes(kHistLanes * (max_d + 1)) {}
 };
 
 // hist[d] = how many database codes lie at distance d from q. Consecutive items go to
@@ -234,7 +244,9 @@ int64_t two_pass(const HammingKernels& kernels, const uint8_t* q, const Codes& d
     const int64_t len = std::min(n, b + kBlockRows) - b;
     const int32_t* dist = s.dist.data();
     kernels.distances(q, db.row(b), db.width, len, s.dist.data());
-    for (int64_t j = kernels.next_within(dist, 0, len, t); j < len; j = kernels.next_within(dist, j + 1, len, t)) {
+    const int64_t count = kernels.collect_within(dist, len, t, s.hits.data());
+    for (int64_t h = 0; h < count; ++h) {
+      const int64_t j = s.hits[h];
       const int32_t d = dist[j];
       const int64_t p = hist[d];
       if (p >= end) continue;  // a tie at T beyond the first k
@@ -259,7 +271,7 @@ void topk_impl(const HammingKernels& kernels, const uint8_t* q, int64_t nq, cons
     return;
   }
   // Enough independent tasks for every thread even with a few queries: split the database.
-  const int64_t tiles = (nq + kQueryTile - 1) / kQueryTile;
+  const int64_t tiles = (nq + query_tile(k) - 1) / query_tile(k);
   const int64_t want = (4 * at::get_num_threads() + tiles - 1) / tiles;
   int64_t chunks = std::max<int64_t>(1, std::min(want, n / kMinChunkRows));
   const int64_t chunk_rows = (n + chunks - 1) / chunks;
