@@ -195,12 +195,15 @@ def set_tiny() -> None:
     torch._dynamo.config.disable = True  # torch.compile'd baselines run eager: compiling is most of a smoke run
 
 
-def run_tables(tables: Sequence[tuple[str, Callable, Sequence[str], str]], description: str, argv=None) -> list[Path]:
+def run_tables(tables: Sequence[tuple[str, Callable, Sequence[str], object]], description: str,
+               argv=None) -> list[Path]:
     """The ``main`` of a bench_<op>.py: for each device, each ``(name, run(device, quick) -> rows,
     header, notes)`` table is measured and written."""
     args = argument_parser(description.strip().splitlines()[0]).parse_args(argv)
     if args.tiny:
         set_tiny()
         args.quick = True
-    return [write_table(name, run(device, args.quick), header, device, notes, args.out)
+    # notes may be a callable of the device, read after the run (to report what the run measured).
+    return [write_table(name, run(device, args.quick), header, device,
+                        notes(device) if callable(notes) else notes, args.out)
             for device in devices_to_run(args.device) for name, run, header, notes in tables]

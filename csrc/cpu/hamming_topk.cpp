@@ -9,6 +9,8 @@
 //    straight to its final slot (a counting sort over distances).
 // Both give the k nearest by (distance, index) ascending, in O(N + k + 8W) per query.
 // Few queries: the database is split into chunks searched in parallel, then merged by counting.
+// Distances come a block of rows at a time from the instruction set's kernels
+// (hamming_kernels.h) into a buffer in L1, which the selection scans with vector compares.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -16,20 +18,24 @@
 #include <vector>
 
 #include "hamming_topk_checks.h"
-#include "popcount.h"
+#include "hamming_kernels.h"
 
 namespace hashkern {
 namespace {
 
 constexpr int64_t kBlockRows = 2048;   // database rows a query tile scans while they are in cache
-constexpr int64_t kQueryTile = 8;      // queries sharing each block of database rows
 constexpr int64_t kMinChunkRows = 16384;
+constexpr int64_t kHistLanes = 4;      // independent histograms of the two-pass count
 
 struct Codes {
   const uint8_t* data;
-  int64_t width, words, tail;
+  int64_t width;
   const uint8_t* row(int64_t j) const { return data + j * width; }
 };
+
+// Queries sharing each block of database rows: more of them stream the database from memory
+// fewer times, but each holds a selector of ~2k items, so large k gets fewer.
+inline int64_t query_tile(int64_t k) { return k <= 4096 ? 32 : 8; }
 
 // Exact top-k by (distance, index) of a stream of items that arrive in increasing index order.
 class Selector {
@@ -41,7 +47,7 @@ class Selector {
     count_le_ = 0;
     size_ = 0;
     hist_.assign(max_d + 1, 0);
-    cap_ = 2 * k + 64;  // compaction to <= k items makes appends amortised O(1)
+    cap_ = 2 * k + kBlockRows;  // compaction to <= k items makes appends amortised O(1)
     if (static_cast<int64_t>(dist_.size()) < cap_) {
       dist_.resize(cap_);
       idx_.resize(cap_);
@@ -51,13 +57,20 @@ class Selector {
   // Items at distance <= limit() may still be in the top k; the rest can be skipped.
   int32_t limit() const { return limit_; }
 
-  void accept(int32_t d, int64_t j) {
-    if (size_ == cap_) compact();
-    dist_[size_] = d;
-    idx_[size_] = j;
-    ++size_;
-    ++hist_[d];
-    ++count_le_;
+  // Appends the items j0 + hits[h] (ascending), whose distances d[hits[h]] are <= limit(), then
+  // lowers the threshold once: per item only a store and a histogram increment, no branch.
+  // The limit is not updated inside the block, so a few items that can no longer be in the top k
+  // get in; finish() and compact() drop them (ties at T beyond the first k, in index order).
+  void accept_block(const int32_t* d, const int32_t* hits, int64_t count, int64_t j0) {
+    if (size_ + count > cap_) compact();  // count <= kBlockRows: after compact() it fits
+    for (int64_t h = 0; h < count; ++h) {
+      const int32_t dist = d[hits[h]];
+      dist_[size_ + h] = dist;
+      idx_[size_ + h] = j0 + hits[h];
+      ++hist_[dist];
+    }
+    size_ += count;
+    count_le_ += count;
     // Once k accepted items lie below T, nothing at T or above is needed any more.
     while (count_le_ - hist_[t_] >= k_) {
       count_le_ -= hist_[t_];
@@ -110,36 +123,33 @@ class Selector {
   std::vector<int64_t> idx_;
 };
 
-template <int kWords>
-inline void scan(const uint8_t* q, const Codes& db, int64_t j0, int64_t j1, Selector& sel) {
-  int32_t limit = sel.limit();
-  const uint8_t* row = db.row(j0);
-  for (int64_t j = j0; j < j1; ++j, row += db.width) {
-    const int32_t d = hamming_row<kWords>(q, row, db.words, db.tail);
-    if (__builtin_expect(d <= limit, 0)) {
-      sel.accept(d, j);
-      limit = sel.limit();
-    }
-  }
+// Rows [j0, j0 + len) of the database, their distances d [len] to one query: offers the
+// possible members of the top k to the selector, found in one vector pass.
+inline void select_block(const HammingKernels& kernels, const int32_t* d, int64_t j0, int64_t len, Selector& sel,
+                         int32_t* hits) {
+  sel.accept_block(d, hits, kernels.collect_within(d, len, sel.limit(), hits), j0);
 }
 
 // Streaming top-k of every (query tile, database chunk): candidates [nq, chunks, k], each list
 // sorted by (distance, index) and min(k, chunk rows) long.
-template <int kWords>
-void stream_topk(const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k, int64_t chunk_rows,
-                 int64_t chunks, int32_t* cand_d, int64_t* cand_i) {
+void stream_topk(const HammingKernels& kernels, const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k,
+                 int64_t chunk_rows, int64_t chunks, int32_t* cand_d, int64_t* cand_i) {
   const int32_t max_d = static_cast<int32_t>(8 * db.width);
-  const int64_t tiles = (nq + kQueryTile - 1) / kQueryTile;
+  const int64_t tile = query_tile(k), tiles = (nq + tile - 1) / tile;
   at::parallel_for(0, tiles * chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<Selector> sel(kQueryTile);
+    std::vector<Selector> sel(tile);
+    std::vector<int32_t> dist(kBlockRows), hits(kBlockRows);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t q0 = (task / chunks) * kQueryTile, q1 = std::min(nq, q0 + kQueryTile);
+      const int64_t q0 = (task / chunks) * tile, q1 = std::min(nq, q0 + tile);
       const int64_t chunk = task % chunks;
       const int64_t j0 = chunk * chunk_rows, j1 = std::min(n, j0 + chunk_rows);
       for (int64_t i = q0; i < q1; ++i) sel[i - q0].reset(std::min(k, j1 - j0), max_d);
       for (int64_t b = j0; b < j1; b += kBlockRows) {
-        const int64_t b1 = std::min(j1, b + kBlockRows);
-        for (int64_t i = q0; i < q1; ++i) scan<kWords>(q + i * db.width, db, b, b1, sel[i - q0]);
+        const int64_t len = std::min(j1, b + kBlockRows) - b;
+        for (int64_t i = q0; i < q1; ++i) {
+          kernels.distances(q + i * db.width, db.row(b), db.width, len, dist.data());
+          select_block(kernels, dist.data(), b, len, sel[i - q0], hits.data());
+        }
       }
       for (int64_t i = q0; i < q1; ++i) {
         const int64_t at = (i * chunks + chunk) * k;
@@ -178,15 +188,41 @@ void merge_chunks(int64_t nq, int64_t n, int64_t k, int64_t chunk_rows, int64_t 
   });
 }
 
+// Per-thread buffers of the two-pass search: a block of distances, the hits among them, and a
+// distance histogram.
+struct Scratch {
+  std::vector<int32_t> dist, hits;
+  std::vector<int64_t> hist, lanes;
+  explicit Scratch(int32_t max_d)
+      : dist(kBlockRows), hits(kBlockRows), hist(max_d + 1), lanes(kHistLanes * (max_d + 1)) {}
+};
+
+// hist[d] = how many database codes lie at distance d from q. Consecutive items go to
+// kHistLanes separate histograms, summed at the end: with few distinct distances (16-bit codes
+// have 17) one counter would be incremented back to back, each waiting on the previous store.
+void histogram(const HammingKernels& kernels, const uint8_t* q, const Codes& db, int64_t n, Scratch& s) {
+  const int64_t bins = static_cast<int64_t>(s.hist.size());
+  std::fill(s.lanes.begin(), s.lanes.end(), 0);
+  for (int64_t b = 0; b < n; b += kBlockRows) {
+    const int64_t len = std::min(n, b + kBlockRows) - b;
+    kernels.distances(q, db.row(b), db.width, len, s.dist.data());
+    for (int64_t j = 0; j < len; ++j) ++s.lanes[(j % kHistLanes) * bins + s.dist[j]];
+  }
+  for (int64_t d = 0; d < bins; ++d) {
+    int64_t total = 0;
+    for (int64_t lane = 0; lane < kHistLanes; ++lane) total += s.lanes[lane * bins + d];
+    s.hist[d] = total;
+  }
+}
+
 // One query, two passes: histogram, then each item with distance <= T straight to its slot,
 // at most `room` of them (ties at T in index order). k == 0 means radius mode: T = radius.
 // Returns how many items qualify (k, or the hits within the radius).
-template <int kWords>
-int64_t two_pass(const uint8_t* q, const Codes& db, int64_t n, int64_t k, int32_t radius, int64_t room,
-                 int32_t* out_d, int64_t* out_i, std::vector<int64_t>& hist) {
+int64_t two_pass(const HammingKernels& kernels, const uint8_t* q, const Codes& db, int64_t n, int64_t k,
+                 int32_t radius, int64_t room, int32_t* out_d, int64_t* out_i, Scratch& s) {
   const int32_t max_d = static_cast<int32_t>(8 * db.width);
-  std::fill(hist.begin(), hist.end(), 0);
-  for (int64_t j = 0; j < n; ++j) ++hist[hamming_row<kWords>(q, db.row(j), db.words, db.tail)];
+  histogram(kernels, q, db, n, s);
+  std::vector<int64_t>& hist = s.hist;
   int32_t t = std::min(radius, max_d);
   int64_t limit = 0, below = 0;
   if (k > 0) {
@@ -203,85 +239,79 @@ int64_t two_pass(const uint8_t* q, const Codes& db, int64_t n, int64_t k, int32_
     run += c;
   }
   const int64_t end = std::min(limit, room);
-  for (int64_t j = 0; j < n; ++j) {
-    const int32_t d = hamming_row<kWords>(q, db.row(j), db.words, db.tail);
-    if (d > t) continue;
-    const int64_t p = hist[d];
-    if (p >= end) continue;
-    out_d[p] = d;
-    out_i[p] = j;
-    hist[d] = p + 1;
+  int64_t written = 0;
+  for (int64_t b = 0; b < n && written < end; b += kBlockRows) {
+    const int64_t len = std::min(n, b + kBlockRows) - b;
+    const int32_t* dist = s.dist.data();
+    kernels.distances(q, db.row(b), db.width, len, s.dist.data());
+    const int64_t count = kernels.collect_within(dist, len, t, s.hits.data());
+    for (int64_t h = 0; h < count; ++h) {
+      const int64_t j = s.hits[h];
+      const int32_t d = dist[j];
+      const int64_t p = hist[d];
+      if (p >= end) continue;  // a tie at T beyond the first k
+      out_d[p] = d;
+      out_i[p] = b + j;
+      hist[d] = p + 1;
+      ++written;
+    }
   }
   return limit;
 }
 
-template <int kWords>
-void topk_impl(const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k, int32_t* out_d,
-               int64_t* out_i) {
+void topk_impl(const HammingKernels& kernels, const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k,
+               int32_t* out_d, int64_t* out_i) {
   const int32_t max_d = static_cast<int32_t>(8 * db.width);
   if (8 * k > n) {  // large k: the counting sort over all N is cheaper than streaming
     at::parallel_for(0, nq, 1, [&](int64_t begin, int64_t end) {
-      std::vector<int64_t> hist(max_d + 1);
+      Scratch scratch(max_d);
       for (int64_t i = begin; i < end; ++i)
-        two_pass<kWords>(q + i * db.width, db, n, k, 0, k, out_d + i * k, out_i + i * k, hist);
+        two_pass(kernels, q + i * db.width, db, n, k, 0, k, out_d + i * k, out_i + i * k, scratch);
     });
     return;
   }
   // Enough independent tasks for every thread even with a few queries: split the database.
-  const int64_t tiles = (nq + kQueryTile - 1) / kQueryTile;
+  const int64_t tiles = (nq + query_tile(k) - 1) / query_tile(k);
   const int64_t want = (4 * at::get_num_threads() + tiles - 1) / tiles;
   int64_t chunks = std::max<int64_t>(1, std::min(want, n / kMinChunkRows));
   const int64_t chunk_rows = (n + chunks - 1) / chunks;
   chunks = (n + chunk_rows - 1) / chunk_rows;
-  if (chunks == 1) return stream_topk<kWords>(q, nq, db, n, k, chunk_rows, 1, out_d, out_i);
+  if (chunks == 1) return stream_topk(kernels, q, nq, db, n, k, chunk_rows, 1, out_d, out_i);
   std::vector<int32_t> cand_d(nq * chunks * k);
   std::vector<int64_t> cand_i(nq * chunks * k);
-  stream_topk<kWords>(q, nq, db, n, k, chunk_rows, chunks, cand_d.data(), cand_i.data());
+  stream_topk(kernels, q, nq, db, n, k, chunk_rows, chunks, cand_d.data(), cand_i.data());
   merge_chunks(nq, n, k, chunk_rows, chunks, max_d, cand_d.data(), cand_i.data(), out_d, out_i);
 }
 
-template <typename Fn>
-void by_width(int64_t width, Fn&& fn) {
-  switch (width) {  // 64, 128 and 256-bit codes unroll fully
-    case 8: return fn(std::integral_constant<int, 1>{});
-    case 16: return fn(std::integral_constant<int, 2>{});
-    case 32: return fn(std::integral_constant<int, 4>{});
-    default: return fn(std::integral_constant<int, 0>{});
-  }
-}
-
-Codes codes_of(const at::Tensor& db) {
-  const int64_t width = db.size(1);
-  return {db.const_data_ptr<uint8_t>(), width, width / 8, width % 8};
-}
+Codes codes_of(const at::Tensor& db) { return {db.const_data_ptr<uint8_t>(), db.size(1)}; }
 
 void hamming_topk_cpu(const at::Tensor& q, const at::Tensor& db, int64_t k, at::Tensor& dist, at::Tensor& idx) {
   check_topk_args(q, db, k, dist, idx);
   const int64_t nq = q.size(0), n = db.size(0);
   if (nq == 0) return;
-  const Codes codes = codes_of(db);
-  by_width(codes.width, [&](auto words) {
-    topk_impl<decltype(words)::value>(q.const_data_ptr<uint8_t>(), nq, codes, n, k, dist.data_ptr<int32_t>(),
-                                      idx.data_ptr<int64_t>());
-  });
+  topk_impl(hamming_kernels(), q.const_data_ptr<uint8_t>(), nq, codes_of(db), n, k, dist.data_ptr<int32_t>(),
+            idx.data_ptr<int64_t>());
 }
 
 void hamming_radius_count_cpu(const at::Tensor& q, const at::Tensor& db, int64_t r, at::Tensor& counts) {
   check_radius_count_args(q, db, r, counts);
   const Codes codes = codes_of(db);
+  const int64_t n = db.size(0);
   const int32_t radius = static_cast<int32_t>(std::min<int64_t>(r, 8 * codes.width));
   const uint8_t* pq = q.const_data_ptr<uint8_t>();
   int64_t* out = counts.data_ptr<int64_t>();
-  by_width(codes.width, [&](auto words) {
-    constexpr int kWords = decltype(words)::value;
-    at::parallel_for(0, q.size(0), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        int64_t c = 0;
-        for (int64_t j = 0; j < db.size(0); ++j)
-          c += hamming_row<kWords>(pq + i * codes.width, codes.row(j), codes.words, codes.tail) <= radius;
-        out[i] = c;
+  const HammingKernels& kernels = hamming_kernels();
+  at::parallel_for(0, q.size(0), 1, [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> dist(kBlockRows);
+    for (int64_t i = begin; i < end; ++i) {
+      int64_t c = 0;
+      for (int64_t b = 0; b < n; b += kBlockRows) {
+        const int64_t len = std::min(n, b + kBlockRows) - b;
+        kernels.distances(pq + i * codes.width, codes.row(b), codes.width, len, dist.data());
+        c += kernels.count_within(dist.data(), len, radius);
       }
-    });
+      out[i] = c;
+    }
   });
 }
 
@@ -294,20 +324,17 @@ void hamming_radius_fill_cpu(const at::Tensor& q, const at::Tensor& db, int64_t 
   const Codes codes = codes_of(db);
   const int32_t radius = static_cast<int32_t>(std::min<int64_t>(r, 8 * codes.width));
   const uint8_t* pq = q.const_data_ptr<uint8_t>();
-  by_width(codes.width, [&](auto words) {
-    constexpr int kWords = decltype(words)::value;
-    at::parallel_for(0, nq, 1, [&](int64_t begin, int64_t end) {
-      std::vector<int64_t> hist(8 * codes.width + 1);
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t len = off[i + 1] - off[i];
-        TORCH_CHECK_VALUE(len >= 0 && off[i] >= 0 && off[i + 1] <= nnz, "offsets must be non-decreasing from 0");
-        const int64_t found = two_pass<kWords>(pq + i * codes.width, codes, db.size(0), 0, radius, len,
-                                               dist.data_ptr<int32_t>() + off[i], idx.data_ptr<int64_t>() + off[i],
-                                               hist);
-        TORCH_CHECK_VALUE(found == len, "offsets do not match hamming_radius_count for query ", i, ": ", len,
-                          " slots for ", found, " hits");
-      }
-    });
+  const HammingKernels& kernels = hamming_kernels();
+  at::parallel_for(0, nq, 1, [&](int64_t begin, int64_t end) {
+    Scratch scratch(static_cast<int32_t>(8 * codes.width));
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t len = off[i + 1] - off[i];
+      TORCH_CHECK_VALUE(len >= 0 && off[i] >= 0 && off[i + 1] <= nnz, "offsets must be non-decreasing from 0");
+      const int64_t found = two_pass(kernels, pq + i * codes.width, codes, db.size(0), 0, radius, len,
+                                     dist.data_ptr<int32_t>() + off[i], idx.data_ptr<int64_t>() + off[i], scratch);
+      TORCH_CHECK_VALUE(found == len, "offsets do not match hamming_radius_count for query ", i, ": ", len,
+                        " slots for ", found, " hits");
+    }
   });
 }
 
