@@ -128,9 +128,10 @@ def _patch_similarity_fwd_kernel(
             closes = m * Q + Q <= chunk_end  # the image's last column is in this chunk
             out = m * R1 + rows
             if REDUCE_MAX:
-                masked = tl.where(seg[None, :], sim, float("-inf"))
-                tile_best = tl.max(masked, axis=1)
-                tile_j = (tl.argmax(masked, axis=1) + (c0 - m * Q)).to(tl.int32)  # first index on ties
+                tile_best = tl.max(tl.where(seg[None, :], sim, float("-inf")), axis=1)
+                # first column holding the max (a min over indices: lighter on registers than tl.argmax)
+                hit = seg[None, :] & (sim == tile_best[:, None])
+                tile_j = tl.min(tl.where(hit, (cols - m * Q).to(tl.int32)[None, :], Q), axis=1)
                 better = tile_best > best  # strict: earlier chunks win ties
                 best = tl.where(better, tile_best, best)
                 best_j = tl.where(better, tile_j, best_j)

@@ -27,13 +27,13 @@ DS_CHUNK_ELEMENTS = 1 << 25  # softmaxmean backward: dS entries per chunk on CUD
 
 def cuda_tiles(kind: str, dtype: torch.dtype) -> dict:
     """The tile constexprs, num_warps and num_stages of kernel ``kind`` for CUDA inputs of ``dtype``."""
+    k = 32 if dtype == torch.float32 else 64  # 4-byte operands: half the K step, the same shared memory
     if dtype == torch.float64:  # for checking, not speed: small FMA tiles
-        gemm = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)
-    elif dtype == torch.float32:  # 4-byte operands: half the K step of the 2-byte tiles, same shared memory
-        gemm = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, num_warps=8, num_stages=3)
-    else:
-        gemm = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)
-    return {"fwd": dict(gemm, GROUP_M=8), "softmax_weights": gemm,
+        fwd = dss = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)
+    else:  # the largest tiles ptxas keeps free of spills (128 x 128 spills in the epilogue; dS holds 4 gathers)
+        fwd = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=k, num_warps=8, num_stages=3)
+        dss = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=k, num_warps=4, num_stages=3)
+    return {"fwd": dict(fwd, GROUP_M=8), "softmax_weights": dss,
             "dx1": dict(BLOCK_M=64, BLOCK_D=128, num_warps=4, num_stages=2),
             "csr": dict(BLOCK_T=32, num_warps=4, num_stages=1),
             "dx2": dict(BLOCK_T=32, BLOCK_D=128, num_warps=4, num_stages=2)}[kind]
