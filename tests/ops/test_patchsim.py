@@ -110,14 +110,87 @@ def test_exact_ties_send_gradient_to_first_patch(device, backend, normalize):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_many_patches_share_one_max(device, backend):
-    """A hub patch that is the max of every x1 patch: one long gradient segment (several gather blocks)."""
+def test_many_patches_share_one_max(device, backend, monkeypatch):
+    """A hub patch that is the max of every x1 patch: one long gradient segment, which the Triton path
+    splits into pieces of SPLIT rows (here 4: 57 rows -> 15 pieces, summed by other programs)."""
+    if backend == "triton":
+        from hashkern.ops.patchsim import triton_launch
+        monkeypatch.setattr(triton_launch, "SPLIT", 4)
     b1, b2, P, Q, D = 3, 2, 19, 6, 10
     x1 = torch.rand(b1, P, D, dtype=torch.float64, device=device) + 0.1
     x2 = torch.randn(b2, Q, D, dtype=torch.float64, device=device)
     x2[:, 3] = 5.0
     mask1, _ = _masks(b1, b2, P, Q, device)
     _check(x1, x2, backend, TOL[torch.float64], normalize=False, mask1=mask1)
+    _check(x1, x2, backend, TOL[torch.float64], normalize=False)  # every row of every image picks the hub
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype,big", [(torch.float32, 1e20), (torch.float64, 1e200), (torch.float16, 6e4)])
+def test_huge_finite_inputs_give_cosines(backend, dtype, big):
+    """The norm of x ~ 1e20 overflows float32 (~1.8e19): rows are scaled by their max |entry| first."""
+    x = torch.full((2, 3, 64), big, dtype=dtype)
+    x[1, :, ::2] = -big
+    xg = x.clone().requires_grad_()
+    s = patch_similarity(xg, x, backend=backend)
+    torch.testing.assert_close(s.double(), torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64),
+                               atol=1e-3, rtol=0)
+    s.sum().backward()
+    assert torch.isfinite(xg.grad).all()
+    # cosines are scale-invariant: at 1e200 (squares overflow float64) they equal those of the unscaled tokens
+    y1, y2 = torch.randn(2, 5, 16, dtype=torch.float64), torch.randn(3, 4, 16, dtype=torch.float64)
+    a1, a2 = (y1 * 1e200).requires_grad_(), (y2 * 1e200).requires_grad_()
+    r1, r2 = y1.clone().requires_grad_(), y2.clone().requires_grad_()
+    s, ref = patch_similarity(a1, a2, backend=backend), patch_similarity_reference(r1, r2)
+    torch.testing.assert_close(s, ref, atol=1e-12, rtol=1e-12)
+    s.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(a1.grad * 1e200, r1.grad, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(a2.grad * 1e200, r2.grad, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("temperature", [1e-300, 1e-40, 1e-12])
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_softmaxmean_at_tiny_temperatures(backend, temperature):
+    """Below the smallest normal float32 1 / T is inf; the smooth max must stay the max (no NaN), and equal
+    the float64 definition, ties between patches shared equally."""
+    x1 = torch.randn(2, 5, 8, dtype=torch.float64)
+    x2 = torch.randn(3, 6, 8, dtype=torch.float64)
+    mask2 = torch.ones(3, 6, dtype=torch.bool)
+    mask2[0, 0] = False
+    _check(x1, x2, backend, TOL[torch.float64], reduce="softmaxmean", temperature=temperature, mask2=mask2)
+    _check(x1.float(), x2.float(), backend, TOL[torch.float32], reduce="softmaxmean", temperature=temperature)
+    # exact ties (small integers, raw dot products: every sum is exact in any order) share the weight equally.
+    # Integer similarities differ by >= 1, so at T = 1e-3 float64 weights are already exactly 0, 1/2 or 1: the
+    # limit, without the reference's own autograd overflow at tinier T.
+    k1, k2 = torch.randint(-2, 3, (2, 5, 8)).double(), torch.randint(-2, 3, (3, 6, 8)).double()
+    k2[:, 4] = k2[:, 1]
+    k1[:, 0] = k2[0, 1]
+    a1, a2 = k1.clone().requires_grad_(), k2.clone().requires_grad_()
+    r1, r2 = k1.clone().requires_grad_(), k2.clone().requires_grad_()
+    out = patch_similarity(a1, a2, reduce="softmaxmean", temperature=temperature, normalize=False, backend=backend)
+    ref = patch_similarity_reference(r1, r2, reduce="softmaxmean", temperature=1e-3, normalize=False)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
+    for got, expect in zip(torch.autograd.grad(out.sum(), (a1, a2)), torch.autograd.grad(ref.sum(), (r1, r2))):
+        torch.testing.assert_close(got, expect, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_bitwise_deterministic(backend, reduce):
+    """The same inputs give bitwise-identical results and gradients (fixed-order sums, no atomics)."""
+    x1 = torch.randn(4, 9, 24)
+    x2 = torch.randn(5, 7, 24)
+    x2[:, 2] = x2[:, 5]  # ties and a shared max: long gradient segments
+    runs = []
+    for _ in range(2):
+        a, b = x1.clone().requires_grad_(), x2.clone().requires_grad_()
+        s = patch_similarity(a, b, reduce=reduce, temperature=0.05, backend=backend)
+        s.backward(torch.linspace(-1, 1, s.numel()).view_as(s))
+        runs.append((s, a.grad, b.grad))
+    for first, second in zip(*runs):
+        assert torch.equal(first, second)
 
 
 def test_reference_matches_loops():

@@ -144,7 +144,7 @@ def softmax_weights_torch(X1, X2, c, stats, smooth, mask2, r0, r1, m0, m1, Q, te
     inv_t = inverse_temperature(temperature, X1.dtype)
     sim = _sim_chunk(X1, X2, r0, r1, m0, m1, Q, mask2)
     mx, log_total = stats[0, m0:m1, r0:r1].t()[..., None], stats[1, m0:m1, r0:r1].t()[..., None]
-    d = sim.sub_(mx)
+    d = sim.sub_(mx).clamp_(max=0.0)  # a recomputed sim an ulp above the forward's max must not give p > 1
     p = torch.exp(d * inv_t - log_total)
     f = smooth[m0:m1, r0:r1].t()[..., None] - mx
     w = torch.where(p > 0, p * (1 + (d - f) * inv_t), 0.0) * c[m0:m1, r0:r1].t()[..., None]

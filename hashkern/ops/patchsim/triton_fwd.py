@@ -142,13 +142,17 @@ def _patch_similarity_fwd_kernel(
             else:
                 new_max = tl.maximum(run_max, tl.max(tl.where(seg[None, :], sim, float("-inf")), axis=1))
                 safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)  # nothing real seen yet
-                alpha = tl.exp((run_max - safe_max) * scale)
                 # shift before scaling: (sim - max) / T stays finite for tiny T, masked lanes never reach exp
-                p = tl.exp(tl.where(seg[None, :], (sim - safe_max[:, None]) * scale, float("-inf")))
+                shift = run_max - safe_max  # <= 0; -inf when nothing was seen (then run_sum = 0)
+                alpha = tl.exp(shift * scale)
+                d = tl.where(seg[None, :], sim - safe_max[:, None], float("-inf"))
+                p = tl.exp(d * scale)
+                # run_w = sum p (sim - max), kept relative to the running max: f - max is exactly 0 at ties
+                run_w = alpha * (run_w + run_sum * tl.where(run_sum > 0, shift, 0.0)) + \
+                    tl.sum(tl.where(seg[None, :], p * tl.where(seg[None, :], d, 0.0), 0.0), axis=1)
                 run_sum = run_sum * alpha + tl.sum(p, axis=1)
-                run_w = run_w * alpha + tl.sum(tl.where(seg[None, :], p * sim, 0.0), axis=1)
                 run_max = new_max
-                tl.store(value_ptr + out, run_w / run_sum, mask=row_ok & closes)
+                tl.store(value_ptr + out, run_max + run_w / run_sum, mask=row_ok & closes)
                 tl.store(stat_ptr + out, run_max, mask=row_ok & closes)
                 tl.store(stat_ptr + b2.to(tl.int64) * R1 + out, tl.log(run_sum), mask=row_ok & closes)
                 run_max = tl.where(closes, float("-inf"), run_max)
@@ -184,7 +188,7 @@ def _patch_similarity_softmax_weights_kernel(
     f = tl.load(smooth_ptr + stat, mask=ok, other=0.0)
     c = tl.load(coef_ptr + stat, mask=ok, other=0.0)
     scale = tl.load(inv_t_ptr)
-    d = sim - row_max
+    d = tl.minimum(sim - row_max, 0.0)  # a recomputed sim an ulp above the forward's max must not give p > 1
     p = tl.exp(tl.where(ok, d * scale - log_sum, float("-inf")))
     ds = tl.where(p > 0, c * p * (1.0 + (d - (f - row_max)) * scale), 0.0)
     out = (rows - r0)[:, None] * (c1 - c0) + (cols - c0)[None, :]

@@ -1,0 +1,101 @@
+"""The Triton path's internals on small cases: the int32 counting-sort CSR, runs of x2 images per forward
+program, and the device guard around every launch."""
+import contextlib
+
+import pytest
+import torch
+
+from hashkern.ops.patchsim import patch_similarity, patch_similarity_reference
+
+pytest.importorskip("triton")
+
+
+def test_counting_sort_csr_equals_a_stable_sort(monkeypatch):
+    """Histogram + scan + placement over several windows gives exactly the stable sort of the keys."""
+    from hashkern.ops.patchsim import triton_launch
+
+    monkeypatch.setattr(triton_launch, "CSR_WINDOW", 16)  # 45 rows -> 3 windows, the last one partial
+    b2, R1, Q = 3, 45, 5
+    keys = torch.randint(0, Q + 1, (b2, R1), dtype=torch.int32)  # Q marks padded rows
+    keys[1] = 2  # one key everywhere: a single segment across windows
+    order, offsets = triton_launch.argmax_csr(keys, Q)
+    assert order.dtype == torch.int32 and offsets.dtype == torch.int32
+    expect_order = torch.sort(keys.long(), dim=1, stable=True).indices
+    assert torch.equal(order.long(), expect_order)
+    counts = torch.stack([torch.bincount(k.long(), minlength=Q + 1) for k in keys])
+    assert torch.equal(offsets.long(), torch.cumsum(counts, 1) - counts)
+
+
+def test_large_q_falls_back_to_a_sort(monkeypatch):
+    """Q past the counting sort's histogram width takes the torch sort, with the same result."""
+    from hashkern.ops.patchsim import triton_launch
+
+    keys = torch.randint(0, 10, (2, 30), dtype=torch.int32)
+    expect = triton_launch.argmax_csr(keys, 9)
+    monkeypatch.setattr(triton_launch, "MAX_CSR_BINS", 8)
+    got = triton_launch.argmax_csr(keys, 9)
+    assert torch.equal(got[0], expect[0]) and torch.equal(got[1], expect[1])
+
+
+@pytest.mark.parametrize("reduce", ["maxmean", "softmaxmean"])
+def test_forward_programs_over_runs_of_images(monkeypatch, reduce):
+    """Two x2 images per program (5 images: the last run holds one), Q = 21 across 32-wide column chunks:
+    images that straddle chunks merge their running max."""
+    from hashkern.ops.patchsim import triton_launch
+
+    monkeypatch.setattr(triton_launch, "images_per_program", lambda b2, Q, block_n: 2)
+    x1 = torch.randn(3, 11, 20, dtype=torch.float64, requires_grad=True)
+    x2 = torch.randn(5, 21, 20, dtype=torch.float64, requires_grad=True)
+    mask2 = torch.rand(5, 21) > 0.3
+    mask2[:, 20] = True
+    s = patch_similarity(x1, x2, reduce=reduce, mask2=mask2, temperature=0.2, backend="triton")
+    ref = patch_similarity_reference(x1, x2, reduce=reduce, mask2=mask2, temperature=0.2)
+    torch.testing.assert_close(s, ref, atol=1e-10, rtol=1e-10)
+    grads = torch.autograd.grad(s.sum(), (x1, x2))
+    for got, expect in zip(grads, torch.autograd.grad(ref.sum(), (x1, x2))):
+        torch.testing.assert_close(got, expect, atol=1e-10, rtol=1e-10)
+
+
+def test_images_per_program_wastes_little():
+    from hashkern.ops.patchsim.triton_launch import images_per_program
+
+    for b2, Q, block_n in [(256, 196, 64), (512, 49, 64), (3, 7, 32), (1, 500, 64)]:
+        n = images_per_program(b2, Q, block_n)
+        assert 1 <= n <= b2
+        assert n * Q >= min(b2 * Q, 4 * block_n) or n == b2
+        assert -(-n * Q // block_n) * block_n <= 1.1 * n * Q or n * Q < 4 * block_n
+
+
+def test_every_launch_runs_under_the_device_guard(monkeypatch):
+    """Each Triton launch of the op enters on_device_of(its tensors) (cuda:1 tensors launch on cuda:1)."""
+    from hashkern.ops.patchsim import triton_launch
+
+    entered = []
+
+    @contextlib.contextmanager
+    def recording_guard(tensor):
+        entered.append(tensor.device)
+        yield
+
+    monkeypatch.setattr(triton_launch, "on_device_of", recording_guard)
+    for reduce in ("maxmean", "softmaxmean"):
+        x1 = torch.randn(2, 3, 8, requires_grad=True)
+        x2 = torch.randn(2, 4, 8, requires_grad=True)
+        patch_similarity(x1, x2, reduce=reduce, backend="triton").sum().backward()
+    assert len(entered) >= 2 + 1 + 2  # forward x 2, dS chunk, dx1, CSR, dx2
+    assert all(device == x1.device for device in entered)
+
+
+def test_device_guard_selects_the_tensors_device(monkeypatch):
+    from types import SimpleNamespace
+
+    from hashkern.ops._device_guard import on_device_of
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "device", lambda device: chosen.append(device) or contextlib.nullcontext())
+    with on_device_of(SimpleNamespace(device=torch.device("cuda:1"))):
+        pass
+    assert chosen == [torch.device("cuda:1")]
+    with on_device_of(torch.zeros(1)):  # CPU: nothing to select
+        pass
+    assert chosen == [torch.device("cuda:1")]
