@@ -13,29 +13,34 @@ mean over P (and the masks of x1) is a cheap ``[b2, b1, P]`` sum outside. Progra
 output element is written by one program.
 
 Cost model (nothing here is measured on a GPU; H100 SXM: 989 dense bf16 TFLOP/s, 3.35 TB/s HBM, 50 MB
-L2; H200: same compute, 4.8 TB/s, 60 MB L2; assume ~60 % of peak for a Triton GEMM):
+L2 at ~6 TB/s; H200: the same compute, 4.8 TB/s HBM, 60 MB L2; a Triton GEMM reaches ~60 % of peak):
 
-* forward: ``2 R1 R2 D`` FLOP; operand traffic per ``BLOCK_M x BLOCK_N`` chunk is ``(BM + BN) D`` elements
-  from L2, so 64 FLOP/byte at 128 x 128 in bf16 (compute-bound on L2 at ~7 TB/s); HBM reads X1 and X2 a
-  few times (tens of MB); the epilogue costs ~6 CUDA-core ops per similarity and segment, ~30 % of the
-  MMA time at Q = 196 (2 segments per chunk), ~70 % at Q = 49 (4 segments); writes ``2 b2 R1`` words.
-* maxmean backward: dx1 gathers ``b2 R1`` rows of x2 (``2 D`` bytes each, from L2: concurrent programs walk
-  the x2 images in the same order); the int32 counting-sort CSR reads the argmax twice; dx2 gathers
-  ``b2 R1`` rows of x1 in segments of at most ``SPLIT`` rows (longer "hub" segments are split across
-  programs and their partial sums added in a fixed order). Extra memory: argmax + coefficients + CSR
-  order, ``12 b2 R1`` bytes, plus ``<= 4 b2 R1 D / SPLIT`` bytes of partial sums.
-* softmaxmean backward: ``dS = c p (1 + (sim - f) / T)`` is formed by a GEMM kernel (sim recomputed
-  once, over the full D) in column chunks of whole images, then dx1 += dS X2 and dx2 = dSᵀ X1 are two
-  cuBLAS GEMMs per chunk: 3 GEMMs of the forward's size in all.
+* forward: ``2 R1 R2 D`` FLOP. The CUDA tile is 128 x 64 x 64 (8 warps, 3 stages, 72 KiB shared memory;
+  128 x 128 spills in the epilogue), so each chunk loads ``(128 + 64) D`` operands from L2 for
+  ``2 128 64 D`` FLOP: 43 FLOP/byte in bf16, an L2 ceiling of ~260 TFLOP/s, below the tensor cores'
+  ~590. The epilogue adds ~6 CUDA-core ops per similarity and segment (2 segments per 64-wide chunk
+  at Q = 196, up to 3 at Q = 49). HBM traffic is small (X1, X2 and ``2 b2 R1`` words of statistics).
+* maxmean backward: dx1 gathers ``b2 R1`` rows of x2 (``2 D`` bytes each, L2 hits: all programs walk
+  the x2 images in the same order); the counting-sort CSR reads the int32 argmax twice; dx2 gathers
+  ``b2 R1`` rows of x1 in segments of at most ``SPLIT`` rows ("hub" patches chosen by more rows are
+  split across programs, partial sums added in a fixed order). Extra memory ``12 b2 R1`` bytes (argmax,
+  coefficients, CSR order) plus at most ``4 b2 R1 D / SPLIT`` bytes of partial sums.
+* softmaxmean backward: ``dS = c p (1 + (sim - f) / T)`` from a GEMM kernel (sim recomputed once, over
+  all of D) in column chunks of whole images, then dx1 += dS X2 and dx2 = dSᵀ X1 as cuBLAS GEMMs:
+  3 GEMMs of the forward's size in all.
 
-Predictions (fwd + bwd, maxmean, bf16, H100; H200 about 10 % faster on the memory-bound parts):
-b = 256, P = Q = 196, D = 768: forward 3.9 TFLOP -> ~6.5 ms + epilogue ~2 ms; dx1 and dx2 each move
-~19.7 GB of gathered rows -> ~2.5-3.5 ms each at 6-8 TB/s from L2; CSR ~0.3 ms: **~14-17 ms** (goal 12 ms:
-likely missed by the gathers; a dense GEMM for dx2 would cost another ~6.5 ms, so the gathers stay).
-Extra memory ~0.2 GiB (argmax, coefficients, order 51 MB each; partials <= 38 MB): within 0.5 GiB.
-b = 512, P = Q = 49, D = 512: forward 0.64 TFLOP -> ~1.1 ms + epilogue ~0.8 ms; gathers 13 GB each
--> ~2 ms each; **~5-6 ms** (goal 4 ms: likely missed; at Q = 49 a dense tensor-core GEMM for dx1/dx2,
-~1 ms each, would beat the gathers — the first thing to try if a GPU confirms this).
+Predictions, maxmean fwd + bwd in bf16 on an H100 (H200 ~10 % faster on the memory-bound parts):
+
+* b = 256, P = Q = 196, D = 768: forward 3.9 TFLOP at the L2 ceiling ~15 ms, epilogue partly hidden;
+  dx1 and dx2 move ~19.7 GB of gathered rows each, ~3 ms each; CSR ~0.3 ms: **~20-24 ms, the 12 ms
+  goal missed by ~2x**. Extra memory ~0.2 GiB (within 0.5 GiB).
+* b = 512, P = Q = 49, D = 512: forward 0.64 TFLOP, ~2.5 ms + epilogue ~1 ms; gathers 13 GB each,
+  ~2 ms each: **~7-8 ms against the 4 ms goal**.
+
+What would close the gap, in order: the forward's GEMM on cuBLAS in column chunks (~700 TFLOP/s) with
+this epilogue as a separate pass over a bf16 chunk (2 bytes per similarity written and read: ~3 ms at
+the first size) or a register-lean 128 x 128 epilogue; at Q = 49, dx1 and dx2 as dense one-hot GEMMs
+(``2 R1 R2 D`` FLOP on tensor cores, ~1 ms each) instead of gathers.
 """
 from __future__ import annotations
 
