@@ -178,10 +178,10 @@ def test_softmaxmean_at_tiny_temperatures(backend, temperature):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reduce", REDUCES)
-def test_bitwise_deterministic(backend, reduce):
+def test_bitwise_deterministic(device, backend, reduce):
     """The same inputs give bitwise-identical results and gradients (fixed-order sums, no atomics)."""
-    x1 = torch.randn(4, 9, 24)
-    x2 = torch.randn(5, 7, 24)
+    x1 = torch.randn(4, 9, 24, device=device)
+    x2 = torch.randn(5, 7, 24, device=device)
     x2[:, 2] = x2[:, 5]  # ties and a shared max: long gradient segments
     runs = []
     for _ in range(2):

@@ -99,3 +99,39 @@ def test_device_guard_selects_the_tensors_device(monkeypatch):
     with on_device_of(torch.zeros(1)):  # CPU: nothing to select
         pass
     assert chosen == [torch.device("cuda:1")]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_cuda_hub_at_scale_matches_torch_path(dtype):
+    """b = 64, P = Q = 196: every patch of every x1 image picks the same x2 patch (12,544-row segments, split
+    into pieces), against the torch path in float64."""
+    x1 = torch.rand(64, 196, 128, device="cuda") + 0.5
+    x2 = torch.randn(64, 196, 128, device="cuda")
+    x2[:, 7] = 3.0
+    a1, a2 = x1.to(dtype).requires_grad_(), x2.to(dtype).requires_grad_()
+    s = patch_similarity(a1, a2, normalize=False, backend="triton")
+    r1, r2 = a1.detach().double().requires_grad_(), a2.detach().double().requires_grad_()
+    ref = patch_similarity(r1, r2, normalize=False, backend="torch")
+    torch.testing.assert_close(s.double(), ref, atol=3e-2 * ref.abs().max().item(), rtol=0)
+    grad = torch.randn_like(ref)
+    for got, expect in zip(torch.autograd.grad(s, (a1, a2), grad.float()), torch.autograd.grad(ref, (r1, r2), grad)):
+        torch.testing.assert_close(got.double(), expect, atol=3e-2 * expect.abs().max().item(), rtol=0)
+
+
+@pytest.mark.gpu
+def test_cuda_offsets_past_int32():
+    """b1 P D > 2^31 elements (x1 is 4.3 GB in bf16): int64 addresses in the forward, dx1 and dx2."""
+    x1 = torch.randn(14_300, 196, 768, device="cuda", dtype=torch.bfloat16)
+    assert x1.numel() > 2**31
+    x2 = torch.randn(1, 3, 768, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    x1.requires_grad_()
+    s = patch_similarity(x1, x2, backend="triton")
+    d1, d2 = torch.autograd.grad(s.sum(), (x1, x2))
+    tail = slice(14_290, None)  # images whose patches lie past element 2^31
+    r1, r2 = x1.detach()[tail].float().requires_grad_(), x2.detach().float().requires_grad_()
+    ref = patch_similarity(r1, r2, backend="torch")
+    torch.testing.assert_close(s[tail], ref, atol=2e-2, rtol=0)
+    e1, _ = torch.autograd.grad(ref.sum(), (r1, r2))
+    torch.testing.assert_close(d1[tail].float(), e1, atol=2e-2, rtol=0)
+    assert torch.isfinite(d2).all()
