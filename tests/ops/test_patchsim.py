@@ -184,11 +184,15 @@ def test_bitwise_deterministic(device, backend, reduce):
     x2 = torch.randn(5, 7, 24, device=device)
     x2[:, 2] = x2[:, 5]  # ties and a shared max: long gradient segments
     runs = []
-    for _ in range(2):
-        a, b = x1.clone().requires_grad_(), x2.clone().requires_grad_()
-        s = patch_similarity(a, b, reduce=reduce, temperature=0.05, backend=backend)
-        s.backward(torch.linspace(-1, 1, s.numel()).view_as(s))
-        runs.append((s, a.grad, b.grad))
+    torch.use_deterministic_algorithms(True)  # nothing on the path is refused by PyTorch's deterministic mode
+    try:
+        for _ in range(2):
+            a, b = x1.clone().requires_grad_(), x2.clone().requires_grad_()
+            s = patch_similarity(a, b, reduce=reduce, temperature=0.05, backend=backend)
+            s.backward(torch.linspace(-1, 1, s.numel(), device=device).view_as(s))
+            runs.append((s, a.grad, b.grad))
+    finally:
+        torch.use_deterministic_algorithms(False)
     for first, second in zip(*runs):
         assert torch.equal(first, second)
 
