@@ -135,3 +135,16 @@ def test_cuda_offsets_past_int32():
     e1, _ = torch.autograd.grad(ref.sum(), (r1, r2))
     torch.testing.assert_close(d1[tail].float(), e1, atol=2e-2, rtol=0)
     assert torch.isfinite(d2).all()
+
+
+@pytest.mark.gpu
+def test_cuda_softmaxmean_low_temperature_bf16():
+    """T = 1e-3 in bf16 (1 / T = 1000 scales rounding errors of the similarities): finite, near float64."""
+    x1 = torch.randn(32, 49, 192, device="cuda").bfloat16().requires_grad_()
+    x2 = torch.randn(32, 49, 192, device="cuda").bfloat16().requires_grad_()
+    s = patch_similarity(x1, x2, reduce="softmaxmean", temperature=1e-3, backend="triton")
+    r1, r2 = x1.detach().double().requires_grad_(), x2.detach().double().requires_grad_()
+    ref = patch_similarity(r1, r2, reduce="softmaxmean", temperature=1e-3, backend="torch")
+    torch.testing.assert_close(s.double(), ref, atol=3e-2, rtol=0)
+    d1, d2 = torch.autograd.grad(s.sum(), (x1, x2))
+    assert torch.isfinite(d1.float()).all() and torch.isfinite(d2.float()).all()

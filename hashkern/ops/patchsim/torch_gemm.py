@@ -82,8 +82,8 @@ def patch_similarity_torch_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, tem
     (b1, P, D), (b2, Q, _) = u1.shape, u2.shape
     acc = acc_dtype(u1.dtype)
     X1, X2 = u1.reshape(b1 * P, D).to(acc), u2.reshape(b2 * Q, D).to(acc)
-    per_patch = torch.empty(b2, b1 * P, dtype=acc, device=u1.device)
     aux_a, aux_b = empty_stats(reduce, b2, b1 * P, acc, u1.device)
+    per_patch = torch.empty(b2, b1 * P, dtype=acc, device=u1.device) if reduce == "maxmean" else aux_b
     inv_t = inverse_temperature(temperature, acc)
     for r0, r1, m0, m1 in image_chunks(b1, P, b2, Q, CHUNK_ELEMENTS):
         sim = _sim_chunk(X1, X2, r0, r1, m0, m1, Q, mask2)
@@ -100,7 +100,6 @@ def patch_similarity_torch_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, tem
         aux_a[0, m0:m1, r0:r1] = mx.t()
         aux_a[1, m0:m1, r0:r1] = total.log().t()
         aux_b[m0:m1, r0:r1] = smooth.t()
-        per_patch[m0:m1, r0:r1] = smooth.t()
     if reduce == "maxmean" and mask1 is not None:
         aux_a.masked_fill_(~mask1.reshape(1, -1), Q)
     return mean_over_patches(per_patch, inv_count, mask1, b1, P), aux_a, aux_b

@@ -86,8 +86,9 @@ def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperatu
     (b1, P, D), (b2, Q, _) = u1.shape, u2.shape
     R1, acc = b1 * P, acc_dtype(u1.dtype)
     X1, X2 = u1.reshape(R1, D), u2.reshape(b2 * Q, D)
-    values = torch.empty(b2, R1, dtype=acc, device=u1.device)
     aux_a, aux_b = empty_stats(reduce, b2, R1, acc, u1.device)
+    # per-(image, patch) values: the max, or the smooth max that softmaxmean also saves for backward
+    values = torch.empty(b2, R1, dtype=acc, device=u1.device) if reduce == "maxmean" else aux_b
     acc_tl, dot = _precision(u1)
     meta = _tiles("fwd", u1, D)
     images = images_per_program(b2, Q, meta["BLOCK_N"])
@@ -97,8 +98,6 @@ def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperatu
             X1, X2, _mask_arg(mask1, X1), _mask_arg(mask2, X1), values, aux_a, _inverse_temperature_arg(temperature, acc, u1),
             R1, b2, Q, D, *X1.stride(), *X2.stride(), images, REDUCE_MAX=reduce == "maxmean",
             HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None, ACC=acc_tl, DOT_PRECISION=dot, **meta)
-    if reduce != "maxmean":
-        aux_b.copy_(values)
     return mean_over_patches(values, inv_count, mask1, b1, P), aux_a, aux_b
 
 
