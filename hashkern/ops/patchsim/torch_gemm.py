@@ -110,7 +110,10 @@ def argmax_csr_torch(argmax: torch.Tensor, Q: int) -> tuple[torch.Tensor, torch.
     m (Q + 1) + argmax), offsets [b2 (Q + 1) + 1]: bag m (Q + 1) + j lists the rows whose max in image m is j;
     bag m (Q + 1) + Q holds the padded rows and is dropped by the caller."""
     b2 = argmax.shape[0]
-    keys = (argmax.long() + torch.arange(b2, device=argmax.device)[:, None] * (Q + 1)).reshape(-1)
+    # int32 keys where they fit: PyTorch's stable sort of int32 is ~3x faster than of int64 on a CPU
+    key_dtype = torch.int32 if b2 * (Q + 1) < 2**31 else torch.int64
+    keys = (argmax.to(key_dtype) + torch.arange(b2, device=argmax.device, dtype=key_dtype)[:, None] * (Q + 1))
+    keys = keys.reshape(-1)
     order = torch.sort(keys, stable=True).indices
     offsets = torch.zeros(b2 * (Q + 1) + 1, dtype=torch.long, device=argmax.device)
     torch.cumsum(torch.bincount(keys, minlength=b2 * (Q + 1)), 0, out=offsets[1:])
