@@ -93,11 +93,11 @@ def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperatu
     meta = _tiles("fwd", u1, D)
     images = images_per_program(b2, Q, meta["BLOCK_N"])
     grid = (triton.cdiv(R1, meta["BLOCK_M"]) * triton.cdiv(b2, images),)
+    inv_t = _inverse_temperature_arg(temperature, acc, u1)
     with on_device_of(u1):
         _patch_similarity_fwd_kernel[grid](
-            X1, X2, _mask_arg(mask1, X1), _mask_arg(mask2, X1), values, aux_a, _inverse_temperature_arg(temperature, acc, u1),
-            R1, b2, Q, D, *X1.stride(), *X2.stride(), images, REDUCE_MAX=reduce == "maxmean",
-            HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None, ACC=acc_tl, DOT_PRECISION=dot, **meta)
+            X1, X2, _mask_arg(mask1, X1), _mask_arg(mask2, X1), values, aux_a, inv_t, R1, b2, Q, D, *X1.stride(),
+            *X2.stride(), images, REDUCE_MAX=reduce == "maxmean", HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None, ACC=acc_tl, DOT_PRECISION=dot, **meta)
     return mean_over_patches(values, inv_count, mask1, b1, P), aux_a, aux_b
 
 
