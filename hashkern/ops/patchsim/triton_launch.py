@@ -97,7 +97,8 @@ def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperatu
     with on_device_of(u1):
         _patch_similarity_fwd_kernel[grid](
             X1, X2, _mask_arg(mask1, X1), _mask_arg(mask2, X1), values, aux_a, inv_t, R1, b2, Q, D, *X1.stride(),
-            *X2.stride(), images, REDUCE_MAX=reduce == "maxmean", HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None, ACC=acc_tl, DOT_PRECISION=dot, **meta)
+            *X2.stride(), images, REDUCE_MAX=reduce == "maxmean", HAS_MASK1=mask1 is not None,
+            HAS_MASK2=mask2 is not None, ACC=acc_tl, DOT_PRECISION=dot, **meta)
     return mean_over_patches(values, inv_count, mask1, b1, P), aux_a, aux_b
 
 
