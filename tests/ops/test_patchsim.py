@@ -281,7 +281,7 @@ def _low_precision_case(device, dtype, backend, reduce, masked, tol):
     """Half / tf32 inputs vs float64. For maxmean a rounding error may pick another patch among
     near-ties, so the reference is evaluated at the patches the kernel picked, after checking
     that each of them is a true max up to ``tol``."""
-    from hashkern.ops.patchsim import _impl
+    from hashkern.ops.patchsim import _impl, _unit_rows
     b1, b2, P, Q, D, temperature = 5, 6, 49, 70, 96, 0.5
     x1 = torch.randn(b1, P, D, device=device).to(dtype).requires_grad_()
     x2 = torch.randn(b2, Q, D, device=device).to(dtype).requires_grad_()
@@ -293,8 +293,7 @@ def _low_precision_case(device, dtype, backend, reduce, masked, tol):
     assert d1.dtype == dtype and d2.dtype == dtype
     r1, r2 = x1.detach().double().requires_grad_(), x2.detach().double().requires_grad_()
     if reduce == "maxmean":
-        u1 = torch.nn.functional.normalize(x1.detach(), dim=-1)
-        u2 = torch.nn.functional.normalize(x2.detach(), dim=-1)
+        u1, u2 = _unit_rows(x1.detach()), _unit_rows(x2.detach())  # the op's own normalisation and rounding
         count = torch.full((b1,), P, device=device) if mask1 is None else mask1.sum(1)
         _, idx, _ = _impl(backend)[0](u1, u2, mask1, mask2, 1.0 / count.float(), "maxmean", temperature)
         idx = idx.view(b2, b1, P).permute(1, 0, 2).long().clamp_max(Q - 1)  # [b1, b2, P]
@@ -318,6 +317,13 @@ def _low_precision_case(device, dtype, backend, reduce, masked, tol):
 def test_float32_on_cpu(backend, reduce):
     """float32 on CPU at the size of the CUDA cases below (and the check they rely on)."""
     _low_precision_case("cpu", torch.float32, backend, reduce, True, 1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 1e-2)])
+def test_half_precision_on_cpu(backend, dtype, tol):
+    """Half inputs on CPU (the Triton kernels under the interpreter), fp32 accumulation, vs float64."""
+    _low_precision_case("cpu", dtype, backend, "maxmean", True, tol)
 
 
 @pytest.mark.gpu

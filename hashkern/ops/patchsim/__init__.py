@@ -98,9 +98,11 @@ def _check_mask(name: str, mask, batch: int, patches: int, device: torch.device)
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
     """x / |x| along the last axis without overflow: rows are first divided by their max |entry| (a constant for
-    autograd: normalising is scale-invariant), so the squared norm is at most D even for x ~ 1e20 in fp32."""
+    autograd: normalising is scale-invariant), so the squared norm is at most D even for x ~ 1e20 in fp32.
+    Half inputs are normalised in fp32 and rounded once."""
     scale = x.detach().abs().amax(dim=-1, keepdim=True)
-    return F.normalize(x / torch.where(scale > 0, scale, torch.ones_like(scale)), dim=-1)
+    wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    return F.normalize(wide / torch.where(scale > 0, scale, torch.ones_like(scale)), dim=-1).to(x.dtype)
 
 
 def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True, reduce: str = "maxmean",

@@ -42,7 +42,7 @@ def cuda_tiles(kind: str, dtype: torch.dtype) -> dict:
 def _tiles(kind: str, u: torch.Tensor, D: int) -> dict:
     if u.is_cuda:
         return cuda_tiles(kind, u.dtype)
-    block_d = max(16, min(64, triton.next_power_of_2(D)))
+    block_d = max(16, min(128, triton.next_power_of_2(D)))  # few programs: ~1 ms each in the interpreter
     return {"fwd": dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=block_d, GROUP_M=2),
             "softmax_weights": dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=block_d),
             "dx1": dict(BLOCK_M=32, BLOCK_D=block_d), "csr": dict(BLOCK_T=16),
@@ -78,7 +78,9 @@ def _inverse_temperature_arg(temperature: float, acc: torch.dtype, like: torch.T
 
 
 def _precision(u: torch.Tensor) -> tuple:
-    return (tl.float64 if u.dtype == torch.float64 else tl.float32), dot_precision(u.dtype, u.is_cuda)
+    """(accumulator dtype, DOT_PRECISION); bf16 under the interpreter multiplies in fp32 (its bf16 tl.dot is wrong)."""
+    dot = "upcast" if u.dtype == torch.bfloat16 and not u.is_cuda else dot_precision(u.dtype, u.is_cuda)
+    return (tl.float64 if u.dtype == torch.float64 else tl.float32), dot
 
 
 def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperature: float):
