@@ -15,13 +15,16 @@ TOL = {torch.float32: 5e-3, torch.bfloat16: 5e-2}
 
 
 def sizes(device: torch.device, quick: bool):
-    """(b, P, D, dtype) rows; the CPU rows stay small (the naive version is O(b² P² D) in time and b² P² in memory)."""
+    """(b, P, D, dtype) rows: the issue's sizes, and the demo's own (hashkern/demo.py: a small ViT on 28 x 28
+    images, patch 7 -> P = 16, D = 64, batch 64 on the CPU; patch 4 -> P = 49, D = 192, batch 128 on a GPU).
+    The naive version is O(b² P² D) in time and b² P² in memory, so the CPU rows stop at b = 128."""
     if quick:
         return [(4, 49, 64, torch.float32)]
     if device.type == "cuda":
         return [(b, P, D, dtype) for P, D in ((49, 512), (196, 768)) for dtype in (torch.float32, torch.bfloat16)
-                for b in (32, 64, 128, 256, 512)]
-    return [(b, 49, 512, torch.float32) for b in (16, 32)]
+                for b in (32, 64, 128, 256, 512)] + [(128, 49, 192, torch.float32), (128, 49, 192, torch.bfloat16)]
+    return [(64, 16, 64, torch.float32), (128, 49, 192, torch.float32)] + \
+        [(b, 49, 512, torch.float32) for b in (64, 128)]
 
 
 def forward_backward(fn, x1, x2, grad):

@@ -3,7 +3,11 @@
 A developer tool, not used by the ops themselves. Launches come from two places: recorded while
 the ops run under the Triton interpreter (kernel, argument types, constexpr values, num_warps,
 num_stages; ``record_launches``), or built by hand for the tile sizes the CUDA path picks
-(``make_launch``). Each distinct launch is then compiled ahead of time, in a process without the
+(``make_launch``). Either way each argument is specialised by the installed Triton's own JIT binder
+(``jit_specialization``): pointers aligned to 16 bytes and ints divisible by 16 carry
+``tt.divisibility = 16``, ints equal to 1 become constants, floats are fp32 unless annotated, so
+the check compiles the kernel the JIT would (vectorised loads, ``cp.async`` pipelines and their shared
+memory), not a generic one. Each distinct launch is then compiled ahead of time, in a process without the
 interpreter, for sm_80 and sm_90 down to a cubin (``compile_for_gpus``), and reported with its
 shared memory, whether it uses tensor cores, and the registers and spill bytes ``ptxas -v``
 reports. This catches what the interpreter lets through and a GPU would refuse: dot shapes under
@@ -34,18 +38,43 @@ _TORCH_TO_TRITON = {
 SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 
 
-def _arg_type(value):
-    if isinstance(value, torch.Tensor):
-        return "*" + _TORCH_TO_TRITON[value.dtype]
-    if isinstance(value, bool):
-        return "i1"
-    if isinstance(value, int):
-        return "i32" if -2**31 <= value < 2**31 else "i64"
-    if isinstance(value, float):
-        return "fp32"
-    if value is None:
-        return "constexpr"
-    raise TypeError(f"cannot type a Triton argument of {type(value).__name__}")
+_TRITON_TO_TORCH = {name: dtype for dtype, name in _TORCH_TO_TRITON.items() if dtype != torch.bool}
+
+
+def _placeholder(type_name: str):
+    """A value the JIT specialises like an argument known only by its type: a 16-byte aligned tensor for a
+    pointer (as every torch allocation is), an int that is neither 1 nor a multiple of 16, a float."""
+    if type_name.startswith("*"):
+        return torch.empty(0, dtype=_TRITON_TO_TORCH[type_name[1:]], device="meta")
+    if type_name in ("i1", "u1"):
+        return True
+    if type_name.startswith(("i", "u")):
+        return 3 if type_name.endswith(("8", "16", "32")) else 2**40 + 3
+    if type_name.startswith(("fp", "bf")):
+        return 0.5
+    raise TypeError(f"cannot stand in for a Triton argument of type {type_name!r}")
+
+
+def jit_specialization(kernel, arguments: dict) -> tuple[dict, dict, list]:
+    """(signature, constexprs, attrs) of ``kernel`` called with ``arguments`` (name -> value, every
+    parameter), exactly as the installed Triton's JIT binder specialises them. attrs is a JSON-able list of
+    [parameter index, attribute list] (e.g. ``[3, [["tt.divisibility", 16]]]``)."""
+    from triton.backends.compiler import BaseBackend
+    from triton.runtime.jit import KernelParam, create_function_from_signature
+
+    fn = _python_fn(kernel)
+    signature = inspect.signature(fn)
+    params = [KernelParam(i, p, False, False) for i, p in enumerate(signature.parameters.values())]
+    binder = create_function_from_signature(signature, params, BaseBackend)
+    bound, specialization, _ = binder(**arguments)
+    types, constexprs, attrs = {}, {}, []
+    for index, (name, (kind, spec)) in enumerate(zip(bound, specialization)):
+        types[name] = kind
+        if kind == "constexpr":
+            constexprs[name] = _encode_constexpr(bound[name])
+        elif isinstance(spec, str):
+            attrs.append([index, BaseBackend.parse_attr(spec)])
+    return types, constexprs, attrs
 
 
 def _encode_constexpr(value):
@@ -69,27 +98,28 @@ def _python_fn(kernel):
     return kernel
 
 
-def make_launch(kernel, arg_types: dict[str, str], constexprs: dict, options: dict, rest: str | None = None) -> dict:
+def make_launch(kernel, arg_types: dict, constexprs: dict, options: dict, rest: str | None = None) -> dict:
     """A launch dict for ``kernel`` without running it.
 
-    ``arg_types`` gives the Triton type of runtime arguments ("*fp16", "i32", "fp32", ...; names
-    the kernel lacks are ignored), ``rest`` the type of any runtime argument it leaves out (None:
-    none may be left out). Arguments annotated ``tl.constexpr`` take their values from
-    ``constexprs``; ``options`` holds num_warps and num_stages.
+    ``arg_types`` gives each runtime argument either its real value (an int, float, bool or tensor —
+    meta tensors will do: specialised exactly as the JIT would) or only its Triton type ("*fp16",
+    "i32", "fp32", ...: a pointer is taken as 16-byte aligned like every torch allocation, an int as
+    neither 1 nor a multiple of 16); names the kernel lacks are ignored, ``rest`` types any runtime
+    argument left out (None: none may be left out). Arguments annotated ``tl.constexpr`` take their
+    values from ``constexprs``; ``options`` holds num_warps and num_stages.
     """
     fn = _python_fn(kernel)
     annotations = inspect.get_annotations(fn)
-    signature = {}
+    arguments = {}
     for name in inspect.signature(fn).parameters:
         if "constexpr" in str(annotations.get(name, "")):
-            signature[name] = "constexpr"
-        elif name in arg_types or rest is None:
-            signature[name] = arg_types[name]
+            arguments[name] = _decode_constexpr(_encode_constexpr(constexprs[name]))
         else:
-            signature[name] = rest
-    return {"module": fn.__module__, "kernel": fn.__name__, "signature": signature,
-            "constexprs": {name: _encode_constexpr(value) for name, value in constexprs.items()},
-            "options": dict(options)}
+            value = arg_types[name] if name in arg_types or rest is None else rest
+            arguments[name] = _placeholder(value) if isinstance(value, str) else value
+    signature, constants, attrs = jit_specialization(fn, arguments)
+    return {"module": fn.__module__, "kernel": fn.__name__, "signature": signature, "constexprs": constants,
+            "attrs": attrs, "options": dict(options)}
 
 
 @contextmanager
@@ -101,19 +131,13 @@ def record_launches():
     original = InterpretedFunction.run
 
     def recording_run(self, *args, grid, warmup, **kwargs):
-        options = {key: kwargs.pop(key) for key in ("num_warps", "num_stages") if key in kwargs}
-        bound = inspect.signature(self.fn).bind(*args, **kwargs)
+        options = {key: kwargs[key] for key in ("num_warps", "num_stages") if key in kwargs}
+        call = {key: value for key, value in kwargs.items() if key not in ("num_warps", "num_stages")}
+        bound = inspect.signature(self.fn).bind(*args, **call)
         bound.apply_defaults()
-        annotations = inspect.get_annotations(self.fn)
-        signature, constexprs = {}, {}
-        for name, value in bound.arguments.items():
-            if "constexpr" in str(annotations.get(name, "")) or value is None:
-                signature[name] = "constexpr"
-                constexprs[name] = _encode_constexpr(value)
-            else:
-                signature[name] = _arg_type(value)
+        signature, constexprs, attrs = jit_specialization(self.fn, dict(bound.arguments))
         launches.append({"module": self.fn.__module__, "kernel": self.fn.__name__, "signature": signature,
-                         "constexprs": constexprs, "options": options})
+                         "constexprs": constexprs, "attrs": attrs, "options": options})
         return original(self, *args, grid=grid, warmup=warmup, **kwargs)
 
     InterpretedFunction.run = recording_run
@@ -179,7 +203,8 @@ def _compile_all(request):
                       "signature": launch["signature"]}
             try:
                 constexprs = {name: _decode_constexpr(v) for name, v in launch["constexprs"].items()}
-                source = ASTSource(fn=kernel, signature=launch["signature"], constexprs=constexprs)
+                attrs = {(index,): attr for index, attr in launch.get("attrs", [])}
+                source = ASTSource(fn=kernel, signature=launch["signature"], constexprs=constexprs, attrs=attrs)
                 compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=launch["options"])
                 ptx = compiled.asm["ptx"]
                 registers, spill_bytes = _ptxas_usage(ptx, arch)

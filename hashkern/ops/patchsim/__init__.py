@@ -1,8 +1,10 @@
 """Patch-to-patch similarity aggregation (WCH): ``s[n, m] = mean_i max_j cos(x1[n, i], x2[m, j])``.
 
-A batched all-pairs MaxSim (ColBERT late interaction) over ViT patch tokens, fused so that
-``[b1, b2, P, Q]`` is never stored. Backends: ``triton`` (CUDA, or CPU tensors under
-``TRITON_INTERPRET=1``) and ``torch`` (chunked PyTorch, bounded memory, the CPU default).
+A batched all-pairs MaxSim (ColBERT late interaction) over ViT patch tokens, computed as one GEMM
+``[b1 P, D] x [D, b2 Q]`` whose tiles are reduced at once to a max (or smooth max) per (patch, image),
+so that ``[b1, b2, P, Q]`` is never stored. Backends: ``triton`` (CUDA, or CPU tensors under
+``TRITON_INTERPRET=1``; ``triton_fwd.py`` holds the cost model) and ``torch`` (the same GEMM form with
+the BLAS, chunked over images so memory stays bounded; the CPU default).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from torch.autograd.function import once_differentiable
 
 from hashkern._dispatch import resolve_backend
 from hashkern._validation import check_positive, check_same_device, check_tensor
-from hashkern.ops.patchsim.chunked import patch_similarity_chunked_bwd, patch_similarity_chunked_fwd
+from hashkern.ops.patchsim.torch_gemm import empty_stats, patch_similarity_torch_bwd, patch_similarity_torch_fwd
 from hashkern.ops.patchsim.reference import REDUCTIONS, patch_similarity_reference
 
 __all__ = ["PatchSimilarityFunction", "patch_similarity", "patch_similarity_reference", "REDUCTIONS"]
@@ -26,14 +28,15 @@ def _impl(backend: str):
     if backend == "triton":
         from hashkern.ops.patchsim import triton_launch as kernels  # lazy: the package imports without triton
         return kernels.patch_similarity_fwd, kernels.patch_similarity_bwd
-    return patch_similarity_chunked_fwd, patch_similarity_chunked_bwd
+    return patch_similarity_torch_fwd, patch_similarity_torch_bwd
 
 
 @torch.library.custom_op("hashkern::patch_similarity_fwd", mutates_args=())
 def _patch_similarity_fwd_op(u1: torch.Tensor, u2: torch.Tensor, mask1: Optional[torch.Tensor],
                              mask2: Optional[torch.Tensor], inv_count: torch.Tensor, reduce: str,
                              temperature: float, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> s [b1, b2], aux_a (argmax int32 [b2, b1, P] | logsumexp [b1, b2, P]), aux_b ([0] | smooth max [b1, b2, P])."""
+    """-> s [b1, b2], aux_a (argmax int32 [b2, b1 P] | row max and log-sum [2, b2, b1 P]), aux_b ([0] | smooth
+    max [b2, b1 P]): statistics per (x2 image, x1 patch), one contiguous row per x2 image."""
     return _impl(backend)[0](u1, u2, mask1, mask2, inv_count, reduce, temperature)
 
 
@@ -41,10 +44,7 @@ def _patch_similarity_fwd_op(u1: torch.Tensor, u2: torch.Tensor, mask1: Optional
 def _(u1, u2, mask1, mask2, inv_count, reduce, temperature, backend):
     acc = torch.float64 if u1.dtype == torch.float64 else torch.float32
     b1, P, b2 = u1.shape[0], u1.shape[1], u2.shape[0]
-    s = u1.new_empty((b1, b2), dtype=acc)
-    if reduce == "maxmean":
-        return s, u1.new_empty((b2, b1, P), dtype=torch.int32), u1.new_empty((0,), dtype=acc)
-    return s, u1.new_empty((b1, b2, P), dtype=acc), u1.new_empty((b1, b2, P), dtype=acc)
+    return (u1.new_empty((b1, b2), dtype=acc), *empty_stats(reduce, b2, b1 * P, acc, u1.device))
 
 
 @torch.library.custom_op("hashkern::patch_similarity_bwd", mutates_args=())
@@ -96,6 +96,15 @@ def _check_mask(name: str, mask, batch: int, patches: int, device: torch.device)
     return mask.contiguous()
 
 
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """x / |x| along the last axis without overflow: rows are first divided by their max |entry| (a constant for
+    autograd: normalising is scale-invariant), so the squared norm is at most D even for x ~ 1e20 in fp32.
+    Half inputs are normalised in fp32 and rounded once."""
+    scale = x.detach().abs().amax(dim=-1, keepdim=True)
+    wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    return F.normalize(wide / torch.where(scale > 0, scale, torch.ones_like(scale)), dim=-1).to(x.dtype)
+
+
 def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True, reduce: str = "maxmean",
                      mask1: torch.Tensor | None = None, mask2: torch.Tensor | None = None,
                      temperature: float = 0.1, backend: str = "auto") -> torch.Tensor:
@@ -108,11 +117,14 @@ def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True,
             ``"softmaxmean"`` (``mean_i sum_j softmax_j(sim / temperature) * sim``, a smooth max).
         mask1: [b1, P] bool, True for real patches (padded ones are left out of the mean);
             mask2: [b2, Q] bool (padded ones are left out of the max). Every row needs a True.
-        temperature: > 0, used by ``softmaxmean``.
+        temperature: > 0, used by ``softmaxmean``; below the smallest normal number of the compute dtype
+            it acts as that number (the result is then the max, ties shared equally).
         backend: ``"auto" | "triton" | "torch"``.
     Returns:
         s [b1, b2], float32 (float64 for float64 input): accumulation stays in fp32 for half inputs.
-    Memory: O(b1 b2 P) saved for backward; fp32 input runs on tf32 tensor cores on CUDA (~1e-3).
+    Memory: O(b1 b2 P) saved for backward. fp32 input on CUDA multiplies on TF32 tensor cores exactly when
+    torch's own matmuls would (``hashkern.ops._precision``; ~1e-3 relative error then).
+    Deterministic: the same inputs give bitwise-identical results and gradients (fixed-order sums).
     """
     check_tensor("x1", x1, ndim=3, dtypes=_FLOATS)
     check_tensor("x2", x2, ndim=3, dtypes=_FLOATS)
@@ -141,7 +153,7 @@ def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True,
         inv_count = torch.full((b1,), 1.0 / P, dtype=acc, device=device)
     else:
         inv_count = 1.0 / mask1.sum(dim=1).to(acc)
-    u1 = F.normalize(x1, dim=-1) if normalize else x1
-    u2 = F.normalize(x2, dim=-1) if normalize else x2
+    u1 = _unit_rows(x1) if normalize else x1
+    u2 = _unit_rows(x2) if normalize else x2
     return PatchSimilarityFunction.apply(u1.contiguous(), u2.contiguous(), mask1, mask2, inv_count,
                                          reduce, temperature, backend)

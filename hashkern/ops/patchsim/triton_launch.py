@@ -1,16 +1,10 @@
-"""Launchers of the patch-similarity Triton kernels: tile choices, autotuning on CUDA, the CSR inverse.
+"""Launchers of the patch-similarity Triton kernels (``triton_fwd.py``, ``triton_bwd.py``): tiles, grids, glue.
 
-CPU tensors (interpreter): one tile set, as few programs and loop trips as possible. CUDA fp64:
-one small FMA tile set (fp64 is for checking). CUDA fp16/bf16/fp32: ``triton.autotune`` over
-the candidate tiles below, keyed on the shapes (and, by Triton, the dtypes); every candidate is
-compiled for sm_90 by ``tests/ops/test_patchsim.py`` so none can abort the process while tuning.
-All kernels only write their outputs, so re-running them while tuning is harmless.
-
-Not yet measured on a GPU. Expected cost at b = 256, P = Q = 196, D = 768, bf16: the forward
-is one tensor-core pass over b² P Q D (~3.9 TFLOP, padded to 256 x 256 patches per pair by
-64-wide tiles); dx1 and dx2 are gathers of b² P rows of D (~20 GB of L2/HBM reads each), plus one
-sort of b² P int32 keys. If the 15 ms target is missed, first candidates: flatten the patch axes
-across images (no padding waste), and order the dx2 gather by n for L2 reuse.
+One fixed tile set per (kernel, dtype) on CUDA, no autotuning: the same inputs give bitwise-identical
+results in every process (reduction orders never depend on a timing run). ``cuda_tiles`` lists them and
+``tests/ops/test_patchsim_compile.py`` compiles every one for sm_90 with the JIT's real specialisation.
+CPU tensors (the interpreter) get small tiles: few programs, few loop trips. Every launch runs under
+``on_device_of`` (tensors on ``cuda:1`` launch there). This module imports triton; import it lazily.
 """
 from __future__ import annotations
 
@@ -18,142 +12,183 @@ import torch
 import triton
 import triton.language as tl
 
-from hashkern.ops.patchsim.triton import (
-    _patch_similarity_bwd_dx1_kernel,
-    _patch_similarity_bwd_dx2_gather_kernel,
-    _patch_similarity_bwd_dx2_kernel,
-    _patch_similarity_fwd_kernel,
-)
+from hashkern.ops._device_guard import on_device_of
+from hashkern.ops._precision import dot_precision
+from hashkern.ops.patchsim import triton_bwd as bwd
+from hashkern.ops.patchsim.torch_gemm import (acc_dtype, argmax_csr_torch, empty_stats, inverse_temperature,
+                                              mean_over_patches, row_coefficients, softmax_backward)
+from hashkern.ops.patchsim.triton_fwd import _patch_similarity_fwd_kernel, _patch_similarity_softmax_weights_kernel
 
-# candidate tiles per kernel on CUDA: (tile constexprs, num_warps, num_stages)
-CUDA_TILES = {
-    "fwd": [(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k), w, s) for p, q, k, w, s in
-            [(64, 64, 64, 4, 3), (128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (64, 64, 32, 4, 4), (32, 64, 64, 4, 3)]],
-    "dx1_max": [(dict(BLOCK_P=p, BLOCK_D=d, BLOCK_Q=16, BLOCK_K=16), w, 1) for p, d, w in
-                [(32, 128, 4), (64, 64, 4), (16, 256, 4)]],
-    "dx1_soft": [(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k, BLOCK_D=d), w, s) for p, q, k, d, w, s in
-                 [(64, 64, 32, 64, 8, 3), (64, 64, 32, 64, 4, 2)]],
-    "dx2_gather": [(dict(BLOCK_T=t, BLOCK_D=d), w, 1) for t, d, w in [(16, 256, 4), (64, 64, 4), (16, 128, 4)]],
-    "dx2_soft": [(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k, BLOCK_D=d), w, s) for p, q, k, d, w, s in
-                 [(64, 64, 64, 64, 4, 3), (64, 32, 64, 64, 4, 3)]],
-}
-# fp32 (tf32) tiles hold twice the bytes: shorter K steps and fewer stages keep ptxas from spilling
-CUDA_TILES_FP32 = dict(
-    CUDA_TILES,
-    fwd=[(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k), w, s) for p, q, k, w, s in
-         [(64, 64, 32, 8, 3), (64, 64, 32, 4, 2), (64, 64, 16, 4, 3), (128, 64, 32, 8, 2)]],
-    dx1_soft=[(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k, BLOCK_D=d), w, s) for p, q, k, d, w, s in
-              [(64, 64, 32, 64, 8, 2), (32, 64, 32, 64, 4, 2)]],
-    dx2_soft=[(dict(BLOCK_P=p, BLOCK_Q=q, BLOCK_K=k, BLOCK_D=d), w, s) for p, q, k, d, w, s in
-              [(64, 64, 32, 64, 8, 2), (64, 32, 32, 64, 4, 2)]],
-)
-_KERNELS = {"fwd": _patch_similarity_fwd_kernel, "dx1_max": _patch_similarity_bwd_dx1_kernel,
-            "dx1_soft": _patch_similarity_bwd_dx1_kernel, "dx2_gather": _patch_similarity_bwd_dx2_gather_kernel,
-            "dx2_soft": _patch_similarity_bwd_dx2_kernel}
-_KEYS = ["P", "Q", "D", "REDUCE_MAX", "HAS_MASK1", "HAS_MASK2"]
-_tuned: dict = {}
+SPLIT = 1024         # rows of a dx2 segment one program sums; longer (hub) segments are split
+CSR_WINDOW = 4096    # rows of x1 per counting-sort program
+MAX_CSR_BINS = 4096  # larger Q (more patches than that) falls back to a torch sort for the CSR
+DS_CHUNK_ELEMENTS = 1 << 25  # softmaxmean backward: dS entries per chunk on CUDA (<= 128 MiB in fp32)
 
 
-def precision(u1: torch.Tensor) -> tuple:
-    """(accumulator dtype, DOT_PRECISION): tf32 tensor cores for fp32 on CUDA, FMA for fp64."""
-    acc = tl.float64 if u1.dtype == torch.float64 else tl.float32
-    dot = {torch.float64: "fma", torch.float32: "tf32" if u1.is_cuda else "ieee"}.get(u1.dtype, "ieee")
-    return acc, dot
+def cuda_tiles(kind: str, dtype: torch.dtype) -> dict:
+    """The tile constexprs, num_warps and num_stages of kernel ``kind`` for CUDA inputs of ``dtype``."""
+    k = 32 if dtype == torch.float32 else 64  # 4-byte operands: half the K step, the same shared memory
+    if dtype == torch.float64:  # for checking, not speed: small FMA tiles
+        fwd = dss = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)
+    else:  # the largest tiles ptxas keeps free of spills (128 x 128 spills in the epilogue; dS holds 4 gathers)
+        fwd = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=k, num_warps=8, num_stages=3)
+        dss = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=k, num_warps=4, num_stages=3)
+    return {"fwd": dict(fwd, GROUP_M=8), "softmax_weights": dss,
+            "dx1": dict(BLOCK_M=64, BLOCK_D=128, num_warps=4, num_stages=2),
+            "csr": dict(BLOCK_T=32, num_warps=4, num_stages=1),
+            "dx2": dict(BLOCK_T=32, BLOCK_D=128, num_warps=4, num_stages=2)}[kind]
 
 
-def tiles(kind: str, u1: torch.Tensor, P: int, Q: int, D: int) -> list:
-    """Candidate (tile constexprs, num_warps, num_stages) for a kernel; one entry unless CUDA fp16/bf16/fp32."""
-    if not u1.is_cuda:
-        pow2 = triton.next_power_of_2
-        block_d = max(16, min(256, pow2(D)))
-        meta = dict(BLOCK_P=max(16, min(64, pow2(P))), BLOCK_Q=max(16, min(64, pow2(Q))), BLOCK_K=block_d,
-                    BLOCK_D=block_d, BLOCK_T=16)
-        return [(meta, None, None)]
-    if u1.dtype == torch.float64:  # fp64 is for checking, not speed: small FMA tiles
-        return [(dict(BLOCK_P=16, BLOCK_Q=16, BLOCK_K=16, BLOCK_D=16, BLOCK_T=16), 4, 1)]
-    return (CUDA_TILES_FP32 if u1.dtype == torch.float32 else CUDA_TILES)[kind]
+def _tiles(kind: str, u: torch.Tensor, D: int) -> dict:
+    if u.is_cuda:
+        return cuda_tiles(kind, u.dtype)
+    block_d = max(16, min(128, triton.next_power_of_2(D)))  # few programs: ~1 ms each in the interpreter
+    return {"fwd": dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=block_d, GROUP_M=2),
+            "softmax_weights": dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=block_d),
+            "dx1": dict(BLOCK_M=32, BLOCK_D=block_d), "csr": dict(BLOCK_T=16),
+            "dx2": dict(BLOCK_T=16, BLOCK_D=block_d)}[kind]
 
 
-def _launch(kind: str, u1: torch.Tensor, shape: tuple, grid, args: tuple, kwargs: dict) -> None:
-    """Run kernel ``kind`` with grid(meta) -> tuple; autotuned when there is more than one candidate."""
-    candidates = tiles(kind, u1, *shape)
-    kernel = _KERNELS[kind]
-    names = set(kernel.arg_names)
-    if len(candidates) == 1:
-        meta, warps, stages = candidates[0]
-        meta = {k: v for k, v in meta.items() if k in names}
-        launch = {} if warps is None else dict(num_warps=warps, num_stages=stages)
-        kernel[grid(meta)](*args, **kwargs, **meta, **launch)
-        return
-    tuned_key = (kind, u1.dtype == torch.float32)
-    if tuned_key not in _tuned:
-        configs = [triton.Config(meta, num_warps=w, num_stages=s) for meta, w, s in candidates]
-        _tuned[tuned_key] = triton.autotune(configs=configs, key=[k for k in _KEYS if k in names])(kernel)
-    _tuned[tuned_key][grid](*args, **kwargs)
+def csr_bins(Q: int) -> int:
+    """Histogram bins of the counting sort: keys 0..Q (Q = padded patch), a power of two."""
+    return triton.next_power_of_2(Q + 1)
+
+
+def csr_block(bins: int, block_t: int) -> int:
+    """Rows per counting-sort step: the [BLOCK_T, BINS] one-hot stays at most 8192 entries (no spills)."""
+    return max(2, min(block_t, 8192 // bins))
+
+
+def images_per_program(b2: int, Q: int, block_n: int) -> int:
+    """x2 images per forward program: at least 4 column chunks of work where there are that many columns,
+    and the fewest columns wasted in the program's partial last chunk."""
+    low = min(b2, max(1, -(-4 * block_n // Q)))
+    waste = lambda n: -(-n * Q // block_n) * block_n / (n * Q)  # noqa: E731
+    return min(range(low, min(b2, 4 * low) + 1), key=lambda n: (round(waste(n), 3), n))
 
 
 def _mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    return like if mask is None else mask.contiguous().view(torch.int8)
+    return like if mask is None else mask.reshape(-1).view(torch.int8)
+
+
+def _inverse_temperature_arg(temperature: float, acc: torch.dtype, like: torch.Tensor) -> torch.Tensor:
+    """1 / T as a one-element tensor of the accumulation dtype (exact for fp64 on the GPU and in the interpreter),
+    finite even where T is below the dtype's smallest normal number."""
+    return torch.full((1,), inverse_temperature(temperature, acc), dtype=acc, device=like.device)
+
+
+def _precision(u: torch.Tensor) -> tuple:
+    """(accumulator dtype, DOT_PRECISION); bf16 under the interpreter multiplies in fp32 (its bf16 tl.dot is wrong)."""
+    dot = "upcast" if u.dtype == torch.bfloat16 and not u.is_cuda else dot_precision(u.dtype, u.is_cuda)
+    return (tl.float64 if u.dtype == torch.float64 else tl.float32), dot
 
 
 def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperature: float):
-    """u1 [b1, P, D], u2 [b2, Q, D] (normalised or raw), masks bool or None, inv_count [b1]
-    -> s [b1, b2] (fp32; fp64 for fp64 input), aux_a, aux_b (layouts as in the chunked path)."""
-    b1, P, D = u1.shape
-    b2, Q, _ = u2.shape
-    acc, dot = precision(u1)
-    acc_dtype = torch.float64 if u1.dtype == torch.float64 else torch.float32
-    s = torch.empty(b1, b2, dtype=acc_dtype, device=u1.device)
-    reduce_max = reduce == "maxmean"
-    if reduce_max:
-        aux_a = torch.empty(b2, b1, P, dtype=torch.int32, device=u1.device)
-        aux_b = torch.empty(0, dtype=acc_dtype, device=u1.device)
-    else:
-        aux_a = torch.empty(b1, b2, P, dtype=acc_dtype, device=u1.device)
-        aux_b = torch.empty(b1, b2, P, dtype=acc_dtype, device=u1.device)
-    args = (u1, u2, _mask_arg(mask1, u1), _mask_arg(mask2, u1), inv_count, s, aux_a, aux_a if reduce_max else aux_b,
-            b1, b2, P, Q, D, *u1.stride(), *u2.stride(), 1.0 / temperature)
-    flags = dict(REDUCE_MAX=reduce_max, HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None,
-                 ACC=acc, DOT_PRECISION=dot, GROUP=8 if u1.is_cuda else 2)
-    _launch("fwd", u1, (P, Q, D), lambda meta: (b1 * b2,), args, flags)
-    return s, aux_a, aux_b
+    """u1 [b1, P, D], u2 [b2, Q, D] -> s [b1, b2] (fp32; fp64 for fp64 input), aux_a, aux_b (``empty_stats``)."""
+    (b1, P, D), (b2, Q, _) = u1.shape, u2.shape
+    R1, acc = b1 * P, acc_dtype(u1.dtype)
+    X1, X2 = u1.reshape(R1, D), u2.reshape(b2 * Q, D)
+    aux_a, aux_b = empty_stats(reduce, b2, R1, acc, u1.device)
+    # per-(image, patch) values: the max, or the smooth max that softmaxmean also saves for backward
+    values = torch.empty(b2, R1, dtype=acc, device=u1.device) if reduce == "maxmean" else aux_b
+    acc_tl, dot = _precision(u1)
+    meta = _tiles("fwd", u1, D)
+    images = images_per_program(b2, Q, meta["BLOCK_N"])
+    grid = (triton.cdiv(R1, meta["BLOCK_M"]) * triton.cdiv(b2, images),)
+    inv_t = _inverse_temperature_arg(temperature, acc, u1)
+    with on_device_of(u1):
+        _patch_similarity_fwd_kernel[grid](
+            X1, X2, _mask_arg(mask1, X1), _mask_arg(mask2, X1), values, aux_a, inv_t, R1, b2, Q, D, *X1.stride(),
+            *X2.stride(), images, REDUCE_MAX=reduce == "maxmean", HAS_MASK1=mask1 is not None,
+            HAS_MASK2=mask2 is not None, ACC=acc_tl, DOT_PRECISION=dot, **meta)
+    return mean_over_patches(values, inv_count, mask1, b1, P), aux_a, aux_b
 
 
-def _argmax_csr(argmax: torch.Tensor, Q: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """argmax [b2, b1, P] (Q at padded patches) -> order [b2, b1 * P] int32, offsets [b2, Q + 1] int32.
+def argmax_csr(argmax: torch.Tensor, Q: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """argmax [b2, R1] int32 (keys 0..Q) -> order [b2, R1] int32 (row indices stably sorted by key within each
+    image), offsets [b2, Q + 1] int32 (key j of image m occupies order[m, offsets[m, j]:offsets[m, j + 1]])."""
+    b2, R1 = argmax.shape
+    bins = csr_bins(Q)
+    if bins > MAX_CSR_BINS:  # the one-hot histogram would not fit: a stable torch sort instead
+        order, offsets = argmax_csr_torch(argmax, Q)
+        order = (order % R1).to(torch.int32).view(b2, R1)
+        return order, (offsets[:-1].view(b2, Q + 1) - torch.arange(b2, device=argmax.device)[:, None] * R1).int()
+    meta = _tiles("csr", argmax, 0)
+    meta["BLOCK_T"] = csr_block(bins, meta["BLOCK_T"])
+    window = min(CSR_WINDOW, R1)
+    n_windows = triton.cdiv(R1, window)
+    counts = torch.empty(b2, n_windows, bins, dtype=torch.int32, device=argmax.device)
+    with on_device_of(argmax):
+        bwd._patch_similarity_csr_count_kernel[(b2 * n_windows,)](argmax, counts, R1, window, n_windows, BINS=bins,
+                                                                    **meta)
+        # exclusive scan over (key, window) inside each image: the start of each window's run of each key
+        by_key = counts.transpose(1, 2).reshape(b2, -1)
+        starts = (torch.cumsum(by_key, 1, dtype=torch.int32) - by_key).view(b2, bins, n_windows)
+        starts = starts.transpose(1, 2).contiguous()
+        order = torch.empty(b2, R1, dtype=torch.int32, device=argmax.device)
+        bwd._patch_similarity_csr_place_kernel[(b2 * n_windows,)](argmax, starts, order, R1, window, n_windows,
+                                                                    BINS=bins, **meta)
+    return order, starts[:, 0, :Q + 1].contiguous()
 
-    A stable sort keeps each segment in (n, i) order, so the gradient sums are deterministic;
-    padded patches (key Q) sort past the last segment.
-    """
-    keys = argmax.view(argmax.shape[0], -1)
-    sorted_keys, order = torch.sort(keys, dim=1, stable=True)
-    bounds = torch.arange(Q + 1, dtype=keys.dtype, device=keys.device).expand(keys.shape[0], Q + 1).contiguous()
-    offsets = torch.searchsorted(sorted_keys, bounds).to(torch.int32)
-    return order.to(torch.int32), offsets
+
+def _extra_pieces(offsets: torch.Tensor, b2: int, Q: int, R1: int):
+    """Work list of the segments' pieces after the first: (piece_seg [E], piece_start [E], first [b2 Q],
+    count [b2 Q]); E = b2 * (R1 // SPLIT) bounds the total, unused entries have piece_seg = -1."""
+    lengths = (offsets[:, 1:] - offsets[:, :-1]).reshape(-1)  # [b2 Q]
+    count = (torch.clamp(lengths - 1, min=0) // SPLIT).to(torch.int32)
+    first = (torch.cumsum(count, 0, dtype=torch.int32) - count)
+    E = max(1, b2 * (R1 // SPLIT))
+    e = torch.arange(E, dtype=torch.int32, device=offsets.device)
+    seg = torch.searchsorted(first + count, e, right=True).to(torch.int32)  # the segment whose pieces hold e
+    used = e < count.sum()
+    seg = torch.where(used, seg, -1)
+    safe = seg.clamp(min=0).long()
+    k = e - first[safe] + 1  # piece index within its segment (>= 1)
+    seg_start = offsets[:, :-1].reshape(-1)[safe]
+    return seg, torch.where(used, seg_start + k * SPLIT, 0).to(torch.int32), first, count
 
 
 def patch_similarity_bwd(grad_s, u1, u2, mask1, mask2, inv_count, aux_a, aux_b, reduce: str, temperature: float):
     """grad_s [b1, b2] -> du1 [b1, P, D], du2 [b2, Q, D] (dtypes of u1, u2)."""
-    b1, P, D = u1.shape
-    b2, Q, _ = u2.shape
-    acc, dot = precision(u1)
-    grad_s = grad_s.contiguous()
-    du1 = torch.empty_like(u1, memory_format=torch.contiguous_format)
-    du2 = torch.empty_like(u2, memory_format=torch.contiguous_format)
-    masks = (_mask_arg(mask1, u1), _mask_arg(mask2, u1))
-    shapes = (b1, b2, P, Q, D, *u1.stride(), *u2.stride(), 1.0 / temperature)
-    flags = dict(HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None, ACC=acc, DOT_PRECISION=dot)
-    dx1_grid = lambda meta: (triton.cdiv(D, meta["BLOCK_D"]), triton.cdiv(P, meta["BLOCK_P"]), b1)  # noqa: E731
-    if reduce == "maxmean":
-        # dx1: gather x2 at the saved argmax; dx2: gather x1 through the argmax sorted by j
-        _launch("dx1_max", u1, (P, Q, D), dx1_grid,
-                (grad_s, u1, u2, *masks, inv_count, aux_a, aux_a, du1, *shapes), dict(flags, REDUCE_MAX=True))
-        order, offsets = _argmax_csr(aux_a, Q)
-        _launch("dx2_gather", u1, (P, Q, D), lambda meta: (triton.cdiv(D, meta["BLOCK_D"]), Q, b2),
-                (grad_s, u1, inv_count, order, offsets, du2, b1, b2, P, Q, D, *u1.stride()), dict(ACC=acc))
-        return du1, du2
-    _launch("dx1_soft", u1, (P, Q, D), dx1_grid,
-            (grad_s, u1, u2, *masks, inv_count, aux_a, aux_b, du1, *shapes), dict(flags, REDUCE_MAX=False))
-    _launch("dx2_soft", u1, (P, Q, D), lambda meta: (triton.cdiv(D, meta["BLOCK_D"]), triton.cdiv(Q, meta["BLOCK_Q"]), b2),
-            (grad_s, u1, u2, *masks, inv_count, aux_a, aux_b, du2, *shapes), flags)
+    (b1, P, D), (b2, Q, _) = u1.shape, u2.shape
+    R1, acc = b1 * P, acc_dtype(u1.dtype)
+    X1, X2 = u1.reshape(R1, D), u2.reshape(b2 * Q, D)
+    c = row_coefficients(grad_s, inv_count, mask1, P, acc)  # [b2, R1]
+    acc_tl, dot = _precision(u1)
+    if reduce != "maxmean":
+        meta = _tiles("softmax_weights", u1, D)
+        ds_dtype = u1.dtype if u1.is_cuda else acc  # half dS on CUDA: the two GEMMs run on tensor cores
+        inv_t = _inverse_temperature_arg(temperature, acc, u1)
+
+        def weights(r0, r1, m0, m1):
+            ds = torch.empty(r1 - r0, (m1 - m0) * Q, dtype=ds_dtype, device=u1.device)
+            grid = (triton.cdiv(r1 - r0, meta["BLOCK_M"]) * triton.cdiv((m1 - m0) * Q, meta["BLOCK_N"]),)
+            with on_device_of(u1):
+                _patch_similarity_softmax_weights_kernel[grid](
+                    X1, X2, _mask_arg(mask2, X1), c, aux_a, aux_b, ds, inv_t, r0, r1, m0 * Q, m1 * Q, R1, b2, Q,
+                    D, *X1.stride(), *X2.stride(),
+                    HAS_MASK2=mask2 is not None, ACC=acc_tl, DOT_PRECISION=dot, **meta)
+            return ds
+
+        X1g, X2g = (X1, X2) if u1.is_cuda else (X1.to(acc), X2.to(acc))
+        du1, du2 = softmax_backward(X1g, X2g, b1, P, b2, Q, weights,
+                                    DS_CHUNK_ELEMENTS if u1.is_cuda else 1 << 16)
+        return du1.view(b1, P, D).to(u1.dtype), du2.view(b2, Q, D).to(u2.dtype)
+    du1 = torch.empty(b1, P, D, dtype=u1.dtype, device=u1.device)
+    du2 = torch.empty(b2, Q, D, dtype=u2.dtype, device=u1.device)
+    meta = _tiles("dx1", u1, D)
+    with on_device_of(u1):
+        bwd._patch_similarity_dx1_kernel[(triton.cdiv(R1, meta["BLOCK_M"]) * triton.cdiv(D, meta["BLOCK_D"]),)](
+            X2, aux_a, c, du1, R1, b2, Q, D, *X2.stride(), ACC=acc_tl, **meta)
+    order, offsets = argmax_csr(aux_a, Q)
+    piece_seg, piece_start, first, count = _extra_pieces(offsets, b2, Q, R1)
+    partial = torch.empty(piece_seg.numel(), D, dtype=acc, device=u1.device)
+    meta = _tiles("dx2", u1, D)
+    d_tiles = triton.cdiv(D, meta["BLOCK_D"])
+    with on_device_of(u1):
+        bwd._patch_similarity_dx2_pieces_kernel[(piece_seg.numel() * d_tiles,)](
+            X1, c, order, piece_seg, piece_start, offsets, partial, R1, Q, D, *X1.stride(), SPLIT,
+            ACC=acc_tl, **meta)
+        bwd._patch_similarity_dx2_kernel[(b2 * Q * d_tiles,)](
+            X1, c, order, offsets, first, count, partial, du2, R1, Q, D, *X1.stride(), SPLIT, ACC=acc_tl, **meta)
     return du1, du2
