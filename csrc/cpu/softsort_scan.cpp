@@ -6,24 +6,23 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
+#include "hamming_kernels.h"
 #include "softsort_scan.h"
 
 namespace hashkern {
 namespace softsort {
 namespace {
 
-// HASHKERN_CPU_ISA=generic forces the portable kernels (tests run both); avx2 is taken when the
-// CPU has AVX2 and FMA.
+// The scans follow the instruction set chosen for the Hamming kernels (HASHKERN_CPU_KERNELS, or
+// hashkern::_cpu_kernels in tests): "portable" runs the portable scans, a wider set the AVX2 + FMA
+// ones where the CPU has them.
 bool use_avx2() {
-  const char* forced = std::getenv("HASHKERN_CPU_ISA");
-  if (forced != nullptr && std::strcmp(forced, "generic") == 0) return false;
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
+  return has && std::strcmp(hamming_kernels().name, "portable") != 0;
 #else
   return false;
 #endif
@@ -95,7 +94,7 @@ void softsort_scan_fwd_cpu(const at::Tensor& q, const at::Tensor& idx, const at:
     ScanForwardOut<scalar_t> o{u ? nullptr : out.data_ptr<scalar_t>(), u ? out.data_ptr<scalar_t>() : nullptr,
                                u ? norms.data_ptr<scalar_t>() : nullptr};
     for_row_blocks(b, [&](int64_t, int64_t r0, int64_t r1) {
-      avx2 ? avx2::forward_rows(p, o, r0, r1) : generic::forward_rows(p, o, r0, r1);
+      avx2 ? avx2::forward_rows(p, o, r0, r1) : portable::forward_rows(p, o, r0, r1);
     });
   });
 }
@@ -132,7 +131,7 @@ void softsort_scan_bwd_cpu(const at::Tensor& q, const at::Tensor& idx, const at:
     for_row_blocks(b, [&](int64_t blk, int64_t r0, int64_t r1) {
       scalar_t* dv_blk = shared ? partial.data() + blk * n * d : dv.data_ptr<scalar_t>();
       const ScanBackwardOut<scalar_t> o{ds.data_ptr<scalar_t>(), dv_blk, u ? du.data_ptr<scalar_t>() : nullptr};
-      avx2 ? avx2::backward_rows(p, in, o, r0, r1) : generic::backward_rows(p, in, o, r0, r1);
+      avx2 ? avx2::backward_rows(p, in, o, r0, r1) : portable::backward_rows(p, in, o, r0, r1);
     });
     if (shared) {
       scalar_t* out = dv.data_ptr<scalar_t>();

@@ -55,7 +55,7 @@ struct ScanBackwardOut {
                      const ScanBackwardOut<double>&, int64_t, int64_t);                          \
   }
 
-HASHKERN_SOFTSORT_SCAN_DECLARE(generic)
+HASHKERN_SOFTSORT_SCAN_DECLARE(portable)
 HASHKERN_SOFTSORT_SCAN_DECLARE(avx2)
 
 }  // namespace softsort

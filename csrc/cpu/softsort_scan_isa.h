@@ -1,5 +1,5 @@
 // The row kernels of the SoftSort scans, compiled once per instruction set: each includer
-// opens a namespace (generic, avx2) and may set `#pragma GCC target` first. No torch headers.
+// opens a namespace (portable, avx2) and may set `#pragma GCC target` first. No torch headers.
 //
 // Per row (an anchor), in sorted order r, with Zσ_r = v[idx[r]] and γ_r = exp(-(q_{r-1} - q_r)/τ):
 //   forward   R: B_r (exclusive right scan), b_r (its scan of ones)   F: A_r, a_r and

@@ -226,13 +226,16 @@ def test_sorted_cosine_gradcheck(backend):
     assert torch.autograd.gradcheck(fn, (s, z1, z2), fast_mode=True)
 
 
-@pytest.mark.parametrize("isa", ["generic", "auto"])
-def test_cpu_kernel_every_instruction_set(isa, monkeypatch):
-    """HASHKERN_CPU_ISA=generic forces the portable kernel; unset, the CPU's best (AVX2 + FMA here)."""
-    if isa == "generic":
-        monkeypatch.setenv("HASHKERN_CPU_ISA", "generic")
-    else:
-        monkeypatch.delenv("HASHKERN_CPU_ISA", raising=False)
+@pytest.fixture(params=["portable", "best"])
+def cpu_kernels(request):
+    """The portable scans, then the best this CPU has (AVX2 + FMA here): chosen with the Hamming kernels."""
+    before = torch.ops.hashkern._cpu_kernels("")[0]
+    torch.ops.hashkern._cpu_kernels(request.param)
+    yield request.param
+    torch.ops.hashkern._cpu_kernels(before)
+
+
+def test_cpu_kernel_every_instruction_set(cpu_kernels):
     _cosine_case(_hamming_similarities(40, 8, "cpu"), torch.randn(40, 37, dtype=torch.float64),
                  torch.randn(40, 37, dtype=torch.float64), 0.05, torch.float32, "cpu")
     _gather_case(_ties((5, 40), "cpu"), torch.randn(5, 40, 19, dtype=torch.float64), 0.05, torch.float64, "cpu")

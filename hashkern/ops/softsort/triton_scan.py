@@ -13,13 +13,13 @@ a step hide L2 latency, more if the sequential dependence dominates.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 import triton
 
+from hashkern.ops._device_guard import on_device_of
 from hashkern.ops.softsort.scan_torch import cosine_grad_coefficients
 from hashkern.ops.softsort.triton_scan_kernels import _softsort_scan_bwd_kernel, _softsort_scan_fwd_kernel
 
@@ -60,10 +60,6 @@ def _row_slices(b: int, n: int, d: int, cfg: ScanConfig, elem: int):
         yield r0, min(b, r0 + step)
 
 
-def _device_guard(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def _scratch(rows: int, n: int, d: int, cfg: ScanConfig, like: torch.Tensor):
     nchunks, nb = triton.cdiv(n, cfg.chunk), cfg.blocks_d(d)
     new = like.new_empty
@@ -78,7 +74,7 @@ def scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
     shared, cosine = v.shape[0] == 1, u is not None
     out = q.new_empty((b, n) if cosine else (b, n, d))
     norms = q.new_empty(b, n) if cosine else None
-    with _device_guard(q):
+    with on_device_of(q):
         for r0, r1 in _row_slices(b, n, d, cfg, q.element_size()):
             rows = r1 - r0
             sc = _scratch(rows, n, d, cfg, q)
@@ -112,7 +108,7 @@ def scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
     ds = torch.empty_like(q)
     dv = torch.zeros_like(v)
     du = q.new_empty(b, d) if cosine else None
-    with _device_guard(q):
+    with on_device_of(q):
         for r0, r1 in _row_slices(b, n, d, cfg, q.element_size()):
             rows = r1 - r0
             sc = _scratch(rows, n, d, cfg, q)

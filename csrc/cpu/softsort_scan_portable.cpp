@@ -7,8 +7,8 @@
 
 namespace hashkern {
 namespace softsort {
-namespace generic {
+namespace portable {
 #include "softsort_scan_isa.h"
-}  // namespace generic
+}  // namespace portable
 }  // namespace softsort
 }  // namespace hashkern
