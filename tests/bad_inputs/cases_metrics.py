@@ -54,18 +54,19 @@ def _valid() -> list[Case]:
                           ("packed", lambda b: torch.from_numpy(np_pack(b)))):
         extra = {"nbits": 10} if form == "packed" else {}
         out.append(Case(f"mean_average_precision/q_codes/valid-{form}", lambda tmp, c=convert, e=extra:
-                        hashkern.mean_average_precision(c(Q_BITS), c(DB_BITS), torch.from_numpy(Q_LAB),
-                                                        torch.from_numpy(DB_LAB), topk=6, **e),
+                        hashkern.mean_average_precision(q_codes=c(Q_BITS), db_codes=c(DB_BITS), q_labels=torch.from_numpy(
+                            Q_LAB), db_labels=torch.from_numpy(DB_LAB), topk=6, **e),
                         reference=lambda tmp: np_map(Q_BITS, DB_BITS, Q_LAB, DB_LAB, 6), atol=1e-12))
     out.append(Case("mean_average_precision/q_labels/valid-multi-hot", lambda tmp: hashkern.mean_average_precision(
-        _pm1(Q_BITS), _pm1(DB_BITS), torch.from_numpy(Q_HOT).long(), torch.from_numpy(DB_HOT).long(), topk=7),
+        q_codes=_pm1(Q_BITS), db_codes=_pm1(DB_BITS), q_labels=torch.from_numpy(Q_HOT).long(),
+        db_labels=torch.from_numpy(DB_HOT).long(), topk=7),
         reference=lambda tmp: np_map(Q_BITS, DB_BITS, Q_HOT, DB_HOT, 7), atol=1e-12))
     for r in (0, 2, 10, 2**40):
-        out.append(Case(f"precision_at_radius/r/valid-{r}", lambda tmp, r=r: hashkern.precision_at_radius(
-            _pm1(Q_BITS), _pm1(DB_BITS), torch.from_numpy(Q_LAB), torch.from_numpy(DB_LAB), r=r),
+        out.append(Case(f"precision_at_radius/r/valid-{r}", lambda tmp, r=r: _call(
+            _kwargs(hashkern.precision_at_radius), r=r),
             reference=lambda tmp, r=r: np_precision_at_radius(r), atol=1e-12))
-    out.append(Case("precision_recall_curve/q_codes/valid", lambda tmp: hashkern.precision_recall_curve(
-        _pm1(Q_BITS), _pm1(DB_BITS), torch.from_numpy(Q_LAB), torch.from_numpy(DB_LAB)),
+    out.append(Case("precision_recall_curve/q_codes/valid", lambda tmp: _call(
+        _kwargs(hashkern.precision_recall_curve)),
         reference=lambda tmp: np_precision_recall(), atol=1e-12))
     return out
 
@@ -100,14 +101,14 @@ def cases() -> list[Case]:
     out += int_arg_cases("mean_average_precision", _kwargs(hashkern.mean_average_precision), "topk", low=1,
                          optional=True)
     out += int_arg_cases("precision_at_radius", _kwargs(hashkern.precision_at_radius), "r", low=0)
-    for fn_name, fn, arg, values in (("mean_average_precision", hashkern.mean_average_precision, "ties",
-                                      ("random", None, 1)),
-                                     ("precision_recall_curve", hashkern.precision_recall_curve, "empty",
-                                      ("nan", None))):
-        out += [Case(f"{fn_name}/{arg}/{v!r}", lambda tmp, f=fn, a=arg, v=v: _call(_kwargs(f), **{a: v}),
+    for fn_name, make, arg, values in (("mean_average_precision", _kwargs(hashkern.mean_average_precision, topk=4),
+                                        "ties", ("random", None, 1)),
+                                       ("precision_recall_curve", _kwargs(hashkern.precision_recall_curve), "empty",
+                                        ("nan", None))):
+        out += [Case(f"{fn_name}/{arg}/{v!r}", lambda tmp, m=make, a=arg, v=v: _call(m, **{a: v}),
                      names=(arg,)) for v in values]
     out.append(Case("mean_average_precision/q_codes/no-queries", lambda tmp: _call(
-        _kwargs(hashkern.mean_average_precision), q_codes=torch.ones(0, 10), q_labels=torch.zeros(0, dtype=torch.long)),
+        _kwargs(hashkern.mean_average_precision, topk=4), q_codes=torch.ones(0, 10), q_labels=torch.zeros(0, dtype=torch.long)),
         names=("q_codes",)))
     return out + _valid()
 
