@@ -211,7 +211,8 @@ def _bad() -> list[Case]:
 
     ww = _kw(L.wch_weights, s=lambda: _t(S))
     out += tensor_arg_cases("wch_weights", ww, "s", {**BAD_2D, "not-square": torch.ones(N, N + 1),
-                                                      "empty": torch.ones(0, 0), "int-matrix": torch.ones(N, N, dtype=torch.int32)})
+                                                      "empty": torch.ones(0, 0),
+                                                      "int-matrix": torch.ones(N, N, dtype=torch.int32)})
     out += number_arg_cases("wch_weights", ww, "weight_temperature")
     out += tensor_arg_cases("wch_weights", ww, "clamp", BAD_BOOL)[5:]
     out += tensor_arg_cases("wch_weights", ww, "weight_norm", {"bogus": "rows", "None": None})[5:]
@@ -246,8 +247,9 @@ def _bad() -> list[Case]:
     out += backend_cases("SortedNCELoss", sl)
 
     ma = _kw(mutual_attention, x1=lambda: _t(Z1[None]), x2=lambda: _t(Z2[None]))
-    bad_3d = {"int64": torch.ones(1, N, D, dtype=torch.int64), "2-d": torch.ones(N, D), "other-D": torch.ones(1, N, D + 1),
-              "other-b": torch.ones(2, N, D), "no-tokens": torch.ones(1, 0, D), "f64": torch.ones(1, N, D, dtype=torch.float64),
+    bad_3d = {"int64": torch.ones(1, N, D, dtype=torch.int64), "2-d": torch.ones(N, D),
+              "other-D": torch.ones(1, N, D + 1), "other-b": torch.ones(2, N, D), "no-tokens": torch.ones(1, 0, D),
+              "f64": torch.ones(1, N, D, dtype=torch.float64),
               "meta": torch.ones(1, N, D, device="meta")}
     for arg in ("x1", "x2"):
         out += tensor_arg_cases("mutual_attention", ma, arg, bad_3d, names=(arg, "x1 and x2"))

@@ -54,8 +54,9 @@ def _valid() -> list[Case]:
                           ("packed", lambda b: torch.from_numpy(np_pack(b)))):
         extra = {"nbits": 10} if form == "packed" else {}
         out.append(Case(f"mean_average_precision/q_codes/valid-{form}", lambda tmp, c=convert, e=extra:
-                        hashkern.mean_average_precision(q_codes=c(Q_BITS), db_codes=c(DB_BITS), q_labels=torch.from_numpy(
-                            Q_LAB), db_labels=torch.from_numpy(DB_LAB), topk=6, **e),
+                        hashkern.mean_average_precision(q_codes=c(Q_BITS), db_codes=c(DB_BITS),
+                                                        q_labels=torch.from_numpy(Q_LAB),
+                                                        db_labels=torch.from_numpy(DB_LAB), topk=6, **e),
                         reference=lambda tmp: np_map(Q_BITS, DB_BITS, Q_LAB, DB_LAB, 6), atol=1e-12))
     out.append(Case("mean_average_precision/q_labels/valid-multi-hot", lambda tmp: hashkern.mean_average_precision(
         q_codes=_pm1(Q_BITS), db_codes=_pm1(DB_BITS), q_labels=torch.from_numpy(Q_HOT).long(),
@@ -108,7 +109,8 @@ def cases() -> list[Case]:
         out += [Case(f"{fn_name}/{arg}/{v!r}", lambda tmp, m=make, a=arg, v=v: _call(m, **{a: v}),
                      names=(arg,)) for v in values]
     out.append(Case("mean_average_precision/q_codes/no-queries", lambda tmp: _call(
-        _kwargs(hashkern.mean_average_precision, topk=4), q_codes=torch.ones(0, 10), q_labels=torch.zeros(0, dtype=torch.long)),
+        _kwargs(hashkern.mean_average_precision, topk=4), q_codes=torch.ones(0, 10),
+        q_labels=torch.zeros(0, dtype=torch.long)),
         names=("q_codes",)))
     return out + _valid()
 

@@ -189,7 +189,8 @@ def _shallow_cases() -> list[Case]:
         out += int_arg_cases(name, make, "seed", low=None)[:4]  # not ints (None: a fresh seed is not offered)
         if cls is ITQ:
             out += int_arg_cases(name, make, "iterations", low=0)
-        fit = lambda cls=cls, extra=extra: {"__fn__": cls(4, **extra).fit, "x": torch.from_numpy(FEATURES)}  # noqa: E731
+        fit = lambda cls=cls, extra=extra: {  # noqa: E731
+            "__fn__": cls(4, **extra).fit, "x": torch.from_numpy(FEATURES)}
         out += tensor_arg_cases(f"{name}.fit", fit, "x", {
             "complex": torch.ones(12, 6, dtype=torch.complex64), "1-d": torch.ones(6), "3-d": torch.ones(12, 2, 3),
             "no-rows": torch.ones(0, 6), "no-features": torch.ones(12, 0),
