@@ -68,7 +68,8 @@ def np_log_weights(s, tw, norm="column"):
 
 def np_wch_weights(s, tw, clamp=False, norm="column"):
     lw = np_log_weights(np.asarray(s, dtype=np.float64), tw, norm)
-    return np.exp(np.minimum(lw, 0) if clamp else lw)
+    with np.errstate(over="ignore"):  # weights beyond float64 are inf, and such cases are left out
+        return np.exp(np.minimum(lw, 0) if clamp else lw)
 
 
 def np_wch_loss(h1, h2, s, t, tw, clamp=False, norm="column"):

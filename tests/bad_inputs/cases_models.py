@@ -54,7 +54,7 @@ def _float64_loss(name):
             model, v1, v2 = copy.deepcopy(model).double(), v1.double(), v2.double()
         torch.manual_seed(3)
         out = model.loss(v1, v2)
-        return tuple(float(out[k]) for k in sorted(out))
+        return tuple(float(out[k].detach()) for k in sorted(out))
     return Case(f"{name}.loss/view1/valid", run, reference=lambda tmp: run(tmp, True), atol=1e-4)
 
 
