@@ -19,9 +19,10 @@ def _pm1(bits):
 
 
 def _kwargs(fn, **extra):
+    required = {"topk": 4} if fn is hashkern.mean_average_precision else {}  # topk has no default (None: all)
     def make():
         return {"__fn__": fn, "q_codes": _pm1(Q_BITS), "db_codes": _pm1(DB_BITS), "q_labels": torch.from_numpy(Q_LAB),
-                "db_labels": torch.from_numpy(DB_LAB), **extra}
+                "db_labels": torch.from_numpy(DB_LAB), **required, **extra}
     return make
 
 
@@ -63,11 +64,13 @@ def _valid() -> list[Case]:
         db_labels=torch.from_numpy(DB_HOT).long(), topk=7),
         reference=lambda tmp: np_map(Q_BITS, DB_BITS, Q_HOT, DB_HOT, 7), atol=1e-12))
     for r in (0, 2, 10, 2**40):
-        out.append(Case(f"precision_at_radius/r/valid-{r}", lambda tmp, r=r: _call(
-            _kwargs(hashkern.precision_at_radius), r=r),
+        out.append(Case(f"precision_at_radius/r/valid-{r}", lambda tmp, r=r: hashkern.precision_at_radius(
+            q_codes=_pm1(Q_BITS), db_codes=_pm1(DB_BITS), q_labels=torch.from_numpy(Q_LAB),
+            db_labels=torch.from_numpy(DB_LAB), r=r),
             reference=lambda tmp, r=r: np_precision_at_radius(r), atol=1e-12))
-    out.append(Case("precision_recall_curve/q_codes/valid", lambda tmp: _call(
-        _kwargs(hashkern.precision_recall_curve)),
+    out.append(Case("precision_recall_curve/q_codes/valid", lambda tmp: hashkern.precision_recall_curve(
+        q_codes=_pm1(Q_BITS), db_codes=_pm1(DB_BITS), q_labels=torch.from_numpy(Q_LAB),
+        db_labels=torch.from_numpy(DB_LAB)),
         reference=lambda tmp: np_precision_recall(), atol=1e-12))
     return out
 
@@ -102,15 +105,14 @@ def cases() -> list[Case]:
     out += int_arg_cases("mean_average_precision", _kwargs(hashkern.mean_average_precision), "topk", low=1,
                          optional=True)
     out += int_arg_cases("precision_at_radius", _kwargs(hashkern.precision_at_radius), "r", low=0)
-    for fn_name, make, arg, values in (("mean_average_precision", _kwargs(hashkern.mean_average_precision, topk=4),
-                                        "ties", ("random", None, 1)),
-                                       ("precision_recall_curve", _kwargs(hashkern.precision_recall_curve), "empty",
-                                        ("nan", None))):
-        out += [Case(f"{fn_name}/{arg}/{v!r}", lambda tmp, m=make, a=arg, v=v: _call(m, **{a: v}),
+    for fn_name, fn, arg, values in (("mean_average_precision", hashkern.mean_average_precision, "ties",
+                                      ("random", None, 1)),
+                                     ("precision_recall_curve", hashkern.precision_recall_curve, "empty",
+                                      ("nan", None))):
+        out += [Case(f"{fn_name}/{arg}/{v!r}", lambda tmp, f=fn, a=arg, v=v: _call(_kwargs(f), **{a: v}),
                      names=(arg,)) for v in values]
     out.append(Case("mean_average_precision/q_codes/no-queries", lambda tmp: _call(
-        _kwargs(hashkern.mean_average_precision, topk=4), q_codes=torch.ones(0, 10),
-        q_labels=torch.zeros(0, dtype=torch.long)),
+        _kwargs(hashkern.mean_average_precision), q_codes=torch.ones(0, 10), q_labels=torch.zeros(0, dtype=torch.long)),
         names=("q_codes",)))
     return out + _valid()
 
