@@ -229,7 +229,7 @@ def test_compiled_ops_check_their_arguments(device):
         torch.ops.hashkern.hamming_radius_fill(q, db, 16, torch.tensor([-3, 0, 3], device=device), idx3, dist3)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ["auto", "cpu", "torch"])
 @pytest.mark.parametrize("r", [2**31, 2**31 - 1, 2**32, 2**32 + 1, 2**63 - 1])
 def test_radius_past_int32_is_not_wrapped(backend, r):
     """Every code is within any r >= K: an r wrapped to int32 (2**31 -> negative, 2**32+1 -> 1) lost hits."""

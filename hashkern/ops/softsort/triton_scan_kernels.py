@@ -133,7 +133,7 @@ def _softsort_scan_fwd_kernel(
                 tl.store(pee_ptr + (blk_d * b + rows) * n + r, tl.sum(e * e, axis=1), mask=rmask)
                 tl.store(peu_ptr + (blk_d * b + rows) * n + r, tl.sum(e * u, axis=1), mask=rmask)
             else:
-                tl.store(out_ptr + row_off[:, None] * d + r * d + cols[None, :], e, mask=m2)
+                tl.store(out_ptr + (row_off[:, None] + r) * d + cols[None, :], e, mask=m2)
 
 
 @triton.jit
@@ -170,7 +170,7 @@ def _grad_e(grad_ptr, alpha_ptr, beta_ptr, rows, row_off, r, rmask, cols, m2, d,
         alpha = tl.load(alpha_ptr + row_off + r, mask=rmask, other=0.0)
         beta = tl.load(beta_ptr + row_off + r, mask=rmask, other=0.0)
         return alpha[:, None] * u + beta[:, None] * e
-    return tl.load(grad_ptr + row_off[:, None] * d + r * d + cols[None, :], mask=m2, other=0.0)
+    return tl.load(grad_ptr + (row_off[:, None] + r) * d + cols[None, :], mask=m2, other=0.0)
 
 
 @triton.jit
