@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hashkern._validation import check_same_device, check_tensor
-from hashkern.losses._numerics import at_least_float32, check_temperature, logit_dtype, unit_rows
+from hashkern.ops._numerics import at_least_float32, check_temperature, logit_dtype, unit_rows
 
 __all__ = ["nt_xent", "nt_xent_reference", "NTXentLoss"]
 

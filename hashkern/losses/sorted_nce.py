@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from hashkern._dispatch import BACKENDS
 from hashkern._validation import check_int, check_positive, check_same_device, check_tensor
-from hashkern.losses._numerics import check_temperature, logit_dtype
+from hashkern.ops._numerics import check_temperature, logit_dtype
 from hashkern.ops.softsort import sorted_cosine
 
 __all__ = ["SortedNCELoss", "sorted_nce_loss", "code_similarity"]
@@ -127,6 +128,8 @@ class SortedNCELoss(nn.Module):
         self.sort_temperature = None if sort_temperature is None else check_positive("sort_temperature",
                                                                                       sort_temperature)
         self.reduction = _check_reduction(reduction)
+        if backend not in BACKENDS:  # refused here, not at the first forward
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
 
     def forward(self, b1: torch.Tensor | None = None, b2: torch.Tensor | None = None,

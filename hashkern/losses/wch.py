@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from hashkern._validation import check_same_device, check_tensor
-from hashkern.losses._numerics import at_least_float32, check_temperature, logit_dtype
+from hashkern.ops._numerics import at_least_float32, check_temperature, logit_dtype
 
 __all__ = ["WCHLoss", "BitBalanceLoss", "wch_loss", "wch_weights", "bit_balance_loss", "WEIGHT_NORMS"]
 

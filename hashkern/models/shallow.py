@@ -7,9 +7,16 @@ from hashkern._validation import check_int, check_tensor
 
 
 def as_features(x: torch.Tensor) -> torch.Tensor:
-    """images [n, C, H, W] (uint8 or float) or features [n, d] -> float64 [n, d]."""
+    """images [n, C, H, W] (uint8 or float) or features [n, d], real and finite -> float64 [n, d]."""
     check_tensor("x", x, ndim=(2, 4))
-    return x.reshape(x.shape[0], -1).double()
+    if x.is_complex():  # .double() would drop the imaginary part
+        raise TypeError(f"x must be real features or images, got {str(x.dtype).replace('torch.', '')}")
+    if x.numel() == 0:
+        raise ValueError(f"x must hold at least one sample with at least one feature, got shape {tuple(x.shape)}")
+    x = x.reshape(x.shape[0], -1).double()
+    if not torch.isfinite(x).all():  # a NaN mean or projection would make every code -1
+        raise ValueError("x must be finite (it holds NaN or inf)")
+    return x
 
 
 class _SignProjection:
@@ -31,7 +38,7 @@ class LSH(_SignProjection):
     """Sign of random Gaussian projections of mean-centred features: ``LSH(nbits, seed).fit(X).encode(X)``."""
 
     def __init__(self, nbits: int, seed: int = 0):
-        self.nbits, self.seed = check_int("nbits", nbits, low=1), int(seed)
+        self.nbits, self.seed = check_int("nbits", nbits, low=1), check_int("seed", seed)
         self.planes = None
 
     def fit(self, x: torch.Tensor) -> "LSH":
@@ -49,7 +56,7 @@ class ITQ(_SignProjection):
     def __init__(self, nbits: int, iterations: int = 50, seed: int = 0):
         self.nbits = check_int("nbits", nbits, low=1)
         self.iterations = check_int("iterations", iterations, low=0)
-        self.seed = int(seed)
+        self.seed = check_int("seed", seed)
         self.pca = self.rotation = None
 
     def fit(self, x: torch.Tensor) -> "ITQ":

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hashkern._validation import check_positive, check_same_device, check_tensor
+from hashkern._validation import check_same_device, check_tensor
+from hashkern.ops._numerics import at_least_float32, check_temperature, logit_dtype, unit_rows
 
 __all__ = ["mutual_attention", "mutual_attention_reference"]
 
@@ -31,7 +32,8 @@ def mutual_attention(x1: torch.Tensor, x2: torch.Tensor, temperature: float = 1.
     """x1 [b, P, D], x2 [b, Q, D] (the two views; usually Q = P) -> (x1_attended [b, Q, D], x2_attended [b, P, D]).
 
     ``x1_attended`` is view 1 re-read through the patches of view 2 (one row per patch of x2),
-    ``x2_attended`` the converse. ``temperature`` > 0 divides the cosine similarities (WCH: 1).
+    ``x2_attended`` the converse. ``temperature`` > 0 divides the cosine similarities (WCH: 1); down to
+    the smallest normal float64, and tokens of any finite size, the result is the float64 one.
     """
     check_tensor("x1", x1, ndim=3, dtypes=_FLOATS)
     check_tensor("x2", x2, ndim=3, dtypes=_FLOATS)
@@ -43,9 +45,14 @@ def mutual_attention(x1: torch.Tensor, x2: torch.Tensor, temperature: float = 1.
                          f"x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)}")
     if min(x1.shape) < 1 or min(x2.shape) < 1:
         raise ValueError(f"x1 and x2 must be non-empty, got x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)}")
-    temperature = check_positive("temperature", temperature)
-    q1, q2 = F.normalize(x1, dim=-1), F.normalize(x2, dim=-1)
+    temperature = check_temperature("temperature", temperature)
+    # Half inputs keep their dtype at T = 1 (the flash kernels); a temperature small enough to magnify
+    # the cosines' rounding, or to overflow 1/T, moves the attention to float64 (as the losses do).
+    dtype = at_least_float32(x1)
+    dtype = x1.dtype if logit_dtype(dtype, 2.0, temperature) == dtype else torch.float64
+    v1, v2 = x1.to(dtype), x2.to(dtype)
+    q1, q2 = unit_rows(v1), unit_rows(v2)  # F.normalize overflows past ~1.8e19 in float32
     scale = 1.0 / temperature
-    x1_attended = F.scaled_dot_product_attention(q2, q1, x1, scale=scale)
-    x2_attended = F.scaled_dot_product_attention(q1, q2, x2, scale=scale)
-    return x1_attended, x2_attended
+    x1_attended = F.scaled_dot_product_attention(q2, q1, v1, scale=scale)
+    x2_attended = F.scaled_dot_product_attention(q1, q2, v2, scale=scale)
+    return x1_attended.to(x1.dtype), x2_attended.to(x2.dtype)

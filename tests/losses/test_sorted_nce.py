@@ -106,6 +106,9 @@ def test_bad_inputs():
         sorted_nce_loss(b1[:1], b2[:1], z1[:1], z2[:1], num_positives=1)
     with pytest.raises(ValueError, match="z2 must have the shape of z1"):
         sorted_nce_loss(b1, b2, z1, z2[:, :2], num_positives=2)
+    for backend in ("bogus", None):  # regression: the module took any backend until its first forward
+        with pytest.raises(ValueError, match="backend must be one of"):
+            SortedNCELoss(2, backend=backend)
 
 
 def test_default_sort_temperature_follows_the_code_length():

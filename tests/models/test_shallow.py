@@ -73,3 +73,22 @@ def test_bad_input():
         LSH(0)
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         ITQ(2).fit([[1.0, 2.0]])
+
+
+@pytest.mark.parametrize("cls", [LSH, ITQ])
+def test_complex_empty_and_non_finite_features_and_non_int_seeds_are_refused(cls):
+    """Regressions: complex x lost its imaginary part, NaN gave all -1 codes, seed="3" was accepted."""
+    x = torch.randn(10, 5)
+    with pytest.raises(TypeError, match="x must be real"):
+        cls(2).fit(x.to(torch.complex64))
+    with pytest.raises(TypeError, match="x must be real"):
+        cls(2).fit(x).encode(x.to(torch.complex64))
+    for bad in (torch.ones(0, 5), torch.ones(10, 0)):
+        with pytest.raises(ValueError, match="x must hold at least one sample"):
+            cls(2).fit(bad)
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="x must be finite"):
+            cls(2).fit(torch.where(torch.arange(5) == 2, value, x))
+    for seed in ("3", 2.0, True, torch.tensor(1)):
+        with pytest.raises(TypeError, match="seed must be an int"):
+            cls(2, seed=seed)

@@ -55,6 +55,29 @@ def test_cuda_low_precision(dtype, tol):
         torch.testing.assert_close(a.double(), r, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("scale,dtype", [(1e20, torch.float32), (3e37, torch.float32), (1e-40, torch.float32),
+                                         (1e150, torch.float64)])
+def test_huge_and_subnormal_tokens_match_float64(scale, dtype):
+    """Regression: F.normalize's sum of squares overflowed (1e20 -> cosines of 0) or underflowed (1e-40)."""
+    x1, x2 = torch.randn(2, 4, 6, dtype=torch.float64), torch.randn(2, 3, 6, dtype=torch.float64)
+    x1, x2 = (x1 * scale).to(dtype), (x2 * scale).to(dtype)
+    # The outputs are linear in the tokens and the cosines do not depend on their scale.
+    for got, ref in zip(mutual_attention(x1, x2), _loops(x1.double() / scale, x2.double() / scale, 1.0)):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.double() / scale, ref, atol=1e-4 if scale < 1 else 1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 1e-30, 1e-5])
+def test_tiny_temperatures_match_float64(temperature):
+    """Regression: 1/T overflowed float32 (NaN) or magnified its rounding; small T computes in float64."""
+    x1, x2 = torch.randn(2, 4, 6), torch.randn(2, 3, 6)
+    for got, ref in zip(mutual_attention(x1, x2, temperature), _loops(x1.double(), x2.double(), temperature)):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), ref, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="temperature must be >="):
+        mutual_attention(x1, x2, 1e-320)  # 1/T is not a finite float64
+
+
 def test_bad_input():
     x1, x2 = torch.randn(2, 4, 6), torch.randn(2, 4, 6)
     with pytest.raises(ValueError, match="same batch size b and feature size D"):

@@ -69,16 +69,16 @@ def _gather_case(s64, v64, tau, dtype, backend, descending=True):
     _close(dv, dvr, dtype, "dv")
 
 
-def _cosine_case(s64, z1_64, z2_64, tau, dtype, backend, descending=True):
+def _cosine_case(s64, z1_64, z2_64, tau, dtype, backend, descending=True, eps=1e-8):
     s = s64.to(dtype).requires_grad_()
     z1 = z1_64.to(dtype).requires_grad_()
     z2 = z2_64.to(dtype).requires_grad_()
-    c = ss.sorted_cosine(s, z1, z2, tau, descending=descending, backend=backend)
+    c = ss.sorted_cosine(s, z1, z2, tau, descending=descending, eps=eps, backend=backend)
     assert c.shape == s.shape
     g = torch.randn(c.shape, dtype=torch.float64, device=s.device)
     grads = torch.autograd.grad(c, (s, z1, z2), g.to(c.dtype))
     ref_in = [t.detach().double().requires_grad_() for t in (s, z1, z2)]
-    cr = sorted_cosine_reference(*ref_in, tau, descending)
+    cr = sorted_cosine_reference(*ref_in, tau, descending, eps)
     ref_grads = torch.autograd.grad(cr, ref_in, g)
     _close(c, cr, dtype, "c")
     for name, a, r in zip(("ds", "dz1", "dz2"), grads, ref_grads):
@@ -297,6 +297,31 @@ def test_huge_and_tiny_values_match_float64(backend, scale):
     a = [t.clone().requires_grad_() for t in (s, z1, z2)]
     for g in torch.autograd.grad(ss.sorted_cosine(*a, 0.1, backend=backend).sum(), a):
         assert torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_eps_is_the_clamp_of_the_unscaled_norm(backend, dtype):
+    """|z1| >= 1 is scaled by a power of two before the scans; a large eps must clamp |E| itself
+    (regression: sorted_cosine(s, 8 * z1, z2, 0.1, eps=1.0) clamped the scaled |E|)."""
+    g = torch.Generator().manual_seed(4)
+    s, z1, z2 = torch.rand(6, 6, generator=g), torch.randn(6, 3, generator=g) * 8, torch.randn(6, 3, generator=g)
+    for eps in (0.5, 1.0, 3.0):
+        _cosine_case(s.double(), z1.double(), z2.double(), 0.1, dtype, backend, eps=eps)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eps_below_fp32_keeps_zero_vectors_at_zero(backend):
+    zeros = torch.zeros(4, 3)  # regression: eps=1e-300 rounded to 0 in fp32, and 0/0 gave NaN
+    assert (ss.sorted_cosine(torch.rand(4, 4), zeros, zeros, 0.1, eps=1e-300, backend=backend) == 0).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eps_beyond_fp32_clamps_every_norm(backend):
+    s, z = torch.rand(3, 3), torch.randn(3, 2)
+    c = ss.sorted_cosine(s, z, z, 0.1, eps=1e39, backend=backend)  # regression: an overflow RuntimeError (torch)
+    ref = sorted_cosine_reference(s.double(), z.double(), z.double(), 0.1, eps=1e39)
+    assert torch.isfinite(c).all() and (c.double() - ref).abs().max() < 1e-30
 
 
 def test_dense_soft_sort_with_a_temperature_below_fp32():

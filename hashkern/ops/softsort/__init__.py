@@ -20,7 +20,7 @@ import torch
 
 from hashkern._dispatch import Support, resolve_backend
 from hashkern._validation import check_positive, check_same_device, check_tensor
-from hashkern.ops.softsort.functions import SoftSortGatherFunction, SortedCosineFunction
+from hashkern.ops.softsort.functions import SoftSortGatherFunction, SortedCosineFunction, acc_dtype
 from hashkern.ops.softsort.reference import (
     soft_sort_gather_reference,
     soft_sort_reference,
@@ -139,6 +139,10 @@ def sorted_cosine(s: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, tau: floa
         raise TypeError(f"z2 must have the dtype of z1 ({z1.dtype}), got {z2.dtype}")
     tau = check_positive("tau", tau)
     eps = check_positive("eps", eps)
+    # eps is a scalar of the accumulation dtype: one that rounds to 0 would make a zero vector's cosine
+    # 0/0, and one past its largest value overflows; that value clamps every norm just as well.
+    acc = torch.finfo(acc_dtype(s, z1, z2))
+    eps = min(max(eps, acc.tiny), acc.max)
     _check_bool("descending", descending)
     backend = _backend(backend, device)
     return SortedCosineFunction.apply(s, z1, z2, tau, descending, eps, backend)

@@ -90,8 +90,7 @@ def _power_of_two_scale(x: Tensor) -> Tensor:
 
     Multiplying by it is exact and brings large values below 1, so the scans' sums of up to n
     values cannot overflow; SoftSort's output is linear in the values and the cosine does not
-    depend on their scale, so it is undone exactly. (The cosine's eps clamp then applies to the
-    scaled |E|: different only where |E| < eps max|z1|, far below fp32's resolution of E.)"""
+    depend on their scale, so it is undone exactly (the cosine's eps clamp is scaled with it)."""
     exponent = torch.frexp(x.detach().abs().amax()).exponent.clamp_min(0)
     return torch.exp2(-exponent.to(x.dtype))
 
@@ -161,9 +160,14 @@ class SortedCosineFunction(torch.autograd.Function):
         v = (v * scale).contiguous()  # the cosine does not depend on the scale of z1
         z2a = z2.to(acc)
         u = _unit_rows(z2a, eps).contiguous()
-        c, norms = softsort_scan(q, idx, v, tau, u, eps, backend)
+        # The scans clamp the scaled |E|: max(|E| scale, eps scale) = scale max(|E|, eps). Below the
+        # accumulation dtype's resolution the clamp only touches rounding noise, so eps is kept
+        # there and the host never waits for scale; a larger eps is scaled exactly.
+        scan_eps = eps if eps <= torch.finfo(acc).eps else eps * float(scale)
+        c, norms = softsort_scan(q, idx, v, tau, u, scan_eps, backend)
         ctx.save_for_backward(q, idx, v, z2a, u, c, norms, scale)
-        ctx.tau, ctx.eps, ctx.backend, ctx.dtypes = tau, eps, backend, (s.dtype, z1.dtype, z2.dtype)
+        ctx.tau, ctx.eps, ctx.scan_eps, ctx.backend = tau, eps, scan_eps, backend
+        ctx.dtypes = (s.dtype, z1.dtype, z2.dtype)
         ctx.sign = 1.0 if descending else -1.0
         return c
 
@@ -171,7 +175,7 @@ class SortedCosineFunction(torch.autograd.Function):
     def backward(ctx, dc: Tensor):
         q, idx, v, z2a, u, c, norms, scale = ctx.saved_tensors
         grad = dc.to(q.dtype).contiguous()
-        ds, dv, du = softsort_scan_backward(q, idx, v, ctx.tau, u, ctx.eps, grad, c, norms, ctx.backend)
+        ds, dv, du = softsort_scan_backward(q, idx, v, ctx.tau, u, ctx.scan_eps, grad, c, norms, ctx.backend)
         s_dtype, z1_dtype, z2_dtype = ctx.dtypes
         dz2 = _unit_rows_bwd(z2a, du, ctx.eps)
         return ((ds * ctx.sign).to(s_dtype), (dv[0] * scale).to(z1_dtype), dz2.to(z2_dtype),

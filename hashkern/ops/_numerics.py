@@ -1,4 +1,4 @@
-"""Numerics shared by the WCH and NT-Xent losses: temperatures, compute dtypes, overflow-free normalisation."""
+"""Numerics shared by the losses and mutual attention: temperatures, compute dtypes, overflow-free normalisation."""
 from __future__ import annotations
 
 import sys
@@ -34,12 +34,12 @@ def logit_dtype(dtype: torch.dtype, span: float, temperature: float) -> torch.dt
 
 
 def unit_rows(z: torch.Tensor) -> torch.Tensor:
-    """Rows of ``z [n, d]`` scaled to unit L2 norm (zero rows stay zero) without overflow or underflow.
+    """Rows of ``z [..., d]`` scaled to unit L2 norm (zero rows stay zero) without overflow or underflow.
 
     Each row is first divided by its largest magnitude, so the squared norm lies in [1, d] whatever
     the scale of the input (``F.normalize`` alone overflows past ~1.8e19 in float32). The scale is
     detached: the result does not depend on it, so the gradient is the same.
     """
-    scale = z.detach().abs().amax(dim=1, keepdim=True)
+    scale = z.detach().abs().amax(dim=-1, keepdim=True)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return F.normalize(z / scale, dim=1)
+    return F.normalize(z / scale, dim=-1)
