@@ -58,8 +58,8 @@ def _time_variants(variants, inputs, grad, device, check_tol, slow_n):
     """[(name, ms, peak bytes | why not)] for fn(*inputs) forward+backward, each checked against the first."""
     results, expected = [], None
     for name, fn in variants:
-        if fn is None:
-            results.append((name, None, "skipped: does not fit"))
+        if isinstance(fn, str):  # why this variant is not run at this size
+            results.append((name, None, f"skipped: {fn}"))
             continue
         try:
             with torch.no_grad():
@@ -109,10 +109,13 @@ def run(device: torch.device, quick: bool):
         z1 = torch.randn(n, d, device=device, dtype=dtype, requires_grad=True)
         z2 = torch.randn(n, d, device=device, dtype=dtype, requires_grad=True)
         fits = _dense_fits(n, n, device)
+        too_big = "its [n, n, n] tensors do not fit in memory"
+        too_long = "O(n^3 d): ~n^3/1024^3 times the n = 1024 row"
         results = _time_variants([
-            ("definition, eager", dense if fits else None),
-            ("definition, torch.compile", compiled if fits else None),
-            (f"definition in chunks of {CHUNK_ANCHORS} anchors", cosine_definition_in_chunks if _chunked_fits(n, device) else None),
+            ("definition, eager", dense if fits else too_big),
+            ("definition, torch.compile", compiled if fits else too_big),
+            (f"definition in chunks of {CHUNK_ANCHORS} anchors",
+             cosine_definition_in_chunks if _chunked_fits(n, device) else too_long),
             (ours, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend)),
         ], (s, z1, z2), torch.randn(n, n, device=device), device, TOL[dtype], slow_n=n >= 1024 and device.type == "cpu")
         rows += _rows("sorted_cosine", n, d, dtype, results)
@@ -124,7 +127,7 @@ def run(device: torch.device, quick: bool):
         grad = torch.randn(b, n, d, device=device, dtype=dtype)
         gather = lambda s, v: soft_sort_gather_reference(s, v, TAU)  # noqa: E731
         results = _time_variants([
-            ("definition, eager", gather if _dense_fits(n, b, device) else None),
+            ("definition, eager", gather if _dense_fits(n, b, device) else "its [b, n, n] tensors do not fit in memory"),
             (ours, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend)),
         ], (sg, z1), grad, device, TOL[dtype], slow_n=False)
         rows += _rows(f"soft_sort_gather (b={b})", n, d, dtype, results)
