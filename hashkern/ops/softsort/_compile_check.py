@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 import torch
+import triton
 
 from hashkern.ops._triton_aot import compile_for_gpus, make_launch
 from hashkern.ops.softsort.triton_scan import scan_config
@@ -19,18 +20,20 @@ _TL = {torch.float32: "fp32", torch.float64: "fp64"}
 MODES = ((True, True), (False, True), (False, False))  # (COSINE, SHARED_V); the cosine shares its values
 
 
-def launches(dtypes=(torch.float32, torch.float64), modes=MODES, n=1024, d=128) -> list[dict]:
-    cfg = scan_config(n, d, torch.device("cuda"))
+def launches(dtypes=(torch.float32, torch.float64), modes=MODES, shapes=((1024, 128), (1000, 100))) -> list[dict]:
+    """The CUDA launches at real sizes, so the JIT's specialisation (ints divisible by 16 or not) is
+    the one that runs: ``shapes`` are (n, d), with n anchors of n positions each."""
     result = []
-    for dtype in dtypes:
-        pointer = "*" + _TL[dtype]
-        types = {"idx_ptr": "*i64", "b": "i32", "n": "i32", "d": "i32", "chunk": "i32", "nchunks": "i32",
-                 "tau": "fp64"}
-        for cosine, shared in modes:
-            for kernel in (_softsort_scan_fwd_kernel, _softsort_scan_bwd_kernel):
-                constexprs = {"SHARED_V": shared, "COSINE": cosine, "BA": cfg.rows, "BD": cfg.features}
-                warps = cfg.num_warps if kernel is _softsort_scan_fwd_kernel else cfg.num_warps_bwd(cosine, dtype)
-                result.append(make_launch(kernel, types, constexprs, {"num_warps": warps}, rest=pointer))
+    for n, d in shapes:
+        cfg = scan_config(n, d, torch.device("cuda"))
+        sizes = {"b": n, "n": n, "d": d, "chunk": cfg.chunk, "nchunks": triton.cdiv(n, cfg.chunk), "tau": 0.005}
+        for dtype in dtypes:
+            for cosine, shared in modes:
+                for kernel in (_softsort_scan_fwd_kernel, _softsort_scan_bwd_kernel):
+                    constexprs = {"SHARED_V": shared, "COSINE": cosine, "BA": cfg.rows, "BD": cfg.features}
+                    warps = cfg.num_warps if kernel is _softsort_scan_fwd_kernel else cfg.num_warps_bwd(cosine, dtype)
+                    result.append(make_launch(kernel, {"idx_ptr": "*i64", **sizes}, constexprs,
+                                              {"num_warps": warps}, rest="*" + _TL[dtype]))
     return result
 
 
