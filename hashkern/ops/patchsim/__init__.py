@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from hashkern._dispatch import resolve_backend
+from hashkern._dispatch import Support, resolve_backend
 from hashkern._validation import check_positive, check_same_device, check_tensor
 from hashkern.ops.patchsim.torch_gemm import empty_stats, patch_similarity_torch_bwd, patch_similarity_torch_fwd
 from hashkern.ops.patchsim.reference import REDUCTIONS, patch_similarity_reference
@@ -22,6 +22,8 @@ from hashkern.ops.patchsim.reference import REDUCTIONS, patch_similarity_referen
 __all__ = ["PatchSimilarityFunction", "patch_similarity", "patch_similarity_reference", "REDUCTIONS"]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Triton: every float dtype, any size (1-D grids, int64 offsets); bf16/fp16 tensor cores need sm_80+.
+_SUPPORT = {"triton": Support(min_capability=(8, 0))}
 
 
 def _impl(backend: str):
@@ -146,7 +148,7 @@ def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True,
     mask1 = _check_mask("mask1", mask1, b1, P, device)
     mask2 = _check_mask("mask2", mask2, b2, Q, device)
     preference = ("triton", "torch") if device.type == "cuda" else ("torch", "triton")
-    backend = resolve_backend(backend, "patch_similarity", device, preference)
+    backend = resolve_backend(backend, "patch_similarity", device, preference, support=_SUPPORT)
 
     acc = torch.float64 if x1.dtype == torch.float64 else torch.float32
     if mask1 is None:
