@@ -5,8 +5,9 @@ float64), zero vectors, ties, masks and the softmaxmean temperature (1e-300 .. 1
 ends of what the dtypes hold, at odd sizes (P, Q not multiples of 16; every size 1). The oracle
 is the definition written in NumPy float64, ``s[n, m] = mean_i max_j cos(x1[n, i], x2[m, j])``
 (softmaxmean: ``agg_j = sum_j softmax_j(cos / T) cos``; masked patches left out; the cosine of
-a zero vector is 0), on the values the op sees after rounding to its dtype. Triton runs under
-the interpreter, so its cases stay tiny.
+a zero vector is 0), on the values the op sees after rounding to its dtype. Gradients are compared
+too (times max |x|), except where they are not finite in float64 (1 / |x| of subnormal x) or not
+defined (zero vectors). Triton runs under the interpreter, so its cases stay tiny.
 """
 from __future__ import annotations
 
@@ -27,26 +28,53 @@ TEMPS = (1e-300, 1e-40, 1e-6, 0.1, 1e30, 1e300)
 BAD_BOOL = {"str": "yes", "int": 1, "None": None}
 
 
-def np_patch_similarity(x1, x2, reduce="maxmean", temperature=0.1, mask1=None, mask2=None, normalize=True):
-    """float64 [b1, P, D], [b2, Q, D] -> s [b1, b2], written from the definition."""
-    u1, u2 = (_unit(x1), _unit(x2)) if normalize else (np.asarray(x1, np.float64), np.asarray(x2, np.float64))
+def _aggregate(sim, reduce, temperature):
+    """sim [q] -> (agg, d agg / d sim [q]) of one (x1 patch, x2 image) over the real x2 patches."""
+    if reduce == "maxmean":
+        return sim.max(), np.eye(len(sim))[np.argmax(sim)]  # ties: the gradient goes to the first j
+    # softmax with the max subtracted: exp(-inf) = 0 for T -> 0, ties share; d agg = p (1 + (sim - agg) / T)
+    d = sim - sim.max()
+    with np.errstate(over="ignore", under="ignore"):
+        w = np.exp(d / temperature)
+    p = w / w.sum()
+    f = (p * d).sum()
+    with np.errstate(over="ignore", invalid="ignore"):
+        return sim.max() + f, np.where(p > 0, p * (1 + (d - f) / temperature), 0.0)
+
+
+def np_patch_similarity(x1, x2, reduce="maxmean", temperature=0.1, mask1=None, mask2=None, normalize=True,
+                        grad=None):
+    """float64 [b1, P, D], [b2, Q, D] -> s [b1, b2], written from the definition; with ``grad`` [b1, b2] the
+    gradients (dx1, dx2) of ``sum(grad * s)`` instead (normalize: d(x/|x|) = (I - u u^T) / |x|)."""
+    x1, x2 = np.asarray(x1, np.float64), np.asarray(x2, np.float64)
+    u1, u2 = (_unit(x1), _unit(x2)) if normalize else (x1, x2)
     (b1, p, _), (b2, q, _) = u1.shape, u2.shape
     m1 = np.ones((b1, p), bool) if mask1 is None else np.asarray(mask1)
     m2 = np.ones((b2, q), bool) if mask2 is None else np.asarray(mask2)
-    s = np.zeros((b1, b2))
+    s, du1, du2 = np.zeros((b1, b2)), np.zeros_like(u1), np.zeros_like(u2)
     for n in range(b1):
+        real = np.flatnonzero(m1[n])
         for m in range(b2):
             per_patch = []
-            for i in np.flatnonzero(m1[n]):
-                sim = u2[m][m2[m]] @ u1[n, i]
-                if reduce == "maxmean":
-                    per_patch.append(sim.max())
-                else:  # softmax weights with the max subtracted: exp(-inf) = 0 for T -> 0, ties share
-                    with np.errstate(over="ignore", under="ignore"):
-                        w = np.exp((sim - sim.max()) / temperature)
-                    per_patch.append((w * sim).sum() / w.sum())
+            for i in real:
+                agg, dagg = _aggregate(u2[m][m2[m]] @ u1[n, i], reduce, temperature)
+                per_patch.append(agg)
+                if grad is not None:
+                    c = grad[n, m] / len(real)
+                    du1[n, i] += c * dagg @ u2[m][m2[m]]
+                    du2[m][m2[m]] += c * dagg[:, None] * u1[n, i]
             s[n, m] = np.mean(per_patch)
-    return s
+    if grad is None:
+        return s
+    if not normalize:
+        return du1, du2
+    return tuple((g - (g * u).sum(-1, keepdims=True) * u) / _norm(x) for g, u, x in ((du1, u1, x1), (du2, u2, x2)))
+
+
+def _norm(x):
+    """|x| along the last axis, keepdims, without overflow (x ~ 1e300)."""
+    m = np.abs(x).max(-1, keepdims=True)
+    return m * np.linalg.norm(x / np.where(m > 0, m, 1), axis=-1, keepdims=True)
 
 
 def _extreme_inputs():
@@ -88,9 +116,48 @@ def _case(cid, x1, x2, dtype, atol, backend, reduce="maxmean", temperature=0.1, 
                                                                       mask2, normalize), atol=atol)
 
 
+def _grad_case(cid, x1, x2, dtype, atol, backend, reduce, temperature, mask1=None, mask2=None, tied=False):
+    """Gradients of sum(G * s) w.r.t. x1 and x2, each times max |x| so that they are O(1) at any scale.
+
+    Where every patch of an x2 image is the same (``tied``) the split of dx2 among the copies is any
+    subgradient (Triton's interpreter multiplies with NumPy's BLAS, whose rounding differs by an ulp
+    between equal columns, so the first copy is not always the max): dx2 is compared summed over patches."""
+    seen1, seen2 = _seen(x1, dtype), _seen(x2, dtype)
+    c1, c2 = np.abs(seen1).max(), np.abs(seen2).max()
+    weights = RNG.standard_normal((seen1.shape[0], seen2.shape[0]))
+
+    def call(tmp):
+        a1, a2 = _t(x1, dtype).requires_grad_(), _t(x2, dtype).requires_grad_()
+        s = patch_similarity(a1, a2, True, reduce, None if mask1 is None else torch.tensor(mask1),
+                             None if mask2 is None else torch.tensor(mask2), temperature, backend)
+        g1, g2 = torch.autograd.grad((s * _t(weights, s.dtype)).sum(), (a1, a2))
+        return g1.double() * c1, (g2.double().sum(1) if tied else g2.double()) * c2
+
+    def reference(tmp):
+        g1, g2 = np_patch_similarity(seen1, seen2, reduce, temperature, mask1, mask2, grad=weights)
+        return g1 * c1, (g2.sum(1) if tied else g2) * c2
+    return Case(cid, call, reference=reference, atol=atol)
+
+
+GRAD_INPUTS = ("unit", "1e20", "3e38", "1e20-vs-1e-20", "1e300-f64", "ties", "x2-is-x1", "P=17-Q=19", "f64")
+
+
 def _valid() -> list[Case]:
     out = []
-    for name, (x1, x2, dtype, atol) in _extreme_inputs().items():
+    extremes = _extreme_inputs()
+    for name in GRAD_INPUTS:
+        x1, x2, dtype, atol = extremes[name]
+        for backend in BACKENDS:
+            out.append(_grad_case(f"patch_similarity/x/valid-grad-{name}-maxmean-{backend}", x1, x2, dtype,
+                                  4 * atol, backend, "maxmean", 0.1, tied=name == "ties"))
+            for t in (1e-300, 0.1, 1e300):
+                out.append(_grad_case(f"patch_similarity/x/valid-grad-{name}-softmaxmean-T={t:g}-{backend}", x1, x2,
+                                      dtype, 4 * atol, backend, "softmaxmean", t, tied=name == "ties"))
+    for backend in BACKENDS:
+        for reduce, t in (("maxmean", 0.1), ("softmaxmean", 1e-300), ("softmaxmean", 0.1), ("softmaxmean", 1e300)):
+            out.append(_grad_case(f"patch_similarity/mask/valid-grad-{reduce}-T={t:g}-{backend}", X1, X2,
+                                  torch.float32, 8e-6, backend, reduce, t, MASK1, MASK2))
+    for name, (x1, x2, dtype, atol) in extremes.items():
         for backend in BACKENDS:
             out.append(_case(f"patch_similarity/x/valid-{name}-maxmean-{backend}", x1, x2, dtype, atol, backend))
             for t in (1e-300, 0.1):
