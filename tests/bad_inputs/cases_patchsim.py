@@ -24,7 +24,7 @@ X1, X2 = RNG.standard_normal((B1, P, D)), RNG.standard_normal((B2, Q, D))
 MASK1 = np.array([[True, False, True], [False, True, False]])
 MASK2 = np.array([[True, True, False, False, True], [False, False, False, True, False], [True] * Q])
 BACKENDS = ("torch", "triton")
-TEMPS = (1e-300, 1e-40, 1e-6, 0.1, 1e30, 1e300)
+TEMPS = (5e-324, 1e-300, 1e-40, 1e-6, 0.1, 1, np.float64(2.5), 1e30, 1e300, 1.7976931348623157e308)
 BAD_BOOL = {"str": "yes", "int": 1, "None": None}
 
 
@@ -179,6 +179,15 @@ def _valid() -> list[Case]:
             out.append(_case(f"patch_similarity/normalize/valid-False-{reduce}-{backend}", X1, X2 * 3, torch.float32,
                              1e-5, backend, reduce, 0.5, MASK1, MASK2, normalize=False))
     out.append(_case("patch_similarity/backend/valid-auto", X1, X2, torch.float32, 2e-6, "auto", "softmaxmean"))
+    for backend in BACKENDS:  # views: x1 transposed, x2 expanded (stride 0), mask1 every other column
+        for reduce in ("maxmean", "softmaxmean"):
+            out.append(Case(f"patch_similarity/x/valid-strided-{reduce}-{backend}", lambda tmp, b=backend, r=reduce:
+                            patch_similarity(_t(X1.transpose(0, 2, 1).copy()).transpose(1, 2),
+                                             _t(X2[:1, :1]).expand(B2, Q, D), True, r,
+                                             torch.tensor(np.repeat(MASK1, 2, 1))[:, ::2], None, 0.1, b),
+                            reference=lambda tmp, r=reduce: np_patch_similarity(
+                                _seen(X1, torch.float32), np.broadcast_to(_seen(X2[:1, :1], torch.float32), X2.shape),
+                                r, 0.1, MASK1), atol=2e-6))
     for reduce in ("maxmean", "softmaxmean"):
         for t in (1e-300, 0.1):
             out.append(Case(f"patch_similarity_reference/valid-{reduce}-T={t:g}", lambda tmp, r=reduce, t=t:
