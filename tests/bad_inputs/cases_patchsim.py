@@ -103,6 +103,8 @@ def _extreme_inputs():
         "f16": (X1, X2, torch.float16, 2e-3),
         "bf16": (X1, X2, torch.bfloat16, 1.6e-2),
         "f16-6e4": (X1 * 6e4 / np.abs(X1).max(), X2 * 6e4 / np.abs(X2).max(), torch.float16, 2e-3),
+        "f16-subnormal": (X1 * 1e-6, X2 * 1e-6, torch.float16, 2e-3),
+        "bf16-3e38": (big1, big2, torch.bfloat16, 1.6e-2),
     }
 
 
