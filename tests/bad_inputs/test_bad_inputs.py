@@ -8,9 +8,8 @@ tests/bad_inputs/report.py`` prints the count of every outcome class. Areas cove
 - ``checkpoint``: save / load / model_from_checkpoint;
 - ``softsort``: soft_sort, soft_sort_gather, sorted_cosine (cpu, torch, triton);
 - ``losses``: NT-Xent, WCH (weights, loss, bit balance), SortedNCE, CIBHash's KL terms, mutual_attention;
-- ``models``: WCH, NSH, CIBHash (constructors, encode, loss), the backbones, LSH / ITQ.
-
-Not yet: ``patchsim`` (patch_similarity is being rewritten; its cases go in ``cases_patchsim.py``).
+- ``models``: WCH, NSH, CIBHash (constructors, encode, loss), the backbones, LSH / ITQ;
+- ``patchsim``: patch_similarity (maxmean, softmaxmean, masks, temperature; torch, triton), patch_similarity_reference.
 """
 import pytest
 

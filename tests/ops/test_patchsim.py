@@ -177,6 +177,19 @@ def test_softmaxmean_at_tiny_temperatures(backend, temperature):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("temperature", [1e46, 1e300])
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_softmaxmean_at_huge_temperatures(backend, temperature):
+    """Above ~1.4e45 the float32 1 / T rounds to 0 and -inf * 0 was NaN (masked patches, and the Triton kernel's
+    out-of-image columns): the smooth max must be the mean over the real patches, as in float64."""
+    x1, x2 = torch.randn(2, 5, 8), torch.randn(3, 6, 8)
+    mask1, mask2 = _masks(2, 3, 5, 6, "cpu")
+    _check(x1, x2, backend, TOL[torch.float32], reduce="softmaxmean", temperature=temperature, mask1=mask1,
+           mask2=mask2)
+    _check(x1, x2, backend, TOL[torch.float32], reduce="softmaxmean", temperature=temperature)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reduce", REDUCES)
 def test_bitwise_deterministic(device, backend, reduce):
     """The same inputs give bitwise-identical results and gradients (fixed-order sums, no atomics)."""

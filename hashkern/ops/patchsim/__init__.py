@@ -120,7 +120,8 @@ def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True,
         mask1: [b1, P] bool, True for real patches (padded ones are left out of the mean);
             mask2: [b2, Q] bool (padded ones are left out of the max). Every row needs a True.
         temperature: > 0, used by ``softmaxmean``; below the smallest normal number of the compute dtype
-            it acts as that number (the result is then the max, ties shared equally).
+            it acts as that number (the result is then the max, ties shared equally), above its inverse as
+            that inverse (the result is then the mean).
         backend: ``"auto" | "triton" | "torch"``.
     Returns:
         s [b1, b2], float32 (float64 for float64 input): accumulation stays in fp32 for half inputs.

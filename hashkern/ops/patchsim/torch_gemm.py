@@ -7,7 +7,8 @@ memory stays bounded) and each chunk is reduced at once over each image's Q colu
 * ``maxmean``: max and first argmax per (x1 patch, x2 image);
 * ``softmaxmean``: per (x1 patch, x2 image) the row max ``mx``, ``log sum_j exp((sim_j - mx) / T)``
   and the smooth max ``f`` — shifting by the max before dividing by ``T`` keeps tiny temperatures
-  finite (``T`` is raised to the smallest normal number of the compute dtype, where ``1/T`` is finite).
+  finite (``T`` is raised to the smallest normal number of the compute dtype, where ``1/T`` is finite,
+  and lowered to its inverse, where ``1/T`` is not 0).
 
 Saved statistics are image-major, ``[b2, b1 P]`` (one contiguous row per x2 image). The backward of
 ``maxmean`` is two sparse sums written as ``embedding_bag`` (BLAS-free, deterministic, O(b1 P b2 D)):
@@ -28,8 +29,11 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def inverse_temperature(temperature: float, acc: torch.dtype) -> float:
-    """1 / max(T, smallest normal of acc): finite, so (sim - max) / T never meets inf * 0."""
-    return 1.0 / max(temperature, torch.finfo(acc).tiny)
+    """1 / T kept within [tiny, 1 / tiny] (tiny: the smallest normal of acc), so (sim - max) / T never meets
+    inf * 0: 1 / T is finite for tiny T, and nonzero in acc for huge T (where 1e300 gave 0 in fp32 and
+    -inf * 0 = NaN at masked patches). Exact in effect: for T >= 1 / tiny every weight exp(d / T) is 1."""
+    tiny = torch.finfo(acc).tiny
+    return max(1.0 / max(temperature, tiny), tiny)
 
 
 def image_chunks(b1: int, P: int, b2: int, Q: int, limit: int):
