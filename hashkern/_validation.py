@@ -47,6 +47,13 @@ def check_positive(name: str, value: float) -> float:
     return float(value)
 
 
+def check_bool(name: str, value) -> bool:
+    """A real bool (not 0/1, not a string)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
 def check_int(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
     """An int within [low, high] (inclusive where given)."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -25,19 +25,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from hashkern._validation import check_same_device, check_tensor
+from hashkern._validation import check_bool, check_same_device, check_tensor
 from hashkern.ops._numerics import at_least_float32, check_temperature, logit_dtype
 
 __all__ = ["WCHLoss", "BitBalanceLoss", "wch_loss", "wch_weights", "bit_balance_loss", "WEIGHT_NORMS"]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 WEIGHT_NORMS = ("column", "row")
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
 
 
 def _check_weight_norm(value) -> str:
@@ -67,7 +61,7 @@ def wch_weights(s: torch.Tensor, weight_temperature: float = 0.2, clamp: bool = 
     if s.shape[0] != s.shape[1] or s.shape[0] < 1:
         raise ValueError(f"s must be a non-empty square [b, b] matrix, got shape {tuple(s.shape)}")
     weight_temperature = check_temperature("weight_temperature", weight_temperature)
-    clamp = _check_bool("clamp", clamp)
+    clamp = check_bool("clamp", clamp)
     weight_norm = _check_weight_norm(weight_norm)
     return _weights(s.double(), weight_temperature, weight_norm, clamp).to(at_least_float32(s))
 
@@ -94,8 +88,8 @@ def wch_loss(h1: torch.Tensor, h2: torch.Tensor, s: torch.Tensor, temperature: f
         raise ValueError(f"s must have shape [b, b] = {(b, b)} (patch similarities of the batch), got {tuple(s.shape)}")
     temperature = check_temperature("temperature", temperature)
     weight_temperature = check_temperature("weight_temperature", weight_temperature)
-    _check_bool("detach_weights", detach_weights)
-    _check_bool("clamp_weights", clamp_weights)
+    check_bool("detach_weights", detach_weights)
+    check_bool("clamp_weights", clamp_weights)
     weight_norm = _check_weight_norm(weight_norm)
     s64 = s.detach().double() if detach_weights else s.double()
     targets = _weights(s64, weight_temperature, weight_norm, clamp_weights)
@@ -128,8 +122,8 @@ class WCHLoss(nn.Module):
         super().__init__()
         self.temperature = check_temperature("temperature", temperature)
         self.weight_temperature = check_temperature("weight_temperature", weight_temperature)
-        self.detach_weights = _check_bool("detach_weights", detach_weights)
-        self.clamp_weights = _check_bool("clamp_weights", clamp_weights)
+        self.detach_weights = check_bool("detach_weights", detach_weights)
+        self.clamp_weights = check_bool("clamp_weights", clamp_weights)
         self.weight_norm = _check_weight_norm(weight_norm)
 
     def forward(self, h1: torch.Tensor, h2: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import os
 import torch
 import torch.nn as nn
 
-from hashkern._validation import check_int, check_positive
+from hashkern._validation import check_bool, check_int, check_positive
 
 BACKBONES = ("small-vit", "vit-b16", "vgg16")
 
@@ -188,9 +188,8 @@ class VGG16Backbone(nn.Module):
 
     def __init__(self, weights: str | None = None, frozen: bool = True, dropout: bool = True):
         super().__init__()
-        for name, value in (("frozen", frozen), ("dropout", dropout)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+        check_bool("frozen", frozen)
+        check_bool("dropout", dropout)
         weights = _weights_path(weights)
         from torchvision.models import vgg16
 

@@ -78,12 +78,6 @@ def check_choice(name: str, value, choices: tuple) -> str:
     return value
 
 
-def check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
-
-
 def official_init_(linear: nn.Linear) -> None:
     """The official WCH head init: weights kaiming-uniform with fan_out (gain √2), biases N(0, 1)."""
     nn.init.kaiming_uniform_(linear.weight, mode="fan_out")

@@ -7,7 +7,8 @@ import torch.nn as nn
 from hashkern.codes import sign_ste
 from hashkern.distributed import gather_batch
 from hashkern.losses.ntxent import NTXentLoss
-from hashkern.models.base import HashModel, check_bool, check_choice, check_loss_weight, mlp_head
+from hashkern._validation import check_bool
+from hashkern.models.base import HashModel, check_choice, check_loss_weight, mlp_head
 
 KL_FORMS = ("official", "full")
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from hashkern._dispatch import Support, resolve_backend
-from hashkern._validation import check_positive, check_same_device, check_tensor
+from hashkern._validation import check_bool, check_positive, check_same_device, check_tensor
+from hashkern.ops._numerics import unit_rows
 from hashkern.ops.patchsim.torch_gemm import empty_stats, patch_similarity_torch_bwd, patch_similarity_torch_fwd
 from hashkern.ops.patchsim.reference import REDUCTIONS, patch_similarity_reference
 
@@ -99,12 +99,10 @@ def _check_mask(name: str, mask, batch: int, patches: int, device: torch.device)
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
-    """x / |x| along the last axis without overflow: rows are first divided by their max |entry| (a constant for
-    autograd: normalising is scale-invariant), so the squared norm is at most D even for x ~ 1e20 in fp32.
-    Half inputs are normalised in fp32 and rounded once."""
-    scale = x.detach().abs().amax(dim=-1, keepdim=True)
+    """x / |x| along the last axis without overflow (``unit_rows``); half inputs are normalised in
+    fp32 and rounded once."""
     wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    return F.normalize(wide / torch.where(scale > 0, scale, torch.ones_like(scale)), dim=-1).to(x.dtype)
+    return unit_rows(wide).to(x.dtype)
 
 
 def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True, reduce: str = "maxmean",
@@ -141,8 +139,7 @@ def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True,
                        ("feature size D", D)):
         if size < 1:
             raise ValueError(f"{name} must be >= 1, got shapes x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)}")
-    if not isinstance(normalize, bool):
-        raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+    check_bool("normalize", normalize)
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     temperature = check_positive("temperature", temperature)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from hashkern._dispatch import Support, resolve_backend
-from hashkern._validation import check_positive, check_same_device, check_tensor
+from hashkern._validation import check_bool, check_positive, check_same_device, check_tensor
 from hashkern.ops.softsort.functions import SoftSortGatherFunction, SortedCosineFunction, acc_dtype
 from hashkern.ops.softsort.reference import (
     soft_sort_gather_reference,
@@ -53,12 +53,6 @@ def _check_rows(name: str, s: torch.Tensor) -> None:
         raise ValueError(f"{name} must have at least one column to sort, got shape {tuple(s.shape)}")
 
 
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
-
-
 def soft_sort(s: torch.Tensor, tau: float, descending: bool = True, hard: bool = False) -> torch.Tensor:
     """SoftSort relaxation of the permutation that sorts each row of ``s``.
 
@@ -75,8 +69,8 @@ def soft_sort(s: torch.Tensor, tau: float, descending: bool = True, hard: bool =
     if s.shape[-1] == 0:
         raise ValueError(f"s must have at least one column to sort, got shape {tuple(s.shape)}")
     tau = check_positive("tau", tau)
-    _check_bool("descending", descending)
-    _check_bool("hard", hard)
+    check_bool("descending", descending)
+    check_bool("hard", hard)
     return soft_sort_reference(s, tau, descending, hard)
 
 
@@ -103,7 +97,7 @@ def soft_sort_gather(s: torch.Tensor, v: torch.Tensor, tau: float, descending: b
     if v.shape[-1] == 0:
         raise ValueError("v must have at least one feature (d >= 1)")
     tau = check_positive("tau", tau)
-    _check_bool("descending", descending)
+    check_bool("descending", descending)
     backend = _backend(backend, device)
     return SoftSortGatherFunction.apply(s, v, tau, descending, backend)
 
@@ -143,6 +137,6 @@ def sorted_cosine(s: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, tau: floa
     # 0/0, and one past its largest value overflows; that value clamps every norm just as well.
     acc = torch.finfo(acc_dtype(s, z1, z2))
     eps = min(max(eps, acc.tiny), acc.max)
-    _check_bool("descending", descending)
+    check_bool("descending", descending)
     backend = _backend(backend, device)
     return SortedCosineFunction.apply(s, z1, z2, tau, descending, eps, backend)

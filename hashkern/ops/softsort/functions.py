@@ -112,11 +112,10 @@ def _unit_rows(z: Tensor, eps: float) -> Tensor:
     return torch.where(norm > eps, direction, z / eps)
 
 
-def _unit_rows_bwd(z: Tensor, du: Tensor, eps: float) -> Tensor:
-    """Backward of ``u = z / max(|z|, eps)`` for rows ``z [n, d]``."""
-    norm, direction = _row_norms(z)
+def _unit_rows_bwd(z: Tensor, u: Tensor, du: Tensor, eps: float) -> Tensor:
+    """Backward of ``u = _unit_rows(z, eps)`` for rows ``z [n, d]``."""
+    norm, _ = _row_norms(z)
     clamped = norm.clamp_min(eps)
-    u = torch.where(norm > eps, direction, z / eps)
     proj = torch.where(norm > eps, (du * u).sum(-1, keepdim=True), torch.zeros_like(norm))
     return (du - proj * u) / clamped
 
@@ -177,6 +176,6 @@ class SortedCosineFunction(torch.autograd.Function):
         grad = dc.to(q.dtype).contiguous()
         ds, dv, du = softsort_scan_backward(q, idx, v, ctx.tau, u, ctx.scan_eps, grad, c, norms, ctx.backend)
         s_dtype, z1_dtype, z2_dtype = ctx.dtypes
-        dz2 = _unit_rows_bwd(z2a, du, ctx.eps)
+        dz2 = _unit_rows_bwd(z2a, u, du, ctx.eps)
         return ((ds * ctx.sign).to(s_dtype), (dv[0] * scale).to(z1_dtype), dz2.to(z2_dtype),
                 None, None, None, None)
