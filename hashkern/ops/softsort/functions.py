@@ -13,12 +13,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from hashkern.ops._numerics import at_least_float32 as acc_dtype  # fp64 if any input is, else fp32
 from hashkern.ops.softsort import scan_torch
-
-
-def acc_dtype(*tensors: Tensor) -> torch.dtype:
-    """fp64 when any input is fp64 (gradcheck), fp32 otherwise (half inputs accumulate in fp32)."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
 def _cpu_fwd(q, idx, v, tau, u, eps):
