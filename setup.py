@@ -76,6 +76,7 @@ setup(
     version="0.1.0",
     description="Fused Triton and CUDA kernels for deep unsupervised hashing",
     packages=find_packages(include=["hashkern", "hashkern.*"]),
+    package_data={"hashkern": ["weights/*.pt"]},  # the pretrained backbone(s), checked by SHA-256 on load
     python_requires=">=3.9",
     install_requires=["torch>=2.4", "numpy"],
     extras_require={

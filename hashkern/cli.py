@@ -1,4 +1,4 @@
-"""``hashkern train | eval | bench | demo``: the command line (console script ``hashkern = hashkern.cli:main``)."""
+"""``hashkern train | eval | pretrain | bench | demo``: the command line (console script ``hashkern = hashkern.cli:main``)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hashkern.data import DATASETS
 from hashkern.models import BACKBONES, METHODS
+from hashkern.pretrain import PretrainConfig
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -18,11 +19,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="dataset folder (Fashion-MNIST default: "
                    "/usr/share/datasets/fashion-mnist)")
     p.add_argument("--backbone", default="small-vit", choices=BACKBONES)
-    p.add_argument("--weights", default=None, help="local weights file for vit-b16 (.npz or state dict) / vgg16")
+    p.add_argument("--weights", default=None, help="local weights file for vit-b16 (.npz or state dict) / vgg16 "
+                   "(fmnist-vit: --backbone-arg pretrained=true loads the weights shipped with hashkern)")
     p.add_argument("--bits", type=int, default=64)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64, help="per process (the loss sees it × world size)")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--backbone-lr-scale", type=float, default=1.0,
+                   help="the backbone learns at lr × this (e.g. 0.1 to fine-tune pretrained weights gently)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
@@ -64,7 +68,8 @@ def cmd_train(args) -> int:
 
     cfg = TrainConfig(method=args.method, dataset=args.data, data_dir=args.data_dir, backbone=args.backbone,
                       weights=args.weights, bits=args.bits, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
+                      lr=args.lr, backbone_lr_scale=args.backbone_lr_scale, weight_decay=args.weight_decay,
+                      warmup_steps=args.warmup_steps, seed=args.seed,
                       topk=args.topk, query_per_class=args.query_per_class,
                       train_per_class=args.train_per_class, database_size=args.database_size, eval_every=args.eval_every,
                       checkpoint_every=args.checkpoint_every, model_kwargs=_kv(args.model_arg, "model-arg"),
@@ -105,6 +110,30 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_pretrain(args) -> int:
+    import torch
+
+    from hashkern.pretrain import Pretrainer
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive int, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    cfg = PretrainConfig(data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         temperature=args.temperature, seed=args.seed, checkpoint_every=args.checkpoint_every)
+    trainer = Pretrainer(cfg, args.out, device=args.device, resume=args.resume, overwrite=args.overwrite,
+                         progress=not args.no_progress)
+    print(f"pretraining on {len(trainer.train_images)} unlabelled training images, {trainer.total_steps} steps "
+          f"({torch.get_num_threads()} thread(s)); checkpoint {trainer.checkpoint_path}", flush=True)
+    history = trainer.fit(max_steps=args.max_steps)
+    print(f"pretrained {trainer.step}/{trainer.total_steps} steps in {history['seconds']:.0f}s; "
+          f"loss {history['loss'][0]:.4f} -> {history['loss'][-1]:.4f}")
+    if trainer.step == trainer.total_steps:
+        export = args.export or os.path.join(args.out, "backbone.pt")
+        print(f"backbone weights {export}  SHA-256 {trainer.export_backbone(export)}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     root = Path(__file__).resolve().parent.parent / "benchmarks"
     scripts = sorted(root.glob("bench_*.py")) if root.is_dir() else []
@@ -131,6 +160,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    pretrain_defaults = PretrainConfig()
     parser = argparse.ArgumentParser(prog="hashkern", description="Deep unsupervised hashing: train, evaluate, "
                                      "benchmark.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +176,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="default: <checkpoint>-pr.png")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("pretrain", help="self-supervised pretraining of the demo backbone (Fashion-MNIST "
+                       "training split, no labels)")
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--epochs", type=int, default=pretrain_defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=pretrain_defaults.batch_size)
+    p.add_argument("--lr", type=float, default=pretrain_defaults.lr)
+    p.add_argument("--temperature", type=float, default=pretrain_defaults.temperature, help="NT-Xent temperature")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (the result is bit-identical for a "
+                   "given thread count)")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: every epoch)")
+    p.add_argument("--out", default=os.path.join("runs", "pretrain"), help="run folder (checkpoint last.pt)")
+    p.add_argument("--export", default=None, help="where to write the backbone weights at the end "
+                   "(default <out>/backbone.pt)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="start afresh even if --out has a checkpoint")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true", help="one line per epoch instead of a progress bar")
+    p.set_defaults(func=cmd_pretrain)
     p = sub.add_parser("bench", help="run the kernel benchmarks (benchmarks/bench_*.py)")
     p.add_argument("--only", nargs="*", default=None, help="benchmark names, e.g. hamming")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed on to each benchmark")

@@ -36,6 +36,7 @@ class TrainConfig:
     epochs: int = 1
     batch_size: int = 64          # per process; the loss sees batch_size × world size
     lr: float = 1e-3
+    backbone_lr_scale: float = 1.0  # the backbone's learning rate is lr × this (fine-tuning pretrained weights)
     weight_decay: float = 0.0
     warmup_steps: int = 0
     seed: int = 0
@@ -56,6 +57,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if isinstance(self.backbone_lr_scale, bool) or not isinstance(self.backbone_lr_scale, (int, float)) \
+                or not 0 <= self.backbone_lr_scale < float("inf"):
+            raise ValueError(f"backbone_lr_scale must be a finite number >= 0, got {self.backbone_lr_scale!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -124,30 +128,18 @@ class Trainer:
                                   "(or another --out) to start afresh")
         state = load_checkpoint(self.checkpoint_path) if resume else None
         if state is not None:
-            saved = TrainConfig.from_dict(state["train_config"])
+            saved = type(config).from_dict(state["train_config"])
             if saved != config:
                 diff = {k: (v, getattr(config, k)) for k, v in asdict(saved).items() if getattr(config, k) != v}
                 raise ValueError(f"--resume with a different configuration than the checkpoint's: {diff}")
-        self.split = split or load_split(config.dataset, config.data_dir, seed=config.seed,
-                                         query_per_class=config.query_per_class,
-                                         train_per_class=config.train_per_class)
-        channels = self.split.train.images.shape[1]
-        bb = {"name": config.backbone, "weights": config.weights, **config.backbone_kwargs}
-        if config.backbone == "small-vit":
-            bb.setdefault("in_chans", channels)
-            bb.setdefault("img_size", self.split.train.images.shape[-1])
-        self.model_config = {"method": config.method, "nbits": config.bits, "backbone": bb, **config.model_kwargs}
-        torch.manual_seed(config.seed)  # the initial weights
-        self.model = build_model(load_weights=state is None, **self.model_config).to(self.device)
-        self.augment, self.normalize = make_transforms(config.dataset, self.model.backbone.input_size, channels)
-        n = len(self.split.train)
+        self._build(state, split)
+        n = self.train_images.shape[0]
         self.global_batch = config.batch_size * self.world
         if n < self.global_batch:
             raise ValueError(f"the training set ({n} images) is smaller than one global batch ({self.global_batch})")
         self.steps_per_epoch = n // self.global_batch  # the last incomplete batch is dropped
         self.total_steps = self.steps_per_epoch * config.epochs
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.Adam(self._parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            _lr_lambda(self.total_steps, config.warmup_steps))
         self.step, self.history = 0, {"loss": [], "eval": []}
@@ -165,6 +157,42 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
 
+    def _build(self, state: dict | None, split) -> None:
+        """Sets the data (``split``, ``train_images``), ``model_config``, ``model``, ``augment``, ``normalize``."""
+        config = self.config
+        self.split = split or load_split(config.dataset, config.data_dir, seed=config.seed,
+                                         query_per_class=config.query_per_class,
+                                         train_per_class=config.train_per_class)
+        self.train_images = self.split.train.images
+        channels = self.train_images.shape[1]
+        bb = {"name": config.backbone, "weights": config.weights, **config.backbone_kwargs}
+        if config.backbone == "small-vit":
+            bb.setdefault("in_chans", channels)
+            bb.setdefault("img_size", self.train_images.shape[-1])
+        self.model_config = {"method": config.method, "nbits": config.bits, "backbone": bb, **config.model_kwargs}
+        torch.manual_seed(config.seed)  # the initial weights
+        self.model = build_model(load_weights=state is None, **self.model_config).to(self.device)
+        self.augment, self.normalize = make_transforms(config.dataset, self.model.backbone.input_size, channels)
+
+    def _parameter_groups(self) -> list:
+        scale = getattr(self.config, "backbone_lr_scale", 1.0)
+        if scale == 1.0:
+            return [p for p in self.model.parameters() if p.requires_grad]
+        backbone = {id(p) for p in self.model.backbone.parameters()}
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in trainable if id(p) not in backbone]},
+                  {"params": [p for p in trainable if id(p) in backbone], "lr": self.config.lr * scale}]
+        return [g for g in groups if g["params"]]
+
+    def describe(self) -> str:
+        return f"{self.config.method} {self.config.bits} bits"
+
+    def end_of_epoch(self, epoch: int, seconds: float) -> None:
+        """Called after each completed epoch (rank 0): the mAP every ``eval_every`` epochs."""
+        if self.config.eval_every and epoch % self.config.eval_every == 0 and self.step < self.total_steps:
+            self.history["eval"].append({"step": self.step, **self.evaluate(metrics=("map",))})
+            self.log(f"epoch {epoch}: {self.history['eval'][-1]}")
+
     def state(self) -> dict:
         return {"format": "hashkern-checkpoint", "version": CHECKPOINT_VERSION, "train_config": asdict(self.config),
                 "model_config": self.model_config, "model": self.model.state_dict(),
@@ -179,10 +207,10 @@ class Trainer:
     def batch(self, step: int):
         """The two augmented views of this process's share of global batch ``step``."""
         epoch, i = divmod(step, self.steps_per_epoch)
-        order = epoch_order(len(self.split.train), self.config.seed, epoch)
+        order = epoch_order(self.train_images.shape[0], self.config.seed, epoch)
         start = i * self.global_batch + self.rank * self.config.batch_size
         idx = order[start:start + self.config.batch_size]
-        images = self.split.train.images[idx].to(self.device, non_blocking=True)
+        images = self.train_images[idx].to(self.device, non_blocking=True)
         gen = torch.Generator().manual_seed(_step_seed(self.config.seed, step))
         return self.augment(images, gen)
 
@@ -200,7 +228,7 @@ class Trainer:
     def fit(self, max_steps: int | None = None) -> dict:
         cfg, stop = self.config, self.total_steps if max_steps is None else min(self.total_steps, max_steps)
         every = cfg.checkpoint_every or self.steps_per_epoch
-        bar = _progress(range(self.step, stop), stop - self.step, f"{cfg.method} {cfg.bits} bits",
+        bar = _progress(range(self.step, stop), stop - self.step, self.describe(),
                         self.progress and self.rank == 0)
         start = time.time()
         for step in bar:
@@ -210,10 +238,8 @@ class Trainer:
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss:.4f}", epoch=step // self.steps_per_epoch + 1)
             end_of_epoch = self.step % self.steps_per_epoch == 0
-            if end_of_epoch and cfg.eval_every and (self.step // self.steps_per_epoch) % cfg.eval_every == 0 \
-                    and self.step < self.total_steps and self.rank == 0:
-                self.history["eval"].append({"step": self.step, **self.evaluate(metrics=("map",))})
-                self.log(f"epoch {self.step // self.steps_per_epoch}: {self.history['eval'][-1]}")
+            if end_of_epoch and self.rank == 0:
+                self.end_of_epoch(self.step // self.steps_per_epoch, time.time() - start)
             if self.step % every == 0 or self.step == stop:
                 self.save()
         self.history["seconds"] = self.history.get("seconds", 0.0) + (time.time() - start)

@@ -90,7 +90,8 @@ def test_demo_trains_side_by_side_with_the_sequential_numbers(tmp_path, capsys):
     split = tiny_split(n_query=1, n_train=2, n_db=3)
     kwargs = dict(bits=(6,), epochs=1, split=split, progress=False, methods=("nsh", "cibhash"),
                   schedule={"batch_size": 8, "database_size": None, "hidden": 16,
-                            "backbone": {"patch_size": 7, "embed_dim": 16, "depth": 1, "num_heads": 2}},
+                            "backbone": {"name": "small-vit", "patch_size": 7, "embed_dim": 16, "depth": 1,
+                                         "num_heads": 2}},
                   model_kwargs={"nsh": {"num_positives": 2}})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what each of the 2 workers uses
@@ -112,8 +113,7 @@ def test_demo_trains_side_by_side_with_the_sequential_numbers(tmp_path, capsys):
 def test_every_demo_schedule_builds_each_model_and_takes_a_step(method):
     # The GPU schedule only runs where there is a GPU: check here that its shapes fit together.
     for name, sched in SCHEDULES.items():
-        model = build_model(method, 16, {"name": "small-vit", "in_chans": 1, "img_size": 28, **sched["backbone"]},
-                            hidden=sched["hidden"])
+        model = build_model(method, 16, dict(sched["backbone"]), hidden=sched["hidden"])
         views = torch.randn(2, 6, 1, 28, 28)
         out = model.loss(views[0], views[1])
         out["loss"].backward()
@@ -125,10 +125,11 @@ def test_demo_on_tiny_data(tmp_path, capsys):
     split = tiny_split(n_query=1, n_train=2, n_db=3)
     results = run_demo(out=str(tmp_path), bits=(6,), epochs=1, split=split, progress=False, methods=("nsh",),
                        schedule={"batch_size": 8, "database_size": None, "hidden": 16,
-                                 "backbone": {"patch_size": 7, "embed_dim": 16, "depth": 1, "num_heads": 2}},
+                                 "backbone": {"name": "small-vit", "patch_size": 7, "embed_dim": 16, "depth": 1,
+                                               "num_heads": 2}},
                        model_kwargs={"nsh": {"num_positives": 2}})
     text = capsys.readouterr().out
-    assert "| NSH |" in text and "| LSH |" in text and "| ITQ |" in text
+    assert "| NSH |" in text and "| LSH |" in text and "| ITQ on pixels |" in text
     assert set(results) == {"lsh", "itq", "nsh"} and set(results["nsh"]) == {"6"}
     saved = json.load(open(tmp_path / "results.json"))
     assert saved["results"]["nsh"]["6"]["map"] == pytest.approx(results["nsh"]["6"]["map"])
@@ -144,13 +145,13 @@ def test_table_and_verdict_say_what_beats_what():
     assert table.splitlines()[2] == "| LSH | 0.500 | 0.100 |"
     (line,) = verdict(res, [16])
     assert "best is WCH (0.700)" in line
-    assert "NSH beats LSH and does NOT beat ITQ" in line and "WCH beats LSH and beats ITQ" in line
+    assert "NSH beats LSH and does NOT beat ITQ on pixels" in line and "WCH beats LSH and beats ITQ on pixels" in line
 
 
 def test_demo_trains_with_the_library_options_and_says_so():
     """The demo keeps this library's options (the defaults now reproduce the official code) and names them."""
     from hashkern.demo import demo_model_options, options_note
-    bb = {"name": "small-vit", "in_chans": 1, "img_size": 28, **SCHEDULES["cpu"]["backbone"]}
+    bb = dict(SCHEDULES["cpu"]["backbone"])
     wch = build_model("wch", 16, bb, hidden=8, **demo_model_options("wch", 16))
     assert (wch.distill.weight_norm, wch.distill.clamp_weights, wch.balance_on, wch.balance_weight) == \
         ("row", True, "tanh", 0.1)

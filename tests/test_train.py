@@ -112,3 +112,22 @@ def test_config_validation(split, tmp_path):
         TrainConfig.from_dict({"method": "nsh", "colour": 1})
     with pytest.raises(ValueError, match="smaller than one global batch"):
         Trainer(_cfg(batch_size=64), str(tmp_path), split=split, progress=False)
+
+
+def test_fine_tuning_from_the_shipped_backbone_with_a_gentler_backbone_lr(tmp_path, split):
+    from hashkern.models import build_backbone
+
+    cfg = _cfg(method="wch", backbone="fmnist-vit", backbone_kwargs={"pretrained": True}, backbone_lr_scale=0.1,
+               epochs=1)
+    tr = Trainer(cfg, str(tmp_path), split=split, progress=False, device="cpu")
+    shipped = build_backbone("fmnist-vit", pretrained=True).state_dict()
+    assert all(torch.equal(v, tr.model.backbone.state_dict()[k]) for k, v in shipped.items())
+    head, backbone = tr.optimizer.param_groups
+    assert backbone["lr"] == pytest.approx(head["lr"] * 0.1)
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in tr.model.backbone.parameters()}
+    tr.fit()
+    resumed = Trainer(cfg, str(tmp_path), split=split, progress=False, device="cpu", resume=True)
+    assert len(resumed.optimizer.param_groups) == 2 and resumed.step == tr.step
+    for bad in (-0.1, float("inf"), True, "0.1"):
+        with pytest.raises(ValueError, match="backbone_lr_scale"):
+            _cfg(backbone_lr_scale=bad)

@@ -24,23 +24,28 @@ FASHION_MNIST_FILES = {
 class ImageSet:
     """Images held in memory.
 
-    images: [N, C, H, W] uint8; labels: [N] int64 class ids, or [N, L] multi-hot (multi-label sets).
+    images: [N, C, H, W] uint8; labels: [N] int64 class ids, or [N, L] multi-hot (multi-label sets);
+    official_test: [N] bool, the images of the dataset's official test split (None: not known).
     """
     images: torch.Tensor
     labels: torch.Tensor
     name: str = ""
+    official_test: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.images.dim() != 4 or self.images.dtype != torch.uint8:
             raise ValueError(f"images must be [N, C, H, W] uint8, got {tuple(self.images.shape)} {self.images.dtype}")
         if self.labels.shape[0] != self.images.shape[0]:
             raise ValueError(f"labels has {self.labels.shape[0]} rows but images has {self.images.shape[0]}")
+        if self.official_test is not None and self.official_test.shape != (self.images.shape[0],):
+            raise ValueError(f"official_test must be [{self.images.shape[0]}] bool, got {tuple(self.official_test.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
-        return ImageSet(self.images[index], self.labels[index], self.name)
+        test = None if self.official_test is None else self.official_test[index]
+        return ImageSet(self.images[index], self.labels[index], self.name, test)
 
     @property
     def num_classes(self) -> int:
@@ -73,18 +78,30 @@ def _find(root: str, stem: str) -> str | None:
     return None
 
 
-def load_fashion_mnist(root: str = FASHION_MNIST_DIR) -> ImageSet:
-    """All 70,000 Fashion-MNIST images (train then test) as one set: images [70000, 1, 28, 28]."""
-    paths = {k: _find(root, v) for k, v in FASHION_MNIST_FILES.items()}
+def _fashion_mnist_paths(root: str, keys) -> dict:
+    paths = {k: _find(root, FASHION_MNIST_FILES[k]) for k in keys}
     missing = [FASHION_MNIST_FILES[k] for k, p in paths.items() if p is None]
     if missing:
         raise _missing("Fashion-MNIST", root, f"Missing {', '.join(missing)}(.gz). On Debian/Ubuntu: "
                        "`apt-get install dataset-fashion-mnist` (installs it under " + FASHION_MNIST_DIR + "), "
                        "or pass --data-dir pointing at a folder with the four idx files.")
-    images = np.concatenate([_read_idx(paths["train_images"]), _read_idx(paths["test_images"])])
+    return paths
+
+
+def load_fashion_mnist(root: str = FASHION_MNIST_DIR) -> ImageSet:
+    """All 70,000 Fashion-MNIST images (train then test) as one set: images [70000, 1, 28, 28]."""
+    paths = _fashion_mnist_paths(root, FASHION_MNIST_FILES)
+    train, test = _read_idx(paths["train_images"]), _read_idx(paths["test_images"])
     labels = np.concatenate([_read_idx(paths["train_labels"]), _read_idx(paths["test_labels"])])
-    return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
-                    "fashion-mnist")
+    official_test = torch.cat([torch.zeros(len(train), dtype=torch.bool), torch.ones(len(test), dtype=torch.bool)])
+    return ImageSet(torch.from_numpy(np.concatenate([train, test])).unsqueeze(1),
+                    torch.from_numpy(labels.astype(np.int64)), "fashion-mnist", official_test)
+
+
+def load_fashion_mnist_train_images(root: str = FASHION_MNIST_DIR) -> torch.Tensor:
+    """The 60,000 images of Fashion-MNIST's training split, [60000, 1, 28, 28] uint8; no label is read."""
+    paths = _fashion_mnist_paths(root, ("train_images",))
+    return torch.from_numpy(_read_idx(paths["train_images"]).copy()).unsqueeze(1)
 
 
 def load_cifar10(root: str) -> ImageSet:

@@ -14,14 +14,16 @@ METHODS = {"wch": WCH, "nsh": NSH, "cibhash": CIBHash}
 def build_model(method: str, nbits: int, backbone: dict, load_weights: bool = True, **kwargs) -> HashModel:
     """A model from a plain config (what checkpoints store).
 
-    backbone: ``{"name": "small-vit" | "vit-b16" | "vgg16", "weights": path or None, ...}``;
-    ``load_weights=False`` skips reading the weights file (a checkpoint brings its own weights).
+    backbone: ``{"name": "small-vit" | "fmnist-vit" | "vit-b16" | "vgg16", "weights": path or None, ...}``;
+    ``load_weights=False`` skips reading any weights file (a checkpoint brings its own weights).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {tuple(METHODS)}")
     bb = dict(backbone)
     if not load_weights:
         bb["weights"] = None
+        if "pretrained" in bb:
+            bb["pretrained"] = False
     return METHODS[method](build_backbone(**bb), nbits, **kwargs)
 
 

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from hashkern._validation import check_bool, check_int, check_positive
 
-BACKBONES = ("small-vit", "vit-b16", "vgg16")
+BACKBONES = ("small-vit", "fmnist-vit", "vit-b16", "vgg16")
 
 
 def _match_channels(x: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -219,7 +219,20 @@ class VGG16Backbone(nn.Module):
 
 def build_backbone(name: str, weights: str | None = None, in_chans: int = 3, img_size: int | None = None,
                    **kwargs) -> nn.Module:
-    """A backbone by name: "small-vit" (from scratch), "vit-b16" or "vgg16" (local weights)."""
+    """A backbone by name: "small-vit" (from scratch), "fmnist-vit" (shipped weights, ``pretrained=True``),
+    "vit-b16" or "vgg16" (local weights)."""
+    if name == "fmnist-vit":
+        from hashkern.models.pretrained import PRETRAINED, pretrained_backbone
+
+        if weights is not None:
+            raise ValueError("fmnist-vit loads the weights shipped with hashkern: pass pretrained=True, not weights")
+        arch = PRETRAINED[name].arch
+        if (in_chans, img_size) not in ((3, None), (arch["in_chans"], None), (arch["in_chans"], arch["img_size"])):
+            raise ValueError(f"fmnist-vit takes {arch['in_chans']}-channel {arch['img_size']}² images, got "
+                             f"in_chans={in_chans}, img_size={img_size}")
+        if set(kwargs) - {"pretrained", "dropout"}:
+            raise ValueError(f"fmnist-vit has a fixed architecture; unexpected backbone arguments {sorted(kwargs)}")
+        return pretrained_backbone(name, **kwargs)
     if name == "small-vit":
         if weights is not None:
             raise ValueError("small-vit trains from scratch: it takes no weights file")

@@ -123,3 +123,18 @@ def test_real_fashion_mnist_protocol():
     assert (len(split.query), len(split.train), len(split.database)) == (1000, 5000, 64000)
     assert torch.bincount(split.query.labels).tolist() == [100] * 10
     assert torch.bincount(split.train.labels).tolist() == [500] * 10
+    # Queries from the official test split, training images from the training split (what pretraining reads).
+    assert split.query.official_test.all() and not split.train.official_test.any()
+    assert int(split.database.official_test.sum()) == 9000
+
+
+def test_standard_split_query_from_keeps_each_pool_apart():
+    labels = torch.arange(40) % 4
+    query_from = torch.arange(40) >= 28  # 3 per class may be queries
+    q, t, d = standard_split(labels, query_per_class=2, train_per_class=4, seed=1, query_from=query_from)
+    assert query_from[q].all() and not query_from[t].any()
+    assert sorted(torch.cat([q, t, d]).tolist()) == list(range(40))
+    with pytest.raises(ValueError, match="allowed as queries"):
+        standard_split(labels, query_per_class=4, train_per_class=1, query_from=query_from)
+    with pytest.raises(ValueError, match="query_from"):
+        standard_split(labels, 1, 1, query_from=query_from[:5])
