@@ -36,8 +36,9 @@ SCHEDULES = {
 
 
 def demo_model_options(method: str, bits: int) -> dict:
-    """The non-default options the demo trains with: this library's choices, which measurably helped
-    on this from-scratch CPU schedule (the library's defaults reproduce the official code / the paper)."""
+    """The non-default options the demo trains with: this library's choices, chosen when the demo still
+    trained from scratch, where each measurably helped (the library's defaults reproduce the official
+    code / the paper)."""
     if method == "wch":  # capped row-normalised weights; balance 0.1 on the tanh outputs; PyTorch head init
         return dict(weight_norm="row", clamp_weights=True, balance_on="tanh", balance_weight=0.1,
                     head_init="torch", norm_eps=1e-5)
