@@ -23,13 +23,13 @@ from hashkern.models.backbones import small_vit
 from hashkern.models.base import mlp_head
 from hashkern.models.pretrained import FMNIST_VIT_ARCH
 from hashkern.ops._numerics import check_temperature
-from hashkern.train import TrainConfig, Trainer
+from hashkern.train import ConfigFromDict, Trainer
 
 __all__ = ["PretrainConfig", "ContrastivePretraining", "Pretrainer"]
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(ConfigFromDict):
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     backbone_kwargs: dict = field(default_factory=lambda: dict(FMNIST_VIT_ARCH))
@@ -57,8 +57,6 @@ class PretrainConfig:
         if not 0 < self.min_crop <= 1:
             raise ValueError(f"min_crop must be in (0, 1], got {self.min_crop}")
         check_temperature("temperature", self.temperature)
-
-    from_dict = classmethod(TrainConfig.from_dict.__func__)
 
 
 class ContrastivePretraining(nn.Module):

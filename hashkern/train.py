@@ -25,8 +25,19 @@ __all__ = ["TrainConfig", "Trainer", "CheckpointError", "save_checkpoint", "load
            "model_from_checkpoint", "epoch_order"]
 
 
+class ConfigFromDict:
+    """``from_dict``: a dataclass config from a plain dict (what checkpoints store); unknown keys refused."""
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}")
+        return cls(**d)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigFromDict):
     method: str = "nsh"
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
@@ -60,14 +71,6 @@ class TrainConfig:
         if isinstance(self.backbone_lr_scale, bool) or not isinstance(self.backbone_lr_scale, (int, float)) \
                 or not 0 <= self.backbone_lr_scale < float("inf"):
             raise ValueError(f"backbone_lr_scale must be a finite number >= 0, got {self.backbone_lr_scale!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}")
-        return cls(**d)
 
 
 def model_from_checkpoint(state: dict, path: str = "<checkpoint>") -> torch.nn.Module:
