@@ -138,6 +138,17 @@ def test_demo_on_tiny_data(tmp_path, capsys):
     assert (tmp_path / "table.md").read_text().startswith("| method |")
 
 
+def test_demo_from_the_pretrained_backbone_adds_itq_on_its_features(tmp_path, capsys):
+    split = tiny_split(n_query=1, n_train=2, n_db=3)
+    results = run_demo(out=str(tmp_path), bits=(6,), epochs=1, split=split, progress=False, methods=("wch",),
+                       schedule={"batch_size": 8, "database_size": None, "hidden": 16}, workers=1)
+    text = capsys.readouterr().out
+    assert "| ITQ on pretrained features |" in text and "backbone {'name': 'fmnist-vit', 'pretrained': True}" in text
+    assert set(results) == {"lsh", "itq", "itq-features", "wch"}
+    assert "WCH beats" in text or "WCH does NOT beat" in text
+    assert "ITQ on pretrained features" in (tmp_path / "table.md").read_text()
+
+
 def test_table_and_verdict_say_what_beats_what():
     res = {"lsh": {"16": {"map": 0.5, "p@r2": 0.1}}, "itq": {"16": {"map": 0.6, "p@r2": 0.2}},
            "nsh": {"16": {"map": 0.55, "p@r2": 0.3}}, "wch": {"16": {"map": 0.7, "p@r2": 0.4}}}
@@ -164,3 +175,11 @@ def test_demo_trains_with_the_library_options_and_says_so():
     assert "WCH: non-default options weight_norm='row', clamp_weights=True" in note
     assert "NSH: non-default options instance_weight=1.0" in note and "sort_temperature" not in note
     assert "CIBHash: non-default options stochastic=True" in note
+
+
+def test_verdict_names_itq_on_features_when_the_demo_has_it():
+    res = {"lsh": {"16": {"map": 0.5}}, "itq": {"16": {"map": 0.6}}, "itq-features": {"16": {"map": 0.66}},
+           "wch": {"16": {"map": 0.65}}}
+    (line,) = verdict(res, [16])
+    assert "best is ITQ on pretrained features (0.660)" in line
+    assert "WCH beats LSH, beats ITQ on pixels and does NOT beat ITQ on pretrained features" in line
