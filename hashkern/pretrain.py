@@ -16,8 +16,9 @@ import torch
 import torch.nn as nn
 
 from hashkern._io import atomic_write
+from hashkern._validation import check_int, check_tensor
 from hashkern.data import load_pretraining_images
-from hashkern.data.augment import STATS, TwoViewAugment, Normalize
+from hashkern.data.augment import make_transforms
 from hashkern.losses.ntxent import nt_xent
 from hashkern.models.backbones import small_vit
 from hashkern.models.base import mlp_head
@@ -46,12 +47,9 @@ class PretrainConfig(ConfigFromDict):
     checkpoint_every: int = 0     # steps between checkpoints (0: at the end of every epoch)
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "projection_dim", "projection_hidden"):
-            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) \
-                    or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be at least 2 (the negatives of a pair), got {self.batch_size}")
+        for name in ("epochs", "projection_dim", "projection_hidden"):
+            check_int(name, getattr(self, name), low=1)
+        check_int("batch_size", self.batch_size, low=2)  # a pair needs at least one negative
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 < self.min_crop <= 1:
@@ -86,22 +84,16 @@ class Pretrainer(Trainer):
     def _build(self, state, images) -> None:
         cfg = self.config
         self.split = None
-        self.train_images = load_pretraining_images(cfg.dataset, cfg.data_dir) if images is None else images
-        if self.train_images.dim() != 4 or self.train_images.dtype != torch.uint8:
-            raise ValueError(f"images must be [N, C, H, W] uint8, got {tuple(self.train_images.shape)} "
-                             f"{self.train_images.dtype}")
+        self.train_images = load_pretraining_images(cfg.dataset, cfg.data_dir) if images is None else \
+            check_tensor("images", images, ndim=4, dtypes=(torch.uint8,))
         self.model_config = {"backbone": dict(cfg.backbone_kwargs), "projection_dim": cfg.projection_dim,
                              "projection_hidden": cfg.projection_hidden, "temperature": cfg.temperature}
         torch.manual_seed(cfg.seed)  # the initial weights
         backbone = small_vit(**cfg.backbone_kwargs)
         self.model = ContrastivePretraining(backbone, cfg.projection_dim, cfg.projection_hidden,
                                             cfg.temperature).to(self.device)
-        channels = self.train_images.shape[1]
-        mean, std = STATS[cfg.dataset]
-        if len(mean) != channels:
-            mean, std = (mean[0],) * channels, (std[0],) * channels
-        self.augment = TwoViewAugment(backbone.input_size, mean, std, crop_scale=(cfg.min_crop, 1.0))
-        self.normalize = Normalize(backbone.input_size, mean, std)
+        self.augment, self.normalize = make_transforms(cfg.dataset, backbone.input_size, self.train_images.shape[1],
+                                                       crop_scale=(cfg.min_crop, 1.0))
 
     def describe(self) -> str:
         return "pretrain"

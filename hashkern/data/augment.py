@@ -131,10 +131,13 @@ STATS = {
 }
 
 
-def make_transforms(dataset: str, size: int, channels: int):
-    """(TwoViewAugment for training, Normalize for encoding) for a dataset and backbone input size."""
+def make_transforms(dataset: str, size: int, channels: int, crop_scale: tuple | None = None):
+    """(TwoViewAugment for training, Normalize for encoding) for a dataset and backbone input size.
+
+    ``crop_scale``: the random crops' share of the image (default (0.5, 1) below 64 pixels, else (0.3, 1))."""
     mean, std = STATS.get(dataset, STATS["imagenet"])
     if len(mean) != channels:  # e.g. grayscale images into an RGB backbone: broadcast the first channel
         mean, std = (mean[0],) * channels, (std[0],) * channels
-    scale = (0.5, 1.0) if size < 64 else (0.3, 1.0)
-    return TwoViewAugment(size, mean, std, crop_scale=scale), Normalize(size, mean, std)
+    if crop_scale is None:
+        crop_scale = (0.5, 1.0) if size < 64 else (0.3, 1.0)
+    return TwoViewAugment(size, mean, std, crop_scale=crop_scale), Normalize(size, mean, std)

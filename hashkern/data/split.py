@@ -58,11 +58,9 @@ def standard_split(labels: torch.Tensor, query_per_class: int = 100, train_per_c
                              f"train_per_class = {train_per_class}")
         q = query_pool[:query_per_class]
         t = train_pool[:train_per_class] if query_from is not None else members[query_per_class:][:train_per_class]
-        taken = torch.zeros(labels.shape[0], dtype=torch.bool)
-        taken[q], taken[t] = True, True
         query.append(q)
         train.append(t)
-        database.append(members[~taken[members]])
+        database.append(members[~torch.isin(members, torch.cat([q, t]))])
     return torch.cat(query), torch.cat(train), torch.cat(database)
 
 
