@@ -8,6 +8,8 @@ and hashkern before the scans, do). Run: ``python -m benchmarks.bench_softsort [
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.utils.checkpoint import checkpoint
 
@@ -54,29 +56,48 @@ def cosine_definition_in_chunks(s, z1, z2):
                       for r in range(0, s.shape[0], CHUNK_ANCHORS)])
 
 
+@contextlib.contextmanager
+def cpu_grouping(use: str):
+    """The C++ kernel's choice between the grouped kernel and the position scans, for a variant's calls."""
+    before = torch.ops.hashkern._softsort_groups("")
+    torch.ops.hashkern._softsort_groups(use)
+    try:
+        yield
+    finally:
+        torch.ops.hashkern._softsort_groups(before)
+
+
 def _time_variants(variants, inputs, grad, device, check_tol, slow_n):
-    """[(name, ms, peak bytes | why not)] for fn(*inputs) forward+backward, each checked against the first."""
+    """[(name, ms, peak bytes | why not)] for fn(*inputs) forward+backward, each checked against the
+    first; a variant (name, fn, scope) runs inside the context manager scope."""
     results, expected = [], None
-    for i, (name, fn) in enumerate(variants):
+    for i, (name, fn, *scope) in enumerate(variants):
         if isinstance(fn, str):  # why this variant is not run at this size
             results.append((name, None, f"skipped: {fn}"))
             continue
         try:
-            with torch.no_grad():
-                out = fn(*inputs).float()
-            if expected is None:
-                expected = out
-            elif not torch.allclose(out, expected, atol=check_tol, rtol=0):
-                raise AssertionError(f"disagrees with the first variant by {(out - expected).abs().max().item():.2e}")
-            step = lambda: torch.autograd.grad(fn(*inputs), inputs, grad)  # noqa: E731
-            runs = (3 if i == len(variants) - 1 else 1) if slow_n else 5  # baselines there take ~40 s a call
-            ms, peak = measure(step, device, min_runs=runs, budget_s=0.0 if slow_n else 2.0)
+            with scope[0] if scope else contextlib.nullcontext():
+                with torch.no_grad():
+                    out = fn(*inputs).float()
+                if expected is None:
+                    expected = out
+                elif not torch.allclose(out, expected, atol=check_tol, rtol=0):
+                    raise AssertionError(f"disagrees with the first variant by {(out - expected).abs().max().item():.2e}")
+                step = lambda: torch.autograd.grad(fn(*inputs), inputs, grad)  # noqa: E731
+                runs = (3 if i == len(variants) - 1 else 1) if slow_n else 5  # baselines there take ~40 s a call
+                ms, peak = measure(step, device, min_runs=runs, budget_s=0.0 if slow_n else 2.0)
             results.append((name, ms, peak))
         except (RuntimeError, AssertionError) as error:  # OOM of a baseline is a result, not a crash
             results.append((name, None, f"failed: {type(error).__name__}"))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return results
+
+
+def _position_scans_variant(device, fn):
+    """On the CPU, hashkern with its grouped kernel off: every row runs the position scans, the
+    kernel for similarities with many distinct values."""
+    return [("hashkern (C++), position scans only", fn, cpu_grouping("never"))] if device.type == "cpu" else []
 
 
 def _rows(op, n, d, dtype, results):
@@ -117,6 +138,7 @@ def run(device: torch.device, quick: bool):
             ("definition, torch.compile", compiled if fits else too_big),
             (f"definition in chunks of {CHUNK_ANCHORS} anchors",
              cosine_definition_in_chunks if _chunked_fits(n, device) else too_long),
+            *_position_scans_variant(device, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend)),
             (ours, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend)),
         ], (s, z1, z2), torch.randn(n, n, device=device), device, TOL[dtype], slow_n=n >= 1024 and device.type == "cpu")
         rows += _rows("sorted_cosine", n, d, dtype, results)
@@ -129,6 +151,7 @@ def run(device: torch.device, quick: bool):
         gather = lambda s, v: soft_sort_gather_reference(s, v, TAU)  # noqa: E731
         results = _time_variants([
             ("definition, eager", gather if _dense_fits(n, b, device) else "its [b, n, n] tensors do not fit in memory"),
+            *_position_scans_variant(device, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend)),
             (ours, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend)),
         ], (sg, z1), grad, device, TOL[dtype], slow_n=False)
         rows += _rows(f"soft_sort_gather (b={b})", n, d, dtype, results)
@@ -140,7 +163,11 @@ def main(argv=None):
     notes = (f"sorted_cosine: c[i, k] = cos((SoftSort(s_i) z1)[k], z2[i]) for all n anchors (tau = {TAU}), then "
              "the gradients of s, z1 and z2. soft_sort_gather: E = SoftSort(s) z1 for b anchors, then the "
              f"gradients of s and z1. s holds {BITS}-bit Hamming similarities (heavy ties). hashkern computes "
-             "the same function by Laplace scans, O(n^2 d) per batch instead of O(n^3 d); every result is "
+             "the same function by Laplace scans, O(n^2 d) per batch instead of O(n^3 d). On the CPU a row "
+             f"whose similarities take g <= n / 4 distinct values (here at most {BITS + 1}) runs the grouped "
+             "kernel: the scans run over the g tie groups and the n x d work is one pass over z1 forward "
+             "and one over z1 and dz1 backward; the 'position scans only' row turns it off, which is what "
+             "similarities with many distinct values cost. Every result is "
              "checked against the first variant that ran before timing. At n >= 1024 on the CPU, hashkern's "
              "rows are the median of 3 timed calls after a warm-up, the baselines' one call. Peak extra "
              "memory includes the input gradients.")

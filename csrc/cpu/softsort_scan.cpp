@@ -1,12 +1,15 @@
 // SoftSort gather and sorted cosine by Laplace scans on the CPU: argument checks, the choice
-// of instruction set (once per call, from the CPU's features) and the split of rows over threads.
+// of instruction set (once per call, from the CPU's features), the grouped-kernel policy and the
+// split of rows over threads.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "hamming_kernels.h"
@@ -26,6 +29,24 @@ bool use_avx2() {
 #else
   return false;
 #endif
+}
+
+std::atomic<int>& groups_policy() {
+  static std::atomic<int> policy{kGroupsAuto};
+  return policy;
+}
+
+// Tests run every row through one kernel: "always" the grouped one, "never" the position scans,
+// "auto" chooses per row; "" keeps the policy. Returns the policy now in use.
+std::string softsort_groups(const std::string& use) {
+  static const char* names[] = {"auto", "always", "never"};
+  if (!use.empty()) {
+    int chosen = -1;
+    for (int i = 0; i < 3; ++i) chosen = use == names[i] ? i : chosen;
+    TORCH_CHECK_VALUE(chosen >= 0, "use must be 'auto', 'always' or 'never', got '", use, "'");
+    groups_policy().store(chosen);
+  }
+  return names[groups_policy().load()];
 }
 
 void check_problem(const at::Tensor& q, const at::Tensor& idx, const at::Tensor& v, double tau,
@@ -65,7 +86,7 @@ ScanProblem<T> problem(const at::Tensor& q, const at::Tensor& idx, const at::Ten
                        const std::optional<at::Tensor>& u, double eps) {
   return ScanProblem<T>{q.const_data_ptr<T>(), idx.const_data_ptr<int64_t>(), v.const_data_ptr<T>(),
                         q.size(0), q.size(1), v.size(2), v.size(0) == 1, tau,
-                        u ? u->const_data_ptr<T>() : nullptr, eps};
+                        u ? u->const_data_ptr<T>() : nullptr, eps, groups_policy().load()};
 }
 
 // Fixed row blocks, one per thread: the result depends on the thread count, not on scheduling.
@@ -146,6 +167,8 @@ void softsort_scan_bwd_cpu(const at::Tensor& q, const at::Tensor& idx, const at:
 }
 
 }  // namespace
+
+TORCH_LIBRARY_FRAGMENT(hashkern, m) { m.def("_softsort_groups(str use) -> str", &softsort_groups); }
 
 TORCH_LIBRARY_IMPL(hashkern, CPU, m) {
   m.impl("softsort_scan_fwd", &softsort_scan_fwd_cpu);

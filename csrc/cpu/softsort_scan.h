@@ -11,6 +11,12 @@
 namespace hashkern {
 namespace softsort {
 
+// Rows with few distinct values (Hamming similarities) run the grouped kernels
+// (softsort_groups_isa.h): automatically when g <= n / 4 groups and the [g, d] tables stay small;
+// tests force either kernel on every row.
+constexpr int kGroupsAuto = 0, kGroupsAlways = 1, kGroupsNever = 2;
+constexpr int64_t kGroupTableElements = int64_t(1) << 16;
+
 template <typename T>
 struct ScanProblem {
   const T* q;           // [b, n], each row sorted descending
@@ -21,6 +27,7 @@ struct ScanProblem {
   double tau;           // > 0
   const T* u;           // [b, d] unit anchor vectors (sorted cosine), or nullptr (gather)
   double eps;           // norm clamp of the cosine
+  int groups_policy;    // kGroupsAuto, kGroupsAlways or kGroupsNever
 };
 
 template <typename T>

@@ -104,6 +104,20 @@ struct BackwardScratch {
   T* gs_z() { return il_g; }
 };
 
+// The cosine's dE = alpha u + beta E for dc at c = E.u / max(|E|, eps); delta = dE.E, which is 0
+// unless |E| <= eps; du_coef, the coefficient of E in du.
+template <typename T>
+struct CosineGrad {
+  T alpha, beta, delta, du_coef;
+};
+
+template <typename T>
+inline CosineGrad<T> cosine_grad(T dc, T c, T norm, T eps) {
+  const T du_coef = dc / std::max(norm, eps);
+  if (norm > eps) return {dc / norm, -dc * c / (norm * norm), T(0), du_coef};
+  return {dc / eps, T(0), dc * c, du_coef};
+}
+
 // kCosine: grad_row is dc [n] (with the forward's c and norms); else dE [n, d] in rank order.
 // dv [n, d] is accumulated (+=) in the unsorted order of v; du [d] accumulated; ds_row written.
 template <typename T, bool kCosine>
@@ -123,18 +137,10 @@ void backward_row(const Row<T>& row, const T* gamma, const uint8_t* tie, double 
     a = g * a + T(1);
     gp = t * gp + T(1);
     const T inv = T(1) / (a + s.bs[r]);
-    T alpha = T(0), beta = T(0), delta = T(0), du_coef = T(0);
-    if constexpr (kCosine) {  // dE = alpha u + beta E; delta = dE.E is 0 unless |E| <= eps
-      const T dc = grad_row[r], norm = norm_row[r];
-      if (norm > eps) {
-        alpha = dc / norm;
-        beta = -dc * c_row[r] / (norm * norm);
-      } else {
-        alpha = dc / eps;
-        delta = dc * c_row[r];
-      }
-      du_coef = dc / std::max(norm, eps);
-    }
+    CosineGrad<T> cg{T(0), T(0), T(0), T(0)};
+    if constexpr (kCosine) cg = cosine_grad(grad_row[r], c_row[r], norm_row[r], eps);
+    const T alpha = cg.alpha, beta = cg.beta, du_coef = cg.du_coef;
+    T delta = cg.delta;
     const T* de_row = kCosine ? nullptr : grad_row + r * d;
     T pq = T(0), pk = T(0);
 #pragma omp simd reduction(+ : pq, pk, delta)
@@ -200,22 +206,41 @@ void backward_row(const Row<T>& row, const T* gamma, const uint8_t* tie, double 
   }
 }
 
+#include "softsort_groups_isa.h"
+
 template <typename T>
 Row<T> problem_row(const ScanProblem<T>& p, int64_t i) {
   return Row<T>{p.q + i * p.n, p.idx + i * p.n, p.shared_v ? p.v : p.v + i * p.n * p.d, p.n, p.d};
 }
 
+// Each row takes the grouped kernels or the position scans (take_groups); the scans' [n, d]
+// scratch is allocated on the first row that needs it.
 template <typename T>
 void forward_rows_impl(const ScanProblem<T>& p, const ScanForwardOut<T>& out, int64_t begin, int64_t end) {
   const int64_t n = p.n, d = p.d;
-  std::vector<T> gamma(n), bs(n), a_vec(d), w(p.u ? n * d : 0);
-  std::vector<uint8_t> tie(n);
+  std::vector<T> gamma, bs, a_vec, w;
+  std::vector<uint8_t> tie;
+  GroupScratch<T> groups;
   for (int64_t i = begin; i < end; ++i) {
     const Row<T> row = problem_row(p, i);
+    const T* u = p.u ? p.u + i * d : nullptr;
+    T* e = p.u ? nullptr : out.e + i * n * d;
+    T* c = p.u ? out.c + i * n : nullptr;
+    T* norms = p.u ? out.norms + i * n : nullptr;
+    const int64_t g = count_groups(row.q, n);
+    if (take_groups(p.groups_policy, g, n, d)) {
+      forward_groups_row(row, p.tau, g, u, T(p.eps), e, c, norms, groups);
+      continue;
+    }
+    if (gamma.empty()) {
+      gamma.resize(n);
+      bs.resize(n);
+      tie.resize(n);
+      a_vec.resize(d);
+      w.resize(p.u ? n * d : 0);
+    }
     row_decays(row.q, n, p.tau, gamma.data(), tie.data());
-    forward_row(row, gamma.data(), p.u ? p.u + i * d : nullptr, T(p.eps), p.u ? nullptr : out.e + i * n * d,
-                p.u ? out.c + i * n : nullptr, p.u ? out.norms + i * n : nullptr, w.data(), bs.data(),
-                a_vec.data());
+    forward_row(row, gamma.data(), u, T(p.eps), e, c, norms, w.data(), bs.data(), a_vec.data());
   }
 }
 
@@ -223,21 +248,42 @@ template <typename T>
 void backward_rows_impl(const ScanProblem<T>& p, const ScanBackwardIn<T>& in, const ScanBackwardOut<T>& out,
                         int64_t begin, int64_t end) {
   const int64_t n = p.n, d = p.d;
-  std::vector<T> gamma(n), scalars(3 * n), vectors(n * d + 4 * d);
-  std::vector<uint8_t> tie(n);
-  T* vec = vectors.data();
-  BackwardScratch<T> s{vec, vec + n * d, vec + n * d + d, vec + n * d + 2 * d, vec + n * d + 3 * d,
-                       scalars.data(), scalars.data() + n, scalars.data() + 2 * n};
+  std::vector<T> gamma, scalars, vectors;
+  std::vector<uint8_t> tie;
+  BackwardScratch<T> s{};
+  GroupScratch<T> groups;
   for (int64_t i = begin; i < end; ++i) {
     const Row<T> row = problem_row(p, i);
-    row_decays(row.q, n, p.tau, gamma.data(), tie.data());
     T* dv = p.shared_v ? out.dv : out.dv + i * n * d;
+    T* ds = out.ds + i * n;
+    const int64_t g = count_groups(row.q, n);
+    const bool groups_row = take_groups(p.groups_policy, g, n, d);
+    if (groups_row && p.u) {
+      backward_groups_row<T, true>(row, p.tau, g, T(p.eps), p.u + i * d, in.grad + i * n,
+                                   in.c + i * n, in.norms + i * n, groups, dv, out.du + i * d, ds);
+      continue;
+    }
+    if (groups_row) {
+      backward_groups_row<T, false>(row, p.tau, g, T(p.eps), nullptr, in.grad + i * n * d,
+                                    nullptr, nullptr, groups, dv, nullptr, ds);
+      continue;
+    }
+    if (gamma.empty()) {
+      gamma.resize(n);
+      tie.resize(n);
+      scalars.resize(3 * n);
+      vectors.resize(n * d + 4 * d);
+      T* vec = vectors.data();
+      s = BackwardScratch<T>{vec, vec + n * d, vec + n * d + d, vec + n * d + 2 * d, vec + n * d + 3 * d,
+                             scalars.data(), scalars.data() + n, scalars.data() + 2 * n};
+    }
+    row_decays(row.q, n, p.tau, gamma.data(), tie.data());
     if (p.u) {
       backward_row<T, true>(row, gamma.data(), tie.data(), p.tau, T(p.eps), p.u + i * d, in.grad + i * n,
-                            in.c + i * n, in.norms + i * n, s, dv, out.du + i * d, out.ds + i * n);
+                            in.c + i * n, in.norms + i * n, s, dv, out.du + i * d, ds);
     } else {
       backward_row<T, false>(row, gamma.data(), tie.data(), p.tau, T(p.eps), nullptr, in.grad + i * n * d,
-                             nullptr, nullptr, s, dv, nullptr, out.ds + i * n);
+                             nullptr, nullptr, s, dv, nullptr, ds);
     }
   }
 }
