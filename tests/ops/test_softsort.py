@@ -241,10 +241,13 @@ def test_cpu_kernel_every_instruction_set(cpu_kernels):
     _gather_case(_ties((5, 40), "cpu"), torch.randn(5, 40, 19, dtype=torch.float64), 0.05, torch.float64, "cpu")
 
 
-def test_tiny_tau_large_n_fp32_matches_fp64():
-    """tau = 1e-3 on similarities in [0, 1] at n = 4096: finite, fp32 within 1e-4 of fp64."""
+@pytest.mark.parametrize("similarities", ["distinct", "hamming"])
+def test_tiny_tau_large_n_fp32_matches_fp64(similarities):
+    """tau = 1e-3 on similarities in [0, 1] at n = 4096: finite, fp32 within 1e-4 of fp64 (64-bit
+    Hamming similarities run the C++ grouped kernel, distinct ones the position scans)."""
     n, d = 4096, 8
-    s, z1, z2 = torch.rand(n, n), torch.randn(n, d), torch.randn(n, d)
+    s = torch.rand(n, n) if similarities == "distinct" else _hamming_similarities(n, 64, "cpu").float()
+    z1, z2 = torch.randn(n, d), torch.randn(n, d)
     c32 = ss.sorted_cosine(s, z1, z2, 1e-3, backend="cpu")
     c64 = ss.sorted_cosine(s.double(), z1.double(), z2.double(), 1e-3, backend="cpu")
     assert torch.isfinite(c32).all()

@@ -97,3 +97,42 @@ def test_policy_names_are_checked():
     with pytest.raises(ValueError, match="use must be 'auto', 'always' or 'never'"):
         _policy("sometimes")
     assert _policy() == "auto"
+
+
+def _radix_sort(s):
+    q, idx = torch.empty_like(s), torch.empty(s.shape, dtype=torch.int64)
+    torch.ops.hashkern.sort_rows_descending(s, q, idx)
+    return q, idx
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_radix_sort_equals_torch_stable_sort(dtype):
+    """The scans' row sort: NaN first, -0.0 tied with 0.0, subnormals, infinities, ties by index."""
+    inf, nan, tiny = float("inf"), float("nan"), torch.finfo(dtype).tiny / 4
+    specials = torch.tensor([0.0, -0.0, nan, 1.0, inf, -inf, -0.0, nan, 0.0, 2.0, -1.0, tiny, -tiny, 1.0], dtype=dtype)
+    cases = [torch.randn(7, 300, dtype=dtype), _hamming_similarities(300, 16, "cpu").to(dtype),
+             specials[torch.randint(0, len(specials), (20, 64))], torch.randn(3, 1, dtype=dtype),
+             torch.randint(-3, 4, (2, 5000)).to(dtype) * 1e30, torch.empty(0, 5, dtype=dtype)]
+    for s in cases:
+        q, idx = _radix_sort(s)
+        q_ref, idx_ref = torch.sort(s, dim=-1, descending=True, stable=True)
+        assert torch.equal(idx, idx_ref)
+        assert torch.equal(q.isnan(), q_ref.isnan()) and torch.equal(q.nan_to_num(), q_ref.nan_to_num())
+
+
+def test_radix_sort_checks_its_arguments():
+    s = torch.rand(3, 4)
+    with pytest.raises(TypeError, match="s must be float32 or float64"):
+        _radix_sort(s.half())
+    with pytest.raises(ValueError, match=r"s must be a contiguous \[b, n\] matrix"):
+        torch.ops.hashkern.sort_rows_descending(s.t(), torch.empty(4, 3), torch.empty(4, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="q must be contiguous, shaped like s"):
+        torch.ops.hashkern.sort_rows_descending(s, torch.empty(3, 5), torch.empty(3, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="idx must be contiguous int64"):
+        torch.ops.hashkern.sort_rows_descending(s, torch.empty(3, 4), torch.empty(3, 4, dtype=torch.int32))
+
+
+def test_opcheck_of_the_radix_sort():
+    s = torch.randn(4, 9, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.hashkern.sort_rows_descending.default,
+                          (s, torch.empty_like(s), torch.empty(4, 9, dtype=torch.int64)))

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from hashkern import _ext
 from hashkern.ops._numerics import at_least_float32 as acc_dtype  # fp64 if any input is, else fp32
 from hashkern.ops.softsort import scan_torch
 
@@ -73,12 +74,25 @@ def _(q, idx, v, tau, u, eps, grad, c, norms, backend):
     return q.new_empty(q.shape), v.new_empty(v.shape), du
 
 
-def _sort(s: Tensor, descending: bool, acc: torch.dtype) -> tuple[Tensor, Tensor]:
+def _sort(s: Tensor, descending: bool, acc: torch.dtype, backend: str) -> tuple[Tensor, Tensor]:
     """Rows sorted descending, as the scans expect: an ascending SoftSort of s is the descending
     one of -s (the kernel sees only distances), so ds flips sign. Stable, so ties keep their
-    index order, as in the reference."""
-    q, idx = torch.sort(s if descending else -s, dim=-1, descending=True, stable=True)
-    return q.to(acc).contiguous(), idx.contiguous()
+    index order, as in the reference. The C++ backend sorts by radix (O(n) per row, the same
+    result as torch.sort); converting to acc first is exact and keeps the order."""
+    keys = (s if descending else -s).to(acc)
+    if backend == "cpu":
+        keys = keys.contiguous()
+        q, idx = torch.empty_like(keys), torch.empty(keys.shape, dtype=torch.int64)
+        torch.ops.hashkern.sort_rows_descending(keys, q, idx)
+        return q, idx
+    q, idx = torch.sort(keys, dim=-1, descending=True, stable=True)
+    return q.contiguous(), idx.contiguous()
+
+
+if _ext.extension_loaded() and hasattr(torch.ops.hashkern, "sort_rows_descending"):
+    @torch.library.register_fake("hashkern::sort_rows_descending")
+    def _(s, q, idx):  # writes caller-allocated outputs
+        return None
 
 
 def _power_of_two_scale(x: Tensor) -> Tensor:
@@ -122,7 +136,7 @@ class SoftSortGatherFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s: Tensor, v: Tensor, tau: float, descending: bool, backend: str):
         acc = acc_dtype(s, v)
-        q, idx = _sort(s, descending, acc)
+        q, idx = _sort(s, descending, acc, backend)
         v3 = (v.unsqueeze(0) if v.dim() == 2 else v).to(acc)
         scale = _power_of_two_scale(v3)
         v3 = (v3 * scale).contiguous()
@@ -149,7 +163,7 @@ class SortedCosineFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s: Tensor, z1: Tensor, z2: Tensor, tau: float, descending: bool, eps: float, backend: str):
         acc = acc_dtype(s, z1, z2)
-        q, idx = _sort(s, descending, acc)
+        q, idx = _sort(s, descending, acc, backend)
         v = z1.to(acc).unsqueeze(0)
         scale = _power_of_two_scale(v)
         v = (v * scale).contiguous()  # the cosine does not depend on the scale of z1
