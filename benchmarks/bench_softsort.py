@@ -164,7 +164,7 @@ def main(argv=None):
              "the gradients of s, z1 and z2. soft_sort_gather: E = SoftSort(s) z1 for b anchors, then the "
              f"gradients of s and z1. s holds {BITS}-bit Hamming similarities (heavy ties). hashkern computes "
              "the same function by Laplace scans, O(n^2 d) per batch instead of O(n^3 d). On the CPU a row "
-             f"whose similarities take g <= n / 4 distinct values (here at most {BITS + 1}) runs the grouped "
+             f"whose similarities take g <= n / 2 distinct values (here at most {BITS + 1}) runs the grouped "
              "kernel: the scans run over the g tie groups and the n x d work is one pass over z1 forward "
              "and one over z1 and dz1 backward; the 'position scans only' row turns it off, which is what "
              "similarities with many distinct values cost. Every result is "

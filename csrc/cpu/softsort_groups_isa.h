@@ -51,7 +51,7 @@ inline int64_t count_groups(const T* q, int64_t n) {
 
 inline bool take_groups(int policy, int64_t g, int64_t n, int64_t d) {
   if (policy != kGroupsAuto) return policy == kGroupsAlways;
-  return 4 * g <= n && g * d <= kGroupTableElements;
+  return 2 * g <= n && g * d <= kGroupTableElements;
 }
 
 // Exclusive left and right scans over groups of a [g, d] table (or of [g] scalars with d = 1).

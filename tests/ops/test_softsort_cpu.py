@@ -77,7 +77,7 @@ def test_benchmark_shape_fp32_matches_fp64(groups):
 
 
 def test_auto_groups_rows_with_few_distinct_values():
-    """auto gives, bit for bit, the grouped kernel's result on Hamming similarities (g <= n / 4) and
+    """auto gives, bit for bit, the grouped kernel's result on Hamming similarities (g <= n / 2) and
     the position scans' result on distinct values; the two kernels round differently."""
     n, before = 256, _policy()
     z1, z2 = torch.randn(n, 16), torch.randn(n, 16)
