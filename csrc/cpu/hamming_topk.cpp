@@ -10,15 +10,18 @@
 // Both give the k nearest by (distance, index) ascending, in O(N + k + 8W) per query.
 // Few queries: the database is split into chunks searched in parallel, then merged by counting.
 // Distances come a block of rows at a time from the instruction set's kernels
-// (hamming_kernels.h) into a buffer in L1, which the selection scans with vector compares.
+// (hamming_kernels.h) into a buffer in L1, which the selection scans with vector compares. With
+// AVX2, 128- and 256-bit codes after a chunk's first block take the bit-sliced search
+// (hamming_sliced.h), which finds the rows within the selector's limit without a popcount per row.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <vector>
 
-#include "hamming_topk_checks.h"
 #include "hamming_kernels.h"
+#include "hamming_sliced.h"
+#include "hamming_topk_checks.h"
 
 namespace hashkern {
 namespace {
@@ -35,7 +38,8 @@ struct Codes {
 
 // Queries sharing each block of database rows: more of them stream the database from memory
 // fewer times, but each holds a selector of ~2k items, so large k gets fewer.
-inline int64_t query_tile(int64_t k) { return k <= 4096 ? 32 : 8; }
+// The bit-sliced search shares each block's transposition among the tile, so it takes more.
+inline int64_t query_tile(int64_t k, bool sliced) { return k <= 4096 ? (sliced ? 128 : 32) : 8; }
 
 // Exact top-k by (distance, index) of a stream of items that arrive in increasing index order.
 class Selector {
@@ -135,17 +139,33 @@ inline void select_block(const HammingKernels& kernels, const int32_t* d, int64_
 void stream_topk(const HammingKernels& kernels, const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k,
                  int64_t chunk_rows, int64_t chunks, int32_t* cand_d, int64_t* cand_i) {
   const int32_t max_d = static_cast<int32_t>(8 * db.width);
-  const int64_t tile = query_tile(k), tiles = (nq + tile - 1) / tile;
+  const bool sliced = sliced_search_supported(db.width);
+  const int64_t tile = query_tile(k, sliced), tiles = (nq + tile - 1) / tile;
   at::parallel_for(0, tiles * chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<Selector> sel(tile);
     std::vector<int32_t> dist(kBlockRows), hits(kBlockRows);
+    std::vector<SlicedQuery> query_bits(sliced ? tile : 0);
+    SlicedBlock planes;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t q0 = (task / chunks) * tile, q1 = std::min(nq, q0 + tile);
       const int64_t chunk = task % chunks;
       const int64_t j0 = chunk * chunk_rows, j1 = std::min(n, j0 + chunk_rows);
       for (int64_t i = q0; i < q1; ++i) sel[i - q0].reset(std::min(k, j1 - j0), max_d);
+      if (sliced) {
+        for (int64_t i = q0; i < q1; ++i) slice_query(q + i * db.width, db.width, query_bits[i - q0]);
+      }
       for (int64_t b = j0; b < j1; b += kBlockRows) {
         const int64_t len = std::min(j1, b + kBlockRows) - b;
+        if (sliced && b > j0) {  // the first block takes every row: all distances are needed
+          slice_block(db.row(b), db.width, len, planes);
+          for (int64_t i = q0; i < q1; ++i) {
+            Selector& s = sel[i - q0];
+            const int64_t count = sliced_within(planes, query_bits[i - q0], q + i * db.width, db.row(b), len,
+                                                s.limit(), dist.data(), hits.data());
+            s.accept_block(dist.data(), hits.data(), count, b);
+          }
+          continue;
+        }
         for (int64_t i = q0; i < q1; ++i) {
           kernels.distances(q + i * db.width, db.row(b), db.width, len, dist.data());
           select_block(kernels, dist.data(), b, len, sel[i - q0], hits.data());
@@ -271,7 +291,7 @@ void topk_impl(const HammingKernels& kernels, const uint8_t* q, int64_t nq, cons
     return;
   }
   // Enough independent tasks for every thread even with a few queries: split the database.
-  const int64_t tiles = (nq + query_tile(k) - 1) / query_tile(k);
+  const int64_t tile = query_tile(k, sliced_search_supported(db.width)), tiles = (nq + tile - 1) / tile;
   const int64_t want = (4 * at::get_num_threads() + tiles - 1) / tiles;
   int64_t chunks = std::max<int64_t>(1, std::min(want, n / kMinChunkRows));
   const int64_t chunk_rows = (n + chunks - 1) / chunks;

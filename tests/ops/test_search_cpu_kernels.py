@@ -71,6 +71,23 @@ def test_block_boundaries_and_ties_at_the_threshold(kernels, nbits):
     assert_all_ops_match(q, db, (1, 100, 700, db.shape[0] // 2), radius=1)
 
 
+@pytest.mark.parametrize("nbits", [128, 256])
+@pytest.mark.parametrize("tied", [False, True])
+def test_wide_codes_across_query_tiles_and_blocks(kernels, nbits, tied):
+    # The bit-sliced search of 128- and 256-bit codes (AVX2), which takes every block after a
+    # chunk's first: 70 queries, more than one tile; 4,396 rows, two 2048-row blocks and a tail
+    # whose last 256-row group is partial; all-ones and all-zeros codes, whose weights reach the
+    # counters' limits; rows at an odd address.
+    g = torch.Generator().manual_seed(nbits + tied)
+    bits = codes(70 + 4396, nbits, tied, g)
+    bits[0], bits[1], bits[2500], bits[-1] = 1, 0, 1, 0
+    packed = pack_bits(bits)
+    flat = torch.cat([torch.zeros(1, dtype=torch.uint8), packed[70:].flatten()])
+    db = flat[1:].view(4396, -1)
+    assert db.data_ptr() % 2 == 1
+    assert_all_ops_match(packed[:70], db, (1, 37, 500), radius=nbits // 3)
+
+
 def test_few_queries_split_database(kernels):
     # One query, 40,000 codes: the database is split across threads and the parts merged.
     g = torch.Generator().manual_seed(0)

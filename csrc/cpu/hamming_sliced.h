@@ -1,0 +1,44 @@
+// Bit-sliced Hamming search for 128- and 256-bit codes (AVX2), used by the streaming top-k.
+//
+// A block of database rows is transposed into bit planes, 256 rows at a time: bit i of plane b
+// is bit b of row i. For a query q with set bits B, the distances of all 256 rows are
+//   d = w + |q| - 2 S,   w = Σ_b plane_b (each row's weight),   S = Σ_{b in B} plane_b,
+// summed bit-sliced with carry-save adders: about |B| / 16 * 85 logic operations for 256 rows,
+// where a per-row popcount costs several instructions per row and 64 bits. The rows with
+// d <= limit come out as a bit mask, and only they get their exact distance. The transposition
+// is shared by the queries of a tile. Exact: the mask is computed in integer logic.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace hashkern {
+
+// Planes of up to `rows` database rows of `width` bytes (16 or 32); reused block after block.
+struct SlicedBlock {
+  int64_t width = 0, rows = 0, groups = 0;
+  std::vector<uint64_t> planes;   // [groups][8 * width + 1][4]: 256 rows per group, then a zero plane
+  std::vector<uint64_t> weights;  // [groups][9][4]: each row's popcount, bit-sliced
+};
+
+// The bits a query's distances are summed over, ascending: its one bits, or its zero bits when
+// those are fewer (complement), padded with the zero plane's index; weight = |q|.
+struct SlicedQuery {
+  std::vector<uint16_t> bits;
+  int32_t weight = 0;
+  bool complement = false;
+};
+
+// Whether this CPU and width take the bit-sliced search (AVX2, 16- or 32-byte rows).
+bool sliced_search_supported(int64_t width);
+
+void slice_query(const uint8_t* q, int64_t width, SlicedQuery& out);
+
+// Transposes rows [0, len) of `width` bytes (len <= block capacity) into `out`.
+void slice_block(const uint8_t* rows, int64_t width, int64_t len, SlicedBlock& out);
+
+// Every j < len with popcount(q xor rows[j]) <= limit, ascending, into hits; d[j] is set for
+// each hit. Returns how many (limit < 0: none).
+int64_t sliced_within(const SlicedBlock& block, const SlicedQuery& query, const uint8_t* q, const uint8_t* rows,
+                      int64_t len, int32_t limit, int32_t* d, int32_t* hits);
+
+}  // namespace hashkern
