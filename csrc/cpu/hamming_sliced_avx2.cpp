@@ -50,7 +50,8 @@ HK_SLICED inline V plane(const uint64_t* planes, const uint16_t* index, int64_t 
 // count = Σ planes[index[i]] over i < n <= 256, bit-sliced (Harley-Seal: 16 planes per round;
 // queries are padded to whole rounds). The nine counter planes are locals, kept in registers
 // (two counters in alternate rounds, for overlapping dependency chains, measured slower: spills).
-HK_SLICED void sliced_sum(const uint64_t* planes, const uint16_t* index, int64_t n, V* count) {
+HK_SLICED __attribute__((always_inline)) inline void sliced_sum(const uint64_t* planes, const uint16_t* index,
+                                                             int64_t n, V* count) {
   const V zero = _mm256_setzero_si256();
   V ones = zero, twos = zero, fours = zero, eights = zero, c16 = zero, c32 = zero, c64 = zero, c128 = zero,
     c256 = zero;
