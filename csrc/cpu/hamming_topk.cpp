@@ -38,7 +38,9 @@ struct Codes {
 
 // Queries sharing each block of database rows: more of them stream the database from memory
 // fewer times, but each holds a selector of ~2k items, so large k gets fewer.
-// The bit-sliced search shares each block's transposition among the tile, so it takes more.
+// The bit-sliced search shares each block's transposition among the tile, so it takes more
+// queries; with k > 4096 the tile is too small for it to pay (and it is not measured there).
+inline bool use_sliced(int64_t k, int64_t width) { return k <= 4096 && sliced_search_supported(width); }
 inline int64_t query_tile(int64_t k, bool sliced) { return k <= 4096 ? (sliced ? 128 : 32) : 8; }
 
 // Exact top-k by (distance, index) of a stream of items that arrive in increasing index order.
@@ -139,7 +141,7 @@ inline void select_block(const HammingKernels& kernels, const int32_t* d, int64_
 void stream_topk(const HammingKernels& kernels, const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k,
                  int64_t chunk_rows, int64_t chunks, int32_t* cand_d, int64_t* cand_i) {
   const int32_t max_d = static_cast<int32_t>(8 * db.width);
-  const bool sliced = sliced_search_supported(db.width);
+  const bool sliced = use_sliced(k, db.width);
   const int64_t tile = query_tile(k, sliced), tiles = (nq + tile - 1) / tile;
   at::parallel_for(0, tiles * chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<Selector> sel(tile);
@@ -291,7 +293,7 @@ void topk_impl(const HammingKernels& kernels, const uint8_t* q, int64_t nq, cons
     return;
   }
   // Enough independent tasks for every thread even with a few queries: split the database.
-  const int64_t tile = query_tile(k, sliced_search_supported(db.width)), tiles = (nq + tile - 1) / tile;
+  const int64_t tile = query_tile(k, use_sliced(k, db.width)), tiles = (nq + tile - 1) / tile;
   const int64_t want = (4 * at::get_num_threads() + tiles - 1) / tiles;
   int64_t chunks = std::max<int64_t>(1, std::min(want, n / kMinChunkRows));
   const int64_t chunk_rows = (n + chunks - 1) / chunks;
