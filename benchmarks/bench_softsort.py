@@ -166,7 +166,7 @@ def main(argv=None):
              "the same function by Laplace scans, O(n^2 d) per batch instead of O(n^3 d). On the CPU a row "
              f"whose similarities take g <= n / 2 distinct values (here at most {BITS + 1}) runs the grouped "
              "kernel: the scans run over the g tie groups and the n x d work is one pass over z1 forward "
-             "and one over z1 and dz1 backward; the 'position scans only' row turns it off, which is what "
+             "and two backward (z1, then z1 and dz1 together); the 'position scans only' row turns it off, which is what "
              "similarities with many distinct values cost. Every result is "
              "checked against the first variant that ran before timing. At n >= 1024 on the CPU, hashkern's "
              "rows are the median of 3 timed calls after a warm-up, the baselines' one call. Peak extra "

@@ -3,7 +3,8 @@
 // A block of database rows is transposed into bit planes, 256 rows at a time: bit i of plane b
 // is bit b of row i. For a query q with set bits B, the distances of all 256 rows are
 //   d = w + |q| - 2 S,   w = Σ_b plane_b (each row's weight),   S = Σ_{b in B} plane_b,
-// summed bit-sliced with carry-save adders: about |B| / 16 * 85 logic operations for 256 rows,
+// or d = 2 S0 - w + |q| with S0 over q's zero bits when those are fewer, summed bit-sliced with
+// carry-save adders: about min(|B|, bits - |B|) / 16 * 85 logic operations for 256 rows,
 // where a per-row popcount costs several instructions per row and 64 bits. The rows with
 // d <= limit come out as a bit mask, and only they get their exact distance. The transposition
 // is shared by the queries of a tile. Exact: the mask is computed in integer logic.
@@ -13,9 +14,9 @@
 
 namespace hashkern {
 
-// Planes of up to `rows` database rows of `width` bytes (16 or 32); reused block after block.
+// Planes of a block of database rows of `width` bytes (16 or 32); reused block after block.
 struct SlicedBlock {
-  int64_t width = 0, rows = 0, groups = 0;
+  int64_t width = 0, groups = 0;
   std::vector<uint64_t> planes;   // [groups][8 * width + 1][4]: 256 rows per group, then a zero plane
   std::vector<uint64_t> weights;  // [groups][9][4]: each row's popcount, bit-sliced
 };

@@ -3,9 +3,11 @@
 #include "hamming_sliced.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "hamming_kernels.h"
+#include "popcount.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HK_HAVE_SLICED 1
@@ -109,17 +111,6 @@ HK_SLICED void sliced_sub(const V* a, int a_planes, const V* b, int b_planes, V*
   }
 }
 
-HK_SLICED int32_t row_distance(const uint8_t* q, const uint8_t* row, int64_t width) {
-  int32_t d = 0;
-  for (int64_t w = 0; w < width; w += 8) {
-    uint64_t a, b;
-    std::memcpy(&a, q + w, 8);
-    std::memcpy(&b, row + w, 8);
-    d += __builtin_popcountll(a ^ b);
-  }
-  return d;
-}
-
 }  // namespace
 
 bool sliced_search_supported(int64_t width) {
@@ -141,6 +132,20 @@ void slice_query(const uint8_t* q, int64_t width, SlicedQuery& out) {
   while (out.bits.size() % 16 != 0) out.bits.push_back(static_cast<uint16_t>(nbits));
   out.weight = static_cast<int32_t>(weight);
 }
+
+namespace {
+
+// 0, 1, ..., 255: the index list that sums every plane of a group (a row's weight).
+const std::array<uint16_t, 256>& every_plane() {
+  static const std::array<uint16_t, 256> index = [] {
+    std::array<uint16_t, 256> all{};
+    for (int b = 0; b < 256; ++b) all[b] = static_cast<uint16_t>(b);
+    return all;
+  }();
+  return index;
+}
+
+}  // namespace
 
 // x[r] = 16 bytes of row r, r < 16 -> x[c] = byte c of rows 0..15 (an SSE byte transpose).
 HK_SLICED inline void transpose_16x16(__m128i* x) {
@@ -172,23 +177,23 @@ HK_SLICED inline void transpose_16x16(__m128i* x) {
 HK_SLICED void slice_block(const uint8_t* rows, int64_t width, int64_t len, SlicedBlock& out) {
   const int64_t nbits = 8 * width, groups = (len + 255) / 256;
   out.width = width;
-  out.rows = len;
   out.groups = groups;
   const int64_t stride = (nbits + 1) * 4;  // every group's planes end with an all-zero plane
-  out.planes.assign(groups * stride, 0);
+  out.planes.resize(groups * stride);
   out.weights.resize(groups * kCountPlanes * 4);
-  std::vector<uint16_t> all(nbits);
-  for (int64_t b = 0; b < nbits; ++b) all[b] = static_cast<uint16_t>(b);
-  alignas(32) uint8_t tail[32 * 32] = {};  // a last, partial set of 32 rows, zero-padded
+  alignas(32) uint8_t tail[32 * 32];  // a last, partial set of 32 rows, zero-padded
   for (int64_t g = 0; g < groups; ++g) {
-    uint32_t* planes = reinterpret_cast<uint32_t*>(out.planes.data() + g * stride);
+    uint64_t* group_planes = out.planes.data() + g * stride;
+    std::fill(group_planes + nbits * 4, group_planes + stride, uint64_t(0));  // the others are all written
+    uint32_t* planes = reinterpret_cast<uint32_t*>(group_planes);
     for (int64_t s = 0; s < 8; ++s) {  // 32 rows: one 32-bit word of every plane
       const int64_t r0 = g * 256 + s * 32;
-      const uint8_t* src = rows + r0 * width;
-      if (r0 + 32 > len) {
+      const uint8_t* src = tail;
+      if (r0 + 32 <= len) {
+        src = rows + r0 * width;
+      } else {
         std::memset(tail, 0, sizeof(tail));
-        if (r0 < len) std::memcpy(tail, src, (len - r0) * width);
-        src = tail;
+        if (r0 < len) std::memcpy(tail, rows + r0 * width, (len - r0) * width);
       }
       for (int64_t c0 = 0; c0 < width; c0 += 16) {  // 16 byte columns at a time
         __m128i lo[16], hi[16];
@@ -208,7 +213,7 @@ HK_SLICED void slice_block(const uint8_t* rows, int64_t width, int64_t len, Slic
       }
     }
     V weight[kCountPlanes];
-    sliced_sum(out.planes.data() + g * stride, all.data(), nbits, weight);
+    sliced_sum(group_planes, every_plane().data(), nbits, weight);
     for (int l = 0; l < kCountPlanes; ++l) vstore(out.weights.data() + (g * kCountPlanes + l) * 4, weight[l]);
   }
 }
@@ -256,7 +261,7 @@ HK_SLICED int64_t sliced_within(const SlicedBlock& block, const SlicedQuery& que
       while (m) {
         const int64_t j = base + __builtin_ctzll(m);
         m &= m - 1;
-        d[j] = row_distance(q, rows + j * width, width);
+        d[j] = row_distance<0>(q, rows + j * width, width);
         hits[count++] = static_cast<int32_t>(j);
       }
     }

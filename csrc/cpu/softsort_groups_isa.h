@@ -4,7 +4,8 @@
 // Hamming similarities of K-bit codes take at most K + 1 values, so a row of n similarities falls
 // into g <= K + 1 tie groups. Every position of a group has the same distances to all others, so
 // it gathers the same E: the scans run over the g groups, on the groups' sums of values, and the
-// n x d work per row is one pass over the values in their stored order (no gather):
+// n x d work per row is one pass over the values in their stored order (no gather), forward,
+// and two backward (the group sums again, then values and dv together):
 //   S_j = sum of Zσ over group j, m_j its size, γ_j = exp(-(Q_{j-1} - Q_j)/τ) between groups,
 //   left_j  = γ_j (left_{j-1} + S_{j-1})      right_j = γ_{j+1} (right_{j+1} + S_{j+1})
 //   E_j = (left_j + S_j + right_j) / den_j,   den_j = the same sums over m.

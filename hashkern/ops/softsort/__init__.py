@@ -12,7 +12,7 @@ L1 kernel ``exp(-|q_r - q_t| / tau)`` splits into a left and a right decayed sca
 costs O(n log n + n d) and a batch O(n^2 d), forward and backward, exact (``scan_torch.py``).
 Backends: ``"cpu"`` (the C++ kernel of ``hashkern._C``, which radix-sorts the rows and runs rows
 with few distinct values, such as Hamming similarities, over their tie groups: one pass over the
-values per row), ``"triton"`` (CUDA, or CPU tensors under
+values per row forward, two backward), ``"triton"`` (CUDA, or CPU tensors under
 ``TRITON_INTERPRET=1``) and ``"torch"`` (the same scans in plain PyTorch, any device); ``"auto"``
 picks the first that runs on the tensors' device. Triton is imported only when it is chosen.
 """
