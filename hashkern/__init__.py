@@ -5,6 +5,7 @@ search side: packed codes, exact Hamming top-k / radius search, ``HammingIndex``
 Heavy pieces (models, data, CLI) are imported from their sub-packages, not here.
 """
 from hashkern._ext import build_info
+from hashkern._version import __version__
 from hashkern.codes import hamming_distance, pack_bits, sign_ste, unpack_bits
 from hashkern.index import HammingIndex, IndexFileError
 from hashkern.metrics import (mean_average_precision, precision_at_radius, precision_recall_at_ranks,
@@ -13,8 +14,6 @@ from hashkern.ops.mutual_attention import mutual_attention
 from hashkern.ops.patchsim import patch_similarity
 from hashkern.ops.search import hamming_radius, hamming_topk
 from hashkern.ops.softsort import soft_sort, soft_sort_gather, sorted_cosine
-
-__version__ = "0.1.0"
 
 __all__ = [
     "build_info", "sign_ste", "pack_bits", "unpack_bits", "hamming_distance",

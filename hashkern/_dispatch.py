@@ -103,7 +103,8 @@ def _runs_on(backend: str, op: str, device: torch.device) -> bool:
     if backend == "triton":
         return triton_available(device)
     if backend in ("cpu", "cuda"):
-        return device.type == backend and _ext.has_kernel(op, backend)
+        return device.type == backend and _ext.has_kernel(op, backend) and (
+            backend == "cpu" or _ext.cuda_kernels_run_on(device))  # a CUDA build without code for this GPU
     return False
 
 
@@ -136,7 +137,7 @@ def resolve_backend(backend: str, op: str, device: torch.device, preference: tup
     if backend in ("cpu", "cuda"):
         if device.type != backend:
             raise ValueError(f"backend={backend!r} needs {backend} tensors, got tensors on {device}")
-        _ext.require_kernel(op, backend)
+        _ext.require_kernel(op, backend, device)
     if backend == "triton" and not triton_available(device):
         raise BackendUnavailableError(
             f"backend='triton' is unavailable for {op} on {device}: install triton and use CUDA tensors "

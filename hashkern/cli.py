@@ -1,4 +1,4 @@
-"""``hashkern train | eval | pretrain | bench | demo``: the command line (console script ``hashkern = hashkern.cli:main``)."""
+"""``hashkern info | train | eval | pretrain | bench | demo``: the command line (console script ``hashkern = hashkern.cli:main``)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hashkern import _info
+from hashkern._version import __version__
 from hashkern.data import DATASETS
 from hashkern.models import BACKBONES, METHODS
 from hashkern.pretrain import PretrainConfig
@@ -163,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain_defaults = PretrainConfig()
     parser = argparse.ArgumentParser(prog="hashkern", description="Deep unsupervised hashing: train, evaluate, "
                                      "benchmark.")
+    parser.add_argument("--version", action="version", version=f"hashkern {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions, the compiled kernels, and what backend='auto' uses on each device"
+                   ).set_defaults(func=lambda args: _info.main())
     p = sub.add_parser("train", help="train WCH / NSH / CIBHash (torchrun for several processes)")
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
