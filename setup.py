@@ -133,7 +133,7 @@ class _BuildPy(build_py):
 
     def run(self):
         super().run()
-        if _flag("HASHKERN_NO_EXT") and not self.editable_mode:
+        if _flag("HASHKERN_NO_EXT") and not getattr(self, "editable_mode", False):
             _write_build_info(os.path.join(self.build_lib, "hashkern"),
                               {"extension": "skipped", "reason": "HASHKERN_NO_EXT=1 at build time"})
 
