@@ -197,13 +197,16 @@ def _extensions():
         def run(self):
             cxx = os.environ.get("CXX", "c++")
             problem = _compiler_problem(cxx)
+            fix = "Install a C++ compiler with OpenMP (e.g. g++) and reinstall"
             if problem is None:
                 try:
                     super().run()
                 except Exception as error:  # a compile or link error: its output is above
                     problem = f"building hashkern._C failed: {' '.join(str(error).split())[:500]}"
-            if problem is not None and (_flag("HASHKERN_FORCE_EXT") or _flag("HASHKERN_FORCE_CUDA")):
-                raise SystemExit(f"hashkern: HASHKERN_FORCE_EXT=1 and the extension cannot be built: {problem}")
+                    fix = "The compiler's output above says what failed"
+            forced = [name for name in ("HASHKERN_FORCE_EXT", "HASHKERN_FORCE_CUDA") if _flag(name)]
+            if problem is not None and forced:
+                raise SystemExit(f"hashkern: {forced[0]}=1 and the extension cannot be built: {problem}")
             if problem is None:
                 version = _output(shlex.split(cxx) + ["--version"]).strip().splitlines()
                 built = dict(record, extension="built", compiler=version[0] if version else cxx)
@@ -213,7 +216,7 @@ def _extensions():
                 _say("*" * 72)
                 _say(f"installing WITHOUT the compiled extension hashkern._C: {problem}")
                 _say("every op still runs, on its PyTorch or Triton path (slower); `import hashkern` warns about it.")
-                _say("Install a C++ compiler with OpenMP (e.g. g++) and reinstall; HASHKERN_FORCE_EXT=1 makes this an error.")
+                _say(f"{fix}; HASHKERN_FORCE_EXT=1 makes this an error.")
                 _say("*" * 72)
             _write_build_info(os.path.dirname(self.get_ext_fullpath("hashkern._C")), built)
             if self.inplace or getattr(self, "editable_mode", False):
