@@ -20,7 +20,7 @@ def _triton_version() -> str:
     try:
         import triton
     except ImportError:
-        return "not installed (pip install 'torch-hashkern[triton]' adds the Triton kernels)"
+        return "not installed (pip install triton adds the Triton kernels)"
     return triton.__version__
 
 
