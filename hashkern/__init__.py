@@ -4,6 +4,8 @@ Ops (``hashkern.ops``), losses (``hashkern.losses``), models (``hashkern.models`
 search side: packed codes, exact Hamming top-k / radius search, ``HammingIndex`` and metrics.
 Heavy pieces (models, data, CLI) are imported from their sub-packages, not here.
 """
+from hashkern import _deprecated
+from hashkern._dispatch import explain_backend
 from hashkern._ext import build_info
 from hashkern.codes import hamming_distance, pack_bits, sign_ste, unpack_bits
 from hashkern.index import HammingIndex, IndexFileError
@@ -16,8 +18,10 @@ from hashkern.ops.softsort import soft_sort, soft_sort_gather, sorted_cosine
 
 __version__ = "0.1.0"
 
+_deprecated.install()
+
 __all__ = [
-    "build_info", "sign_ste", "pack_bits", "unpack_bits", "hamming_distance",
+    "build_info", "explain_backend", "sign_ste", "pack_bits", "unpack_bits", "hamming_distance",
     "hamming_topk", "hamming_radius", "HammingIndex", "IndexFileError",
     "mean_average_precision", "precision_recall_curve", "precision_recall_at_ranks", "precision_at_radius",
     "soft_sort", "soft_sort_gather", "sorted_cosine", "patch_similarity", "mutual_attention",

@@ -1,15 +1,9 @@
-"""Launchers of the Triton SoftSort scans (kernels in ``triton_scan_kernels.py``).
+"""Launchers of the Triton SoftSort scans (kernels in ``triton_kernels.py``; cost model in
+``benchmarks/notes/softsort.md``).
 
-Same contract as ``scan_torch.scan_fwd`` / ``scan_bwd``. Rows are launched in slices whose
+Same contract as ``torch_impl.scan_fwd`` / ``scan_bwd``. Rows are launched in slices whose
 checkpoints and scratch stay under ``SCRATCH_BYTES``; within a slice one flat grid axis covers
 (row block, feature block).
-
-Cost model (per row, n positions, d features; the GPU rows of the benchmark are not measured yet):
-the forward walks the positions 3 times (checkpoints, rebuild, consume), the backward 5 times,
-each step ~10 (forward) / ~30 (backward) flops per feature and one gathered ``d``-row read from L2
-(the shared values are ``n d`` elements). At n = 1024, d = 128 that is ~1.5 GFLOP and ~2.7 GB of
-L2 reads per forward+backward: a few hundred microseconds if the ``BA`` independent row loads of
-a step hide L2 latency, more if the sequential dependence dominates.
 """
 from __future__ import annotations
 
@@ -20,8 +14,8 @@ import torch
 import triton
 
 from hashkern.ops._device_guard import on_device_of
-from hashkern.ops.softsort.scan_torch import cosine_grad_coefficients
-from hashkern.ops.softsort.triton_scan_kernels import _softsort_scan_bwd_kernel, _softsort_scan_fwd_kernel
+from hashkern.ops.softsort._common import cosine_grad_coefficients
+from hashkern.ops.softsort.triton_kernels import _softsort_scan_bwd_kernel, _softsort_scan_fwd_kernel
 
 SCRATCH_BYTES = 256 << 20  # checkpoints + scratch + partials of one launch
 
