@@ -65,7 +65,8 @@ def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True,
             that inverse (the result is then the mean).
         backend: ``"auto" | "triton" | "torch"``.
     Returns:
-        s [b1, b2], float32 (float64 for float64 input): accumulation stays in fp32 for half inputs.
+        s [b1, b2] in the accumulation dtype (``ops._numerics.at_least_float32``): float64 for float64
+        input, else float32.
     Memory: O(b1 b2 P) saved for backward. fp32 input on CUDA multiplies on TF32 tensor cores exactly when
     torch's own matmuls would (``hashkern.ops._precision``; ~1e-3 relative error then).
     Deterministic: the same inputs give bitwise-identical results and gradients (fixed-order sums).

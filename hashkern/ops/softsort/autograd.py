@@ -4,7 +4,8 @@ Both run on the Laplace scans (O(n d) per row, see ``torch_impl.py``). The forwa
 are registered as ``hashkern::softsort_scan`` / ``hashkern::softsort_scan_backward`` custom ops
 with fake implementations, so ``torch.compile`` traces the autograd Functions without graph
 breaks. ``backend`` is ``"cpu"`` (the C++ kernel), ``"triton"`` or ``"torch"``, already resolved.
-Every backend computes in the accumulation dtype: fp64 for fp64 inputs, else fp32.
+Every backend computes in the accumulation dtype (``ops._numerics.at_least_float32``): fp64 for fp64
+inputs, else fp32.
 """
 from __future__ import annotations
 
