@@ -2,10 +2,11 @@
 
 Contract shared by every backend (``q``, ``v``, ``u``, ``grad`` in one float dtype, fp32 or fp64):
 
-* ``scan_fwd(q, idx, v, tau, u, eps)``: ``q [b, n]`` rows sorted descending, ``idx [b, n]``
+* forward (Triton ``softsort_scan_fwd``, ``softsort_scan_torch_fwd``, C++ through ``autograd._cpu_fwd``)
+  ``(q, idx, v, tau, u, eps)``: ``q [b, n]`` rows sorted descending, ``idx [b, n]``
   their sort permutation, ``v [1 or b, n, d]`` -> ``(E [b, n, d], None)`` when ``u`` is None,
   else ``(c [b, n], norms [b, n])`` with ``u [b, d]`` unit rows and ``norms = |E_r|``;
-* ``scan_bwd(q, idx, v, tau, u, eps, grad, c, norms)`` -> ``(ds [b, n], dv like v, du [b, d] or None)``.
+* backward ``(q, idx, v, tau, u, eps, grad, c, norms)`` -> ``(ds [b, n], dv like v, du [b, d] or None)``.
 """
 from __future__ import annotations
 

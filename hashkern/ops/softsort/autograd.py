@@ -39,8 +39,8 @@ def _impl(backend: str):
         return _cpu_fwd, _cpu_bwd
     if backend == "triton":
         from hashkern.ops.softsort import triton_launch  # lazy: the package imports without triton
-        return triton_launch.scan_fwd, triton_launch.scan_bwd
-    return torch_impl.scan_fwd, torch_impl.scan_bwd
+        return triton_launch.softsort_scan_fwd, triton_launch.softsort_scan_bwd
+    return torch_impl.softsort_scan_torch_fwd, torch_impl.softsort_scan_torch_bwd
 
 
 @torch.library.custom_op("hashkern::softsort_scan", mutates_args=())

@@ -70,7 +70,7 @@ def _right_scan(z: _Values, gamma: torch.Tensor, out: torch.Tensor) -> torch.Ten
     return bs
 
 
-def scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
+def softsort_scan_torch_fwd(q, idx, v, tau, u=None, eps=1e-8):
     b, n = q.shape
     d = v.shape[-1]
     gather = u is None
@@ -97,7 +97,7 @@ def scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
     return out, norms
 
 
-def scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
+def softsort_scan_torch_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
     b, n = q.shape
     d = v.shape[-1]
     cosine = u is not None

@@ -1,7 +1,7 @@
 """Launchers of the Triton SoftSort scans (kernels in ``triton_kernels.py``; cost model in
 ``benchmarks/notes/softsort.md``).
 
-Same contract as ``torch_impl.scan_fwd`` / ``scan_bwd``. Rows are launched in slices whose
+Same contract as ``torch_impl.softsort_scan_torch_fwd`` / ``_bwd``. Rows are launched in slices whose
 checkpoints and scratch stay under ``SCRATCH_BYTES``; within a slice one flat grid axis covers
 (row block, feature block).
 """
@@ -61,7 +61,7 @@ def _scratch(rows: int, n: int, d: int, cfg: ScanConfig, like: torch.Tensor):
                 nchunks=nchunks, nb=nb)
 
 
-def scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
+def softsort_scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
     b, n = q.shape
     d = v.shape[-1]
     cfg = scan_config(n, d, q.device)
@@ -86,7 +86,7 @@ def scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
     return out, norms
 
 
-def scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
+def softsort_scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
     b, n = q.shape
     d = v.shape[-1]
     cfg = scan_config(n, d, q.device)
@@ -98,7 +98,7 @@ def scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
         alpha, beta, delta, du_coef = cosine_grad_coefficients(grad, c, norms, eps)
     else:  # delta = dE.E needs all features of E: rebuilt by the forward kernel
         alpha = beta = du_coef = q
-        delta = (grad * scan_fwd(q, idx, v, tau)[0]).sum(-1)
+        delta = (grad * softsort_scan_fwd(q, idx, v, tau)[0]).sum(-1)
     ds = torch.empty_like(q)
     dv = torch.zeros_like(v)
     du = q.new_empty(b, d) if cosine else None
