@@ -40,7 +40,8 @@ def check_same_device(**tensors: torch.Tensor) -> torch.device:
     first_name, first = items[0]
     for name, tensor in items[1:]:
         if tensor.device != first.device:
-            raise ValueError(f"{first_name} and {name} must be on the same device, got {first.device} and {tensor.device}")
+            raise ValueError(f"{first_name} and {name} must be on the same device, "
+                             f"got {first.device} and {tensor.device}")
     return first.device
 
 

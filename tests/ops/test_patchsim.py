@@ -219,7 +219,8 @@ def test_reference_matches_loops():
     expect = torch.empty(2, 3, dtype=torch.float64)
     for n in range(2):
         for m in range(3):
-            best = [max(cos(x1[n, i], x2[m, j], dim=0) for j in range(5) if mask2[m, j]) for i in range(4) if mask1[n, i]]
+            best = [max(cos(x1[n, i], x2[m, j], dim=0) for j in range(5) if mask2[m, j])
+                    for i in range(4) if mask1[n, i]]
             expect[n, m] = sum(best) / len(best)
     got = patch_similarity_reference(x1, x2, mask1=mask1, mask2=mask2)
     torch.testing.assert_close(got, expect)

@@ -7,8 +7,8 @@ import os
 
 import pytest
 import torch
-
 from conftest import poison
+
 from hashkern.ops import softsort as ss
 from hashkern.ops.softsort import torch_impl, triton_launch
 from hashkern.ops.softsort.reference import (
@@ -263,7 +263,8 @@ def test_half_inputs_accumulate_in_fp32(backend, dtype):
     full = ss.sorted_cosine(s.float(), z1.float(), z2.float(), 0.05, backend=backend)
     assert half.dtype == torch.float32 and torch.equal(half, full)
     e = ss.soft_sort_gather(s, z1, 0.05, backend=backend)
-    assert e.dtype == dtype and torch.equal(e, ss.soft_sort_gather(s.float(), z1.float(), 0.05, backend=backend).to(dtype))
+    expected = ss.soft_sort_gather(s.float(), z1.float(), 0.05, backend=backend).to(dtype)
+    assert e.dtype == dtype and torch.equal(e, expected)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -21,9 +21,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hashkern.ops.patchsim._common import (CHUNK_ELEMENTS, acc_dtype, argmax_csr_torch, empty_stats, image_chunks,
-                                           inverse_temperature, mean_over_patches, row_coefficients,
-                                           softmax_backward)
+from hashkern.ops.patchsim._common import (
+    CHUNK_ELEMENTS,
+    acc_dtype,
+    argmax_csr_torch,
+    empty_stats,
+    image_chunks,
+    inverse_temperature,
+    mean_over_patches,
+    row_coefficients,
+    softmax_backward,
+)
+
 
 def _sim_chunk(X1, X2, r0, r1, m0, m1, Q, mask2) -> torch.Tensor:
     """[r1 - r0, m1 - m0, Q] similarities, masked x2 patches at -inf."""

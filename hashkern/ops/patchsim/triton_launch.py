@@ -15,8 +15,15 @@ import triton.language as tl
 from hashkern.ops._device_guard import on_device_of
 from hashkern.ops._precision import dot_precision
 from hashkern.ops.patchsim import triton_kernels as kernels
-from hashkern.ops.patchsim._common import (acc_dtype, argmax_csr_torch, empty_stats, inverse_temperature,
-                                           mean_over_patches, row_coefficients, softmax_backward)
+from hashkern.ops.patchsim._common import (
+    acc_dtype,
+    argmax_csr_torch,
+    empty_stats,
+    inverse_temperature,
+    mean_over_patches,
+    row_coefficients,
+    softmax_backward,
+)
 
 SPLIT = 1024         # rows of a dx2 segment one program sums; longer (hub) segments are split
 CSR_WINDOW = 4096    # rows of x1 per counting-sort program

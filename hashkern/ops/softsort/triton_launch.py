@@ -57,7 +57,8 @@ def _row_slices(b: int, n: int, d: int, cfg: ScanConfig, elem: int):
 def _scratch(rows: int, n: int, d: int, cfg: ScanConfig, like: torch.Tensor):
     nchunks, nb = triton.cdiv(n, cfg.chunk), cfg.blocks_d(d)
     new = like.new_empty
-    return dict(ck=(new(rows, nchunks, d), new(nb, rows, nchunks)), loc=(new(rows, cfg.chunk, d), new(nb, rows, cfg.chunk)),
+    return dict(ck=(new(rows, nchunks, d), new(nb, rows, nchunks)),
+                loc=(new(rows, cfg.chunk, d), new(nb, rows, cfg.chunk)),
                 nchunks=nchunks, nb=nb)
 
 
@@ -115,6 +116,7 @@ def softsort_scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
                 q if cosine else grad[sl], *(x[sl] if cosine else q for x in (alpha, beta, du_coef)), delta[sl],
                 dsp, dv if shared else dv[sl], du[sl] if cosine else q, *sc["ck"], *left, *sc["loc"],
                 rows, n, d, cfg.chunk, sc["nchunks"], tau,
-                SHARED_V=shared, COSINE=cosine, BA=cfg.rows, BD=cfg.features, num_warps=cfg.num_warps_bwd(cosine, q.dtype))
+                SHARED_V=shared, COSINE=cosine, BA=cfg.rows, BD=cfg.features,
+                num_warps=cfg.num_warps_bwd(cosine, q.dtype))
             ds[sl].scatter_(1, idx[sl], (dsp.sum(0).double() / tau).to(q.dtype))
     return ds, dv, du
