@@ -46,7 +46,7 @@ def two_views(x):
 
 def load_images(data, n):
     if data == "fashion-mnist":
-        from hashkern.data import load_fashion_mnist
+        from hashkern.training.data import load_fashion_mnist
         images = load_fashion_mnist().images[:n]
         return images.float() / 255
     # synthetic (runs anywhere): a bright rectangle of random place and size on noise

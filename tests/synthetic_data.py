@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import torch
 
-from hashkern.data import ImageSet, Split
+from hashkern.training.data import ImageSet, Split
 
 
 def write_idx(path: str, array: np.ndarray, compress: bool = True) -> None:

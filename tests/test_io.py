@@ -11,7 +11,7 @@ import torch
 
 from hashkern import HammingIndex
 from hashkern._io import atomic_write, temporary_prefix
-from hashkern.train import save_checkpoint
+from hashkern.training.checkpoint import save_checkpoint
 
 IO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hashkern", "_io.py")
 

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from hashkern.models import build_model
-from hashkern.train import TrainConfig, load_checkpoint, model_from_checkpoint, save_checkpoint
+from hashkern.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from hashkern.training.train import TrainConfig
 from badinput import Case
 
 TINY = {"patch_size": 14, "embed_dim": 4, "depth": 1, "num_heads": 1}

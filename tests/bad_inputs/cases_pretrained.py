@@ -10,8 +10,8 @@ import torch
 
 import hashkern.models.pretrained as pretrained
 from hashkern.models import build_backbone
-from hashkern.pretrain import PretrainConfig, Pretrainer
-from hashkern.train import TrainConfig
+from hashkern.training.pretrain import PretrainConfig, Pretrainer
+from hashkern.training.train import TrainConfig
 from badinput import Case
 
 SHIPPED = os.path.join(pretrained.WEIGHTS_DIR, pretrained.PRETRAINED["fmnist-vit"].file)

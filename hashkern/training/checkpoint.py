@@ -20,9 +20,11 @@ import struct
 
 import torch
 
+from hashkern.models import build_model
 from hashkern._io import atomic_write, check_path
 
-__all__ = ["CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "check_fits"]
+__all__ = ["CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "check_fits",
+           "model_from_checkpoint"]
 
 CHECKPOINT_VERSION = 2
 _MAGIC = b"HKCKPT\r\n"
@@ -171,3 +173,15 @@ def check_fits(path: str, state: dict, model: torch.nn.Module, optimizer: torch.
     if not isinstance(losses, list) or len(losses) != state["step"]:
         raise CheckpointError(f"checkpoint {path!r}: its history has "
                               f"{len(losses) if isinstance(losses, list) else 'no'} losses for {state['step']} steps")
+
+
+def model_from_checkpoint(state: dict, path: str = "<checkpoint>") -> torch.nn.Module:
+    """Rebuild the hashing model of a checkpoint (no weights file is read: the checkpoint has the weights)."""
+    try:
+        model = build_model(load_weights=False, **state["model_config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path!r} has a model configuration this hashkern cannot build: "
+                              f"{exc}") from exc
+    check_fits(path, state, model)
+    model.load_state_dict(state["model"])
+    return model.eval()

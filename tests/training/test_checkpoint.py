@@ -5,10 +5,11 @@ import struct
 import pytest
 import torch
 
-from hashkern.checkpoint import CHECKPOINT_VERSION, CheckpointError, check_fits
-from hashkern.cli import main
-from hashkern.train import (TrainConfig, Trainer, evaluate_checkpoint, load_checkpoint, model_from_checkpoint,
-                            save_checkpoint)
+from hashkern.training.checkpoint import CHECKPOINT_VERSION, CheckpointError, check_fits
+from hashkern.training.cli import main
+from hashkern.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from hashkern.training.checkpoint_eval import evaluate_checkpoint
+from hashkern.training.train import TrainConfig, Trainer
 from synthetic_data import tiny_split
 
 # The smallest model the trainer builds: a checkpoint of a few KB, so every byte can be flipped.
