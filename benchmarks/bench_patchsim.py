@@ -80,8 +80,8 @@ def main(argv=None):
     notes = ("Op: s[n, m] = mean_i max_j cos(x1[n, i], x2[m, j]) over all b × b image pairs (reduce='maxmean'), "
              "then the gradients of both inputs. Peak extra memory includes the two input gradients; the last "
              "column leaves them out (the issue's budget: <= 0.5 GiB at b = 256, P = 196, D = 768). "
-             "Every result is checked against the first method that ran (the naive version) before timing; a failed row (e.g. out of "
-             "memory) is reported, not hidden.")
+             "Every result is checked against the first method that ran (the naive version) before timing; "
+             "a failed row (e.g. out of memory) is reported, not hidden.")
     return run_tables([("patch_similarity", run, header, notes)], __doc__, argv)
 
 

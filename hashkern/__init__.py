@@ -9,8 +9,12 @@ from hashkern import _moved
 from hashkern._ext import build_info
 from hashkern.codes import hamming_distance, pack_bits, sign_ste, unpack_bits
 from hashkern.index import HammingIndex, IndexFileError
-from hashkern.metrics import (mean_average_precision, precision_at_radius, precision_recall_at_ranks,
-                              precision_recall_curve)
+from hashkern.metrics import (
+    mean_average_precision,
+    precision_at_radius,
+    precision_recall_at_ranks,
+    precision_recall_curve,
+)
 from hashkern.ops.mutual_attention import mutual_attention
 from hashkern.ops.patchsim import patch_similarity
 from hashkern.ops.search import hamming_radius, hamming_topk

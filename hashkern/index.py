@@ -184,7 +184,8 @@ class HammingIndex:
         width = (nbits + 7) // 8
         expected = _HEADER.size + payload_len + SEAL_SIZE
         if nbits < 1 or payload_len != count * width:
-            raise IndexFileError(f"{path} is corrupted: header says {count} codes of {nbits} bits in {payload_len} bytes")
+            raise IndexFileError(f"{path} is corrupted: header says {count} codes of {nbits} bits in "
+                                 f"{payload_len} bytes")
         if len(data) < expected:
             raise IndexFileError(f"{path} is truncated: {len(data)} bytes, the header announces {expected}")
         if len(data) > expected:

@@ -12,7 +12,6 @@ import argparse
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from hashkern.codes import sign_ste
 from hashkern.losses import BitBalanceLoss, SortedNCELoss, WCHLoss

@@ -44,8 +44,8 @@ def main(argv=None):
         xq, yq, xdb, ydb, xtrain = synthetic()
 
     if args.checkpoint:
-        from hashkern.training.data import make_transforms
         from hashkern.training.checkpoint import load_checkpoint, model_from_checkpoint
+        from hashkern.training.data import make_transforms
         state = load_checkpoint(args.checkpoint)
         model = model_from_checkpoint(state, args.checkpoint)
         _, normalize = make_transforms(state["train_config"]["dataset"], model.backbone.input_size, xq.shape[1])

@@ -117,7 +117,8 @@ class ViTBackbone(nn.Module):
         self.vit = VisionTransformer(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0,
                                      embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
                                      pos_drop_rate=float(dropout), proj_drop_rate=float(dropout))
-        for block in self.vit.blocks:  # timm's proj_drop_rate also drops the attention output; the official ViT does not
+        # timm's proj_drop_rate also drops the attention output; the official ViT does not
+        for block in self.vit.blocks:
             block.attn.proj_drop = nn.Identity()
         self.dim, self.input_size, self.in_chans = embed_dim, img_size, in_chans
         self.num_patches = (img_size // patch_size) ** 2

@@ -64,8 +64,8 @@ def pretrained_weights_path(name: str, weights_dir: str | None = None) -> str:
 def pretrained_backbone(name: str, pretrained: bool = True, dropout: float = 0.0,
                         weights_dir: str | None = None) -> nn.Module:
     """Shipped backbone ``name`` with its weights (``pretrained=False``: the same architecture, random init)."""
-    from hashkern.models.backbones import _load_strict, _read_state_dict, small_vit
     from hashkern._validation import check_bool
+    from hashkern.models.backbones import _load_strict, _read_state_dict, small_vit
 
     check_bool("pretrained", pretrained)
     if name not in PRETRAINED:

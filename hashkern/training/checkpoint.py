@@ -19,8 +19,8 @@ import struct
 
 import torch
 
-from hashkern.models import build_model
 from hashkern._io import SEAL_SIZE, check_path, seal_matches, sealed_write
+from hashkern.models import build_model
 
 __all__ = ["CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "check_fits",
            "model_from_checkpoint"]

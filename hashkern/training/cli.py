@@ -48,8 +48,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from hashkern.training.evaluate import plot_pr, write_json
     from hashkern.training.checkpoint_eval import evaluate_checkpoint
+    from hashkern.training.evaluate import plot_pr, write_json
 
     result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, topk=args.topk,
                                  database_size=args.database_size, device=args.device)

@@ -11,9 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11: --config takes JSON only
+    tomllib = None
+
+import tomllib
 
 __all__ = ["ConfigFromDict", "LoopConfig", "option", "add_config_arguments", "config_from_args", "read_config_file"]
 
@@ -42,7 +48,8 @@ class LoopConfig(ConfigFromDict):
     """What the training loop itself reads: data source, schedule, optimizer, seed, checkpoints."""
 
     dataset: str = option("fashion-mnist", help="dataset", flag="data")
-    data_dir: str | None = option(None, help="dataset folder (Fashion-MNIST default: /usr/share/datasets/fashion-mnist)")
+    data_dir: str | None = option(None, help="dataset folder (Fashion-MNIST default: "
+                                  "/usr/share/datasets/fashion-mnist)")
     backbone_kwargs: dict = option(factory=dict, help="extra backbone argument, e.g. depth=6 (small-vit); repeatable",
                                    flag="backbone-arg")
     epochs: int = option(10, help="passes over the training set")
@@ -104,6 +111,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 def read_config_file(path: str | os.PathLike) -> dict:
     """The dict of a ``--config`` file: TOML when it ends in ``.toml``, JSON otherwise."""
     path = os.fspath(path)
+    if path.endswith(".toml") and tomllib is None:
+        raise ValueError(f"--config {path!r}: reading TOML needs Python 3.11 or later (tomllib); use JSON")
     try:
         if path.endswith(".toml"):
             with open(path, "rb") as f:
@@ -111,7 +120,7 @@ def read_config_file(path: str | os.PathLike) -> dict:
         else:
             with open(path) as f:
                 data = json.load(f)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (json.JSONDecodeError, *((tomllib.TOMLDecodeError,) if tomllib else ())) as exc:
         raise ValueError(f"--config {path!r} is not valid {'TOML' if path.endswith('.toml') else 'JSON'}: "
                          f"{exc}") from None
     if not isinstance(data, dict):

@@ -17,9 +17,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import torch
 
+from hashkern.models import ITQ, LSH, build_backbone
 from hashkern.training.data import load_split, make_transforms
 from hashkern.training.evaluate import encode_images, evaluate_codes, plot_pr, subset_database, write_json
-from hashkern.models import ITQ, LSH, build_backbone
 from hashkern.training.train import TrainConfig, Trainer
 
 DEEP = ("nsh", "wch", "cibhash")

@@ -22,8 +22,13 @@ from dataclasses import asdict
 import torch
 
 from hashkern import distributed as hdist
-from hashkern.training.checkpoint import (CHECKPOINT_VERSION, CheckpointError, check_fits, load_checkpoint,
-                                          save_checkpoint)
+from hashkern.training.checkpoint import (
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    check_fits,
+    load_checkpoint,
+    save_checkpoint,
+)
 from hashkern.training.config import LoopConfig
 
 __all__ = ["Task", "TrainingLoop", "epoch_order", "step_seed"]
@@ -126,7 +131,8 @@ class TrainingLoop:
         self.ddp = self.model
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
-            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            self.ddp = DistributedDataParallel(self.model,
+                                               device_ids=[self.device] if self.device.type == "cuda" else None)
 
     @property
     def model(self) -> torch.nn.Module:

@@ -17,14 +17,14 @@ import torch.nn as nn
 
 from hashkern._io import atomic_write
 from hashkern._validation import check_int, check_tensor
-from hashkern.training.data import load_pretraining_images
-from hashkern.training.data.augment import make_transforms
 from hashkern.losses.ntxent import nt_xent
 from hashkern.models.backbones import small_vit
 from hashkern.models.base import mlp_head
 from hashkern.models.pretrained import FMNIST_VIT_ARCH
 from hashkern.ops._numerics import check_temperature
 from hashkern.training.config import LoopConfig, option
+from hashkern.training.data import load_pretraining_images
+from hashkern.training.data.augment import make_transforms
 from hashkern.training.loop import Task, TrainingLoop
 
 __all__ = ["PretrainConfig", "ContrastivePretraining", "ContrastiveTask", "Pretrainer"]

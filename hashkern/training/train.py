@@ -34,8 +34,8 @@ class TrainConfig(LoopConfig):
     database_size: int | None = option(None, help="evaluate on a seeded subset of the database (None: all)")
     topk: int = option(1000, help="mAP@k cut-off")
     eval_every: int = option(0, help="epochs between mAP evaluations (0: only at the end)")
-    model_kwargs: dict = option(factory=dict, help="extra model argument, e.g. num_positives=4 (JSON values); repeatable",
-                                flag="model-arg")
+    model_kwargs: dict = option(factory=dict, flag="model-arg",
+                                help="extra model argument, e.g. num_positives=4 (JSON values); repeatable")
 
     def __post_init__(self):
         if self.method not in METHODS:

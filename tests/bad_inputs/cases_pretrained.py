@@ -7,12 +7,12 @@ import shutil
 
 import numpy as np
 import torch
+from badinput import Case
 
 import hashkern.models.pretrained as pretrained
 from hashkern.models import build_backbone
 from hashkern.training.pretrain import PretrainConfig, Pretrainer
 from hashkern.training.train import TrainConfig
-from badinput import Case
 
 SHIPPED = os.path.join(pretrained.WEIGHTS_DIR, pretrained.PRETRAINED["fmnist-vit"].file)
 

@@ -5,13 +5,13 @@ import shutil
 
 import pytest
 import torch
+from synthetic_data import class_images, write_fashion_mnist
 
 import hashkern.models.pretrained as pretrained
+from hashkern.models import build_backbone, build_model
 from hashkern.training.cli import main
 from hashkern.training.data import load_pretraining_images, load_split
-from hashkern.models import build_backbone, build_model
 from hashkern.training.pretrain import PretrainConfig, Pretrainer
-from synthetic_data import class_images, write_fashion_mnist
 
 SHIPPED = os.path.join(pretrained.WEIGHTS_DIR, pretrained.PRETRAINED["fmnist-vit"].file)
 

@@ -3,11 +3,11 @@ import os
 
 import pytest
 import torch
+from synthetic_data import tiny_split
 
 from hashkern.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from hashkern.training.checkpoint_eval import evaluate_checkpoint
 from hashkern.training.train import TrainConfig, Trainer, epoch_order
-from synthetic_data import tiny_split
 
 TINY_VIT = {"patch_size": 7, "embed_dim": 16, "depth": 1, "num_heads": 2}
 
