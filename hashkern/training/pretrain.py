@@ -21,6 +21,7 @@ from hashkern.losses.ntxent import nt_xent
 from hashkern.models.backbones import small_vit
 from hashkern.models.base import mlp_head
 from hashkern.models.pretrained import FMNIST_VIT_ARCH
+from hashkern.models.weights import file_sha256
 from hashkern.ops._numerics import check_temperature
 from hashkern.training.config import LoopConfig, option
 from hashkern.training.data import load_pretraining_images
@@ -108,8 +109,6 @@ class Pretrainer(TrainingLoop):
 
     def export_backbone(self, path: str | os.PathLike) -> str:
         """Write the backbone's float32 state dict to ``path`` atomically; returns its SHA-256."""
-        from hashkern.models.pretrained import file_sha256
-
         state = {k: v.detach().to("cpu", torch.float32).contiguous()
                  for k, v in self.model.backbone.state_dict().items()}
         with atomic_write(path, name="export path") as f:
