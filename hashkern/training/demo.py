@@ -50,7 +50,7 @@ def demo_model_options(method: str, bits: int) -> dict:
 
 
 # The backbone's learning rate relative to the head's, per method (default 1): fine-tuning the
-# pretrained ViT gently helped NSH (16 bits: mAP .558 -> .575 in a trial on shorter-pretrained weights).
+# pretrained ViT gently helped NSH (the trial: benchmarks/notes/model_options.md).
 BACKBONE_LR_SCALE = {"nsh": 0.1}
 
 
