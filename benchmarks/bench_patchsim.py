@@ -15,7 +15,7 @@ TOL = {torch.float32: 5e-3, torch.bfloat16: 5e-2}
 
 
 def sizes(device: torch.device, quick: bool):
-    """(b, P, D, dtype) rows: the issue's sizes, and the demo's own (hashkern/demo.py: a small ViT on 28 x 28
+    """(b, P, D, dtype) rows: the issue's sizes, and the demo's own (hashkern/training/demo.py: a small ViT on 28 x 28
     images, patch 7 -> P = 16, D = 64, batch 64 on the CPU; patch 4 -> P = 49, D = 192, batch 128 on a GPU).
     The naive version is O(b² P² D) in time and b² P² in memory, so the CPU rows stop at b = 128."""
     if quick:

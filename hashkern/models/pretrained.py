@@ -3,12 +3,14 @@
 ``build_backbone("fmnist-vit", pretrained=True)`` is the demo's small ViT with the weights that
 ``hashkern pretrain`` made on Fashion-MNIST's training split (self-supervised, no labels read).
 A missing or altered file is a clear error, never a silent random init. This module is the
-registry (names, files, digests, architectures); :func:`hashkern.models.backbones.pretrained_backbone`
+registry (names, files, digests, architectures); ``pretrained_backbone`` in the backbones module
 builds the model.
 """
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from dataclasses import dataclass, field
 
 from hashkern.models.weights import file_sha256
@@ -55,13 +57,10 @@ def pretrained_weights_path(name: str, weights_dir: str | None = None) -> str:
 
 
 def __getattr__(name: str):
-    # pretrained_backbone moved to hashkern.models.backbones (so this registry imports no architecture)
+    # pretrained_backbone moved to models/backbones.py, so this registry imports no architecture; the
+    # package hashkern.models has imported that module before anyone can reach this one.
     if name == "pretrained_backbone":
-        import importlib
-        import warnings
-
-        warnings.warn("hashkern.models.pretrained.pretrained_backbone moved to "
-                      "hashkern.models.backbones.pretrained_backbone; the old path goes away in the next release",
-                      DeprecationWarning, stacklevel=2)
-        return importlib.import_module("hashkern.models.backbones").pretrained_backbone
+        warnings.warn("hashkern.models.pretrained.pretrained_backbone moved to the backbones module of "
+                      "hashkern.models; the old path goes away in the next release", DeprecationWarning, stacklevel=2)
+        return getattr(sys.modules[f"{__package__}.backbones"], name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
