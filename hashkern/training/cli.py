@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="one line per epoch instead of a progress bar")
     p.set_defaults(func=cmd_pretrain)
     p = sub.add_parser("bench", help="says how to run the kernel benchmarks (python -m benchmarks, from a clone)")
+    p.add_argument("--only", nargs="*", default=None, help=argparse.SUPPRESS)  # what it took before it moved
     p.add_argument("extra", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("demo", help="NSH, WCH, CIBHash vs LSH, ITQ on Fashion-MNIST with a small ViT")
