@@ -2,7 +2,8 @@
 
 Ops (``hashkern.ops``), losses (``hashkern.losses``), models (``hashkern.models``), and the
 search side: packed codes, exact Hamming top-k / radius search, ``HammingIndex`` and metrics.
-Heavy pieces (models, data, CLI) are imported from their sub-packages, not here.
+Heavy pieces (models) are imported from their sub-packages, not here; the application (training,
+pretraining, the demo, data loading, checkpoints and the ``hashkern`` command) is ``hashkern.training``.
 """
 from hashkern import _moved
 from hashkern._dispatch import explain_backend

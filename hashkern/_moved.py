@@ -16,6 +16,17 @@ import warnings
 
 # old module -> the modules its public names live in now (searched in this order)
 MOVED = {
+    "hashkern.train": ("hashkern.training.train", "hashkern.training.loop", "hashkern.training.config",
+                       "hashkern.training.checkpoint", "hashkern.training.checkpoint_eval"),
+    "hashkern.pretrain": ("hashkern.training.pretrain", "hashkern.training.config"),
+    "hashkern.demo": ("hashkern.training.demo",),
+    "hashkern.evaluate": ("hashkern.training.evaluate",),
+    "hashkern.checkpoint": ("hashkern.training.checkpoint",),
+    "hashkern.cli": ("hashkern.training.cli",),
+    "hashkern.data": ("hashkern.training.data",),
+    "hashkern.data.augment": ("hashkern.training.data.augment",),
+    "hashkern.data.datasets": ("hashkern.training.data.datasets",),
+    "hashkern.data.split": ("hashkern.training.data.split",),
     "hashkern.ops.softsort.functions": ("hashkern.ops.softsort.autograd",),
     "hashkern.ops.softsort.scan_torch": ("hashkern.ops.softsort.torch_impl", "hashkern.ops.softsort._common"),
     "hashkern.ops.softsort.triton_scan": ("hashkern.ops.softsort.triton_launch",),

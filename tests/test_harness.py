@@ -1,8 +1,8 @@
 """The test harness itself, on a simulated GPU machine: Triton on CPU tensors skips, never errors."""
+import conftest
 import pytest
 import torch
 
-import conftest
 from hashkern._dispatch import BackendUnavailableError, OpBackends, resolve_backend
 
 FAKE_OP = OpBackends("fake_op", preference=("triton", "torch"))

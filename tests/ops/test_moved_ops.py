@@ -52,6 +52,6 @@ def test_from_import_of_an_old_path():
 
 def test_every_old_path_is_listed_in_the_readme():
     readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("### Moved names", 1)[1]
+    section = readme.split("## Moved names", 1)[1]
     for old in OPS_MOVED:
         assert f"| `{old}` |" in section, old

@@ -7,8 +7,14 @@ from dataclasses import dataclass
 import torch
 
 from hashkern._validation import check_int, check_tensor
-from hashkern.data.datasets import (FASHION_MNIST_DIR, ImageSet, load_cifar10, load_fashion_mnist,
-                                    load_fashion_mnist_train_images, load_image_list)
+from hashkern.training.data.datasets import (
+    FASHION_MNIST_DIR,
+    ImageSet,
+    load_cifar10,
+    load_fashion_mnist,
+    load_fashion_mnist_train_images,
+    load_image_list,
+)
 
 DATASETS = ("fashion-mnist", "cifar10", "imagelist")
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hashkern.data import Normalize, TwoViewAugment, make_transforms
+from hashkern.training.data import Normalize, TwoViewAugment, make_transforms
 
 
 def _gen(seed):

@@ -13,21 +13,21 @@ dtypes, missing optimizer state), before anything is modified.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import struct
 
 import torch
 
-from hashkern._io import atomic_write, check_path
+from hashkern._io import SEAL_SIZE, check_path, seal_matches, sealed_write
+from hashkern.models import build_model
 
-__all__ = ["CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "check_fits"]
+__all__ = ["CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "check_fits",
+           "model_from_checkpoint"]
 
 CHECKPOINT_VERSION = 2
 _MAGIC = b"HKCKPT\r\n"
 _HEADER = struct.Struct("<8sI")
-_DIGEST = 32
 _FORMAT = "hashkern-checkpoint"
 _KEYS = {"train_config": dict, "model_config": dict, "model": dict, "optimizer": dict, "scheduler": dict,
          "step": int, "history": dict}
@@ -37,30 +37,12 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupted, not a hashkern checkpoint, or does not fit the model."""
 
 
-class _HashingWriter:
-    """A write-only file object that hashes what passes through it (torch.save streams into it)."""
-
-    def __init__(self, f, digest):
-        self.f, self.digest = f, digest
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        return self.f.write(data)
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` to ``path`` atomically, with a SHA-256 over header and payload."""
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
-    digest = hashlib.sha256()
-    with atomic_write(path) as f:
-        writer = _HashingWriter(f, digest)
-        writer.write(_HEADER.pack(_MAGIC, CHECKPOINT_VERSION))
-        torch.save(state, writer)
-        f.write(digest.digest())
+    with sealed_write(path, _HEADER.pack(_MAGIC, CHECKPOINT_VERSION)) as f:
+        torch.save(state, f)
 
 
 def _read_verified(path: str) -> bytes:
@@ -77,7 +59,7 @@ def _read_verified(path: str) -> bytes:
     if data[:2] == b"PK":  # a bare torch.save zip: version 1, or not written by hashkern
         raise CheckpointError(f"{path!r} is a plain torch file without hashkern's checksum: not a hashkern "
                               f"checkpoint, or one written before checkpoint version {CHECKPOINT_VERSION}")
-    if len(data) < _HEADER.size + _DIGEST or not data.startswith(_MAGIC):
+    if len(data) < _HEADER.size + SEAL_SIZE or not data.startswith(_MAGIC):
         if _MAGIC.startswith(data[:len(_MAGIC)]) and data:
             raise CheckpointError(f"checkpoint {path!r} is truncated: {len(data)} bytes")
         raise CheckpointError(f"{path!r} is not a hashkern checkpoint (no checkpoint header)")
@@ -85,11 +67,10 @@ def _read_verified(path: str) -> bytes:
     if version != CHECKPOINT_VERSION:
         raise CheckpointError(f"checkpoint {path!r} has format version {version}; this hashkern reads "
                               f"version {CHECKPOINT_VERSION}")
-    body = memoryview(data)[:-_DIGEST]
-    if hashlib.sha256(body).digest() != data[-_DIGEST:]:
+    if not seal_matches(data):
         raise CheckpointError(f"checkpoint {path!r} is corrupted or truncated: its SHA-256 checksum does not "
                               "match its contents")
-    return data[_HEADER.size:-_DIGEST]
+    return data[_HEADER.size:-SEAL_SIZE]
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -171,3 +152,15 @@ def check_fits(path: str, state: dict, model: torch.nn.Module, optimizer: torch.
     if not isinstance(losses, list) or len(losses) != state["step"]:
         raise CheckpointError(f"checkpoint {path!r}: its history has "
                               f"{len(losses) if isinstance(losses, list) else 'no'} losses for {state['step']} steps")
+
+
+def model_from_checkpoint(state: dict, path: str = "<checkpoint>") -> torch.nn.Module:
+    """Rebuild the hashing model of a checkpoint (no weights file is read: the checkpoint has the weights)."""
+    try:
+        model = build_model(load_weights=False, **state["model_config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path!r} has a model configuration this hashkern cannot build: "
+                              f"{exc}") from exc
+    check_fits(path, state, model)
+    model.load_state_dict(state["model"])
+    return model.eval()

@@ -17,10 +17,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import torch
 
-from hashkern.data import load_split, make_transforms
-from hashkern.evaluate import evaluate_codes, plot_pr, subset_database, write_json
 from hashkern.models import ITQ, LSH, build_backbone
-from hashkern.train import TrainConfig, Trainer
+from hashkern.training.data import load_split, make_transforms
+from hashkern.training.evaluate import encode_images, evaluate_codes, plot_pr, subset_database, write_json
+from hashkern.training.train import TrainConfig, Trainer
 
 DEEP = ("nsh", "wch", "cibhash")
 SHALLOW = {"lsh": LSH, "itq": ITQ}
@@ -50,7 +50,7 @@ def demo_model_options(method: str, bits: int) -> dict:
 
 
 # The backbone's learning rate relative to the head's, per method (default 1): fine-tuning the
-# pretrained ViT gently helped NSH (16 bits: mAP .558 -> .575 in a trial on shorter-pretrained weights).
+# pretrained ViT gently helped NSH (the trial: benchmarks/notes/model_options.md).
 BACKBONE_LR_SCALE = {"nsh": 0.1}
 
 
@@ -64,13 +64,11 @@ def options_note(methods) -> str:
     return "\n".join(lines)
 
 
-@torch.no_grad()
 def backbone_features(backbone: torch.nn.Module, images: torch.Tensor, device, batch_size: int = 1000) -> torch.Tensor:
     """images uint8 [n, C, H, W] -> the frozen backbone's pooled features [n, D] (float32, CPU)."""
     _, normalize = make_transforms("fashion-mnist", backbone.input_size, images.shape[1])
-    backbone = backbone.eval().to(device)
-    return torch.cat([backbone(normalize(images[i:i + batch_size].to(device))).float().cpu()
-                      for i in range(0, images.shape[0], batch_size)])
+    return encode_images(backbone.eval().to(device), images, normalize=normalize, device=device,
+                         batch_size=batch_size)
 
 
 def _shallow_rows(split, db, bits, topk, backbone: dict, device, log) -> tuple[dict, dict]:

@@ -38,7 +38,8 @@ class ImageSet:
         if self.labels.shape[0] != self.images.shape[0]:
             raise ValueError(f"labels has {self.labels.shape[0]} rows but images has {self.images.shape[0]}")
         if self.official_test is not None and self.official_test.shape != (self.images.shape[0],):
-            raise ValueError(f"official_test must be [{self.images.shape[0]}] bool, got {tuple(self.official_test.shape)}")
+            raise ValueError(f"official_test must be [{self.images.shape[0]}] bool, got "
+                             f"{tuple(self.official_test.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]

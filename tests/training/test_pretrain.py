@@ -5,13 +5,14 @@ import shutil
 
 import pytest
 import torch
-
-import hashkern.models.pretrained as pretrained
-from hashkern.cli import main
-from hashkern.data import load_pretraining_images, load_split
-from hashkern.models import build_backbone, build_model
-from hashkern.pretrain import PretrainConfig, Pretrainer
 from synthetic_data import class_images, write_fashion_mnist
+
+import hashkern.models.backbones as backbones
+import hashkern.models.pretrained as pretrained
+from hashkern.models import build_backbone, build_model
+from hashkern.training.cli import main
+from hashkern.training.data import load_pretraining_images, load_split
+from hashkern.training.pretrain import PretrainConfig, Pretrainer
 
 SHIPPED = os.path.join(pretrained.WEIGHTS_DIR, pretrained.PRETRAINED["fmnist-vit"].file)
 
@@ -59,12 +60,12 @@ def test_damaged_or_missing_weights_are_refused(tmp_path, damage):
         target.write_bytes(bytes(data))
     error, message = (FileNotFoundError, "missing") if damage == "missing" else (ValueError, "SHA-256")
     with pytest.raises(error, match=message):
-        pretrained.pretrained_backbone("fmnist-vit", weights_dir=str(tmp_path))
+        backbones.pretrained_backbone("fmnist-vit", weights_dir=str(tmp_path))
 
 
 def test_bad_arguments_name_what_was_expected():
     with pytest.raises(ValueError, match="unknown pretrained backbone"):
-        pretrained.pretrained_backbone("imagenet-vit")
+        backbones.pretrained_backbone("imagenet-vit")
     with pytest.raises(TypeError, match="pretrained"):
         build_backbone("fmnist-vit", pretrained="yes")
     with pytest.raises(ValueError, match="fixed architecture"):

@@ -4,11 +4,17 @@ import os
 import numpy as np
 import pytest
 import torch
-
-from hashkern.data import (load_cifar10, load_fashion_mnist, load_image_list, load_split, read_image_list,
-                           standard_split)
-from hashkern.data.datasets import FASHION_MNIST_DIR
 from synthetic_data import write_cifar10, write_fashion_mnist, write_idx
+
+from hashkern.training.data import (
+    load_cifar10,
+    load_fashion_mnist,
+    load_image_list,
+    load_split,
+    read_image_list,
+    standard_split,
+)
+from hashkern.training.data.datasets import FASHION_MNIST_DIR
 
 
 @pytest.mark.parametrize("compress", [True, False])

@@ -4,12 +4,19 @@ import struct
 
 import pytest
 import torch
-
-from hashkern.checkpoint import CHECKPOINT_VERSION, CheckpointError, check_fits
-from hashkern.cli import main
-from hashkern.train import (TrainConfig, Trainer, evaluate_checkpoint, load_checkpoint, model_from_checkpoint,
-                            save_checkpoint)
 from synthetic_data import tiny_split
+
+from hashkern.training.checkpoint import (
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    check_fits,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from hashkern.training.checkpoint_eval import evaluate_checkpoint
+from hashkern.training.cli import main
+from hashkern.training.train import TrainConfig, Trainer
 
 # The smallest model the trainer builds: a checkpoint of a few KB, so every byte can be flipped.
 TINY = {"patch_size": 14, "embed_dim": 4, "depth": 1, "num_heads": 1}

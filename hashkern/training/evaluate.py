@@ -12,6 +12,14 @@ from hashkern.metrics import mean_average_precision, precision_at_radius, precis
 METRICS = ("map", "p@r2", "pr")
 
 
+@torch.no_grad()
+def encode_images(encode, images: torch.Tensor, *, normalize, device, batch_size: int = 1024) -> torch.Tensor:
+    """``encode(normalize(chunk))`` over ``images`` uint8 [n, C, H, W] in chunks of ``batch_size`` on ``device``
+    -> [n, D] float32 on the CPU (D: what ``encode`` returns per image, e.g. K ±1 codes or features)."""
+    return torch.cat([encode(normalize(images[i:i + batch_size].to(device))).float().cpu()
+                      for i in range(0, images.shape[0], batch_size)])
+
+
 def subset_database(database, size: int | None, seed: int = 0):
     """A seeded random subset of ``size`` database images (all of them when ``size`` is None or larger)."""
     if size is None or size >= len(database):
