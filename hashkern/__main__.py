@@ -1,6 +1,6 @@
-"""``python -m hashkern``: the ``hashkern`` command line (e.g. ``python -m hashkern info``)."""
+"""``python -m hashkern``: the ``hashkern`` command (:mod:`hashkern.training.cli`)."""
 import sys
 
-from hashkern.cli import main
+from hashkern.training.cli import main
 
 sys.exit(main())

@@ -171,9 +171,16 @@ def _cuda_index(device: torch.device | int | str) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
+def cuda_image_problem_on(device: torch.device | int | str) -> str | None:
+    """Why hashkern._C has no code for this CUDA device's architecture, or None when it has.
+
+    Checked once per device."""
+    return _cuda_image_problem(_cuda_index(device))
+
+
 def cuda_kernels_run_on(device: torch.device | int | str) -> bool:
     """True when hashkern._C holds code for this CUDA device's architecture (checked once per device)."""
-    return _cuda_image_problem(_cuda_index(device)) is None
+    return cuda_image_problem_on(device) is None
 
 
 def require_kernel(op: str, backend: str, device: torch.device | None = None) -> None:
@@ -184,7 +191,7 @@ def require_kernel(op: str, backend: str, device: torch.device | None = None) ->
             major, minor = device_capability(_cuda_index(device))
             raise RuntimeError(
                 f"hashkern: backend='cuda' is unavailable for {op} on {device}: "
-                f"{_cuda_image_problem(_cuda_index(device))}. Rebuild for this GPU: "
+                f"{cuda_image_problem_on(device)}. Rebuild for this GPU: "
                 f"TORCH_CUDA_ARCH_LIST=\"{major}.{minor}\" pip install --no-build-isolation --no-deps "
                 "--force-reinstall <hashkern source> (a build on a machine that sees the GPU targets it by "
                 "default), or use backend='auto', which falls back to Triton or PyTorch.")

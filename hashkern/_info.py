@@ -64,10 +64,18 @@ def _gpu_lines() -> list[str]:
     return lines
 
 
+def _built_with(record: dict) -> str:
+    if not record:
+        return "no build record"
+    if record.get("extension") != "built":
+        return f"not built ({record.get('reason')})"
+    nvcc = f", nvcc {record['nvcc']}" if record.get("nvcc") else ""
+    return f"torch {record.get('torch')}, CUDA {record.get('cuda') or 'none'}, compiler {record.get('compiler')}{nvcc}"
+
+
 def report() -> str:
     """The text ``hashkern info`` prints."""
     record = _ext.build_record() or {}
-    built = record.get("extension") == "built"
     cpu = torch.device("cpu")
     lines = [
         f"hashkern {__version__} ({os.path.dirname(hashkern.__file__)})",
@@ -75,9 +83,7 @@ def report() -> str:
         f"torch {torch.__version__}, CUDA {torch.version.cuda or 'none (CPU-only build)'}",
         f"triton {_triton_version()}",
         f"extension: {_ext.build_info()}",
-        "built with: " + (f"torch {record.get('torch')}, CUDA {record.get('cuda') or 'none'}, "
-                          f"compiler {record.get('compiler')}" + (f", nvcc {record['nvcc']}" if record.get("nvcc") else "")
-                          if built else (f"not built ({record.get('reason')})" if record else "no build record")),
+        f"built with: {_built_with(record)}",
         "GPU architectures compiled in: " + (", ".join(_ext.compiled_cuda_archs()) or "none"),
         f"CPU kernels: {_cpu_kernels()}",
         f"CPU: auto uses: {', '.join(auto_backends(cpu))}",

@@ -1,4 +1,4 @@
-"""hashkern._C that does not load, or was built for another torch or another GPU: one clear warning, a fallback, clear errors."""
+"""hashkern._C that does not load, or was built for another torch or GPU: one warning, a fallback, clear errors."""
 import os
 import re
 import subprocess
@@ -128,23 +128,26 @@ def fake_gpu(monkeypatch):
 
 
 def test_auto_passes_over_cuda_kernels_without_code_for_the_gpu(fake_gpu):
-    # hamming_topk's own preference list: cuda, then cpu (CPU tensors only), then torch.
-    assert _dispatch.resolve_backend("auto", "hamming_topk", CUDA, search._PREFERENCE) == "torch"
+    # hamming_topk's own declaration: cuda, then cpu (CPU tensors only), then torch.
+    assert _dispatch.resolve_backend("auto", search.TOPK_BACKENDS, CUDA) == "torch"
+    taken, trail = _dispatch._auto(search.TOPK_BACKENDS, CUDA, None, {})
+    assert "no code for compute capability 7.0" in dict(trail)["cuda"]  # what explain_backend shows
     assert _ext.cuda_kernels_run_on(CUDA) is False and _ext.cuda_kernels_run_on(0) is False
     assert fake_gpu["reads"] == 1  # checked once per device
     _ext._image_problem_for.cache_clear()
     fake_gpu["capability"] = (9, 0)
-    assert _dispatch.resolve_backend("auto", "hamming_topk", CUDA, search._PREFERENCE) == "cuda"
+    assert _dispatch.resolve_backend("auto", search.TOPK_BACKENDS, CUDA) == "cuda"
 
 
 def test_auto_takes_triton_next_when_the_op_has_it(fake_gpu):
     pytest.importorskip("triton")
-    assert _dispatch.resolve_backend("auto", "softsort_scan_fwd", CUDA, ("cuda", "triton", "torch")) == "triton"
+    with_triton = _dispatch.OpBackends("fake_op", preference=("cuda", "triton", "torch"), kernel="hamming_topk")
+    assert _dispatch.resolve_backend("auto", with_triton, CUDA) == "triton"
 
 
 def test_named_cuda_backend_refuses_a_gpu_without_code(fake_gpu):
     with pytest.raises(RuntimeError) as error:
-        _dispatch.resolve_backend("cuda", "hamming_topk", CUDA, search._PREFERENCE)
+        _dispatch.resolve_backend("cuda", search.TOPK_BACKENDS, CUDA)
     message = str(error.value)
     assert "compute capability 7.0" in message and "sm_80, sm_90, compute_90" in message  # what it has
     assert 'TORCH_CUDA_ARCH_LIST="7.0" pip install --no-build-isolation' in message  # how to rebuild

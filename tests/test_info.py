@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import hashkern
-from hashkern import _ext, _info, cli
+from hashkern import _ext, _info
+from hashkern.training import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
