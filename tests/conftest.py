@@ -28,15 +28,32 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one")
     config.addinivalue_line("markers", "slow: long-running; deselect with -m 'not slow'")
+    config.addinivalue_line("markers", "forward_variant(name): the patch-similarity Triton forward a test runs")
+    config.addinivalue_line("markers", "gpu_heavy: needs tens of GB of GPU memory; such tests share one xdist "
+                                       "worker (--dist loadgroup), so two never hold the GPU's memory at once")
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's group (set from gpu_heavy)")
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "gpu_heavy" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group("gpu_heavy"))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _release_gpu_memory(request):
+    """After a GPU test, the caching allocator gives its blocks back: the next test (or another xdist worker
+    on the same GPU) gets the memory."""
+    yield
+    if "gpu" in request.keywords and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
 
 
 def triton_test_device() -> torch.device:

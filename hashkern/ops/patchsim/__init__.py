@@ -3,7 +3,7 @@
 A batched all-pairs MaxSim (ColBERT late interaction) over ViT patch tokens, computed as one GEMM
 ``[b1 P, D] x [D, b2 Q]`` whose tiles are reduced at once to a max (or smooth max) per (patch, image),
 so that ``[b1, b2, P, Q]`` is never stored. Backends: ``triton`` (CUDA, or CPU tensors under
-``TRITON_INTERPRET=1``; ``triton_fwd.py`` holds the cost model) and ``torch`` (the same GEMM form with
+``TRITON_INTERPRET=1``; cost model in benchmarks/notes/patch_similarity.md) and ``torch`` (the same GEMM form with
 the BLAS, chunked over images so memory stays bounded; the CPU default).
 """
 from __future__ import annotations

@@ -12,35 +12,8 @@ mean over P (and the masks of x1) is a cheap ``[b2, b1, P]`` sum outside. Progra
 ``GROUP_M`` row tiles so that concurrent ones share x2 columns and x1 rows in L2. No atomics: every
 output element is written by one program.
 
-Cost model (nothing here is measured on a GPU; H100 SXM: 989 dense bf16 TFLOP/s, 3.35 TB/s HBM, 50 MB
-L2 at ~6 TB/s; H200: the same compute, 4.8 TB/s HBM, 60 MB L2; a Triton GEMM reaches ~60 % of peak):
-
-* forward: ``2 R1 R2 D`` FLOP. The CUDA tile is 128 x 64 x 64 (8 warps, 3 stages, 72 KiB shared memory;
-  128 x 128 spills in the epilogue), so each chunk loads ``(128 + 64) D`` operands from L2 for
-  ``2 128 64 D`` FLOP: 43 FLOP/byte in bf16, an L2 ceiling of ~260 TFLOP/s, below the tensor cores'
-  ~590. The epilogue adds ~6 CUDA-core ops per similarity and segment (2 segments per 64-wide chunk
-  at Q = 196, up to 3 at Q = 49). HBM traffic is small (X1, X2 and ``2 b2 R1`` words of statistics).
-* maxmean backward: dx1 gathers ``b2 R1`` rows of x2 (``2 D`` bytes each, L2 hits: all programs walk
-  the x2 images in the same order); the counting-sort CSR reads the int32 argmax twice; dx2 gathers
-  ``b2 R1`` rows of x1 in segments of at most ``SPLIT`` rows ("hub" patches chosen by more rows are
-  split across programs, partial sums added in a fixed order). Extra memory ``12 b2 R1`` bytes (argmax,
-  coefficients, CSR order) plus at most ``4 b2 R1 D / SPLIT`` bytes of partial sums.
-* softmaxmean backward: ``dS = c p (1 + (sim - f) / T)`` from a GEMM kernel (sim recomputed once, over
-  all of D) in column chunks of whole images, then dx1 += dS X2 and dx2 = dSᵀ X1 as cuBLAS GEMMs:
-  3 GEMMs of the forward's size in all.
-
-Predictions, maxmean fwd + bwd in bf16 on an H100 (H200 ~10 % faster on the memory-bound parts):
-
-* b = 256, P = Q = 196, D = 768: forward 3.9 TFLOP at the L2 ceiling ~15 ms, epilogue partly hidden;
-  dx1 and dx2 move ~19.7 GB of gathered rows each, ~3 ms each; CSR ~0.3 ms: **~20-24 ms, the 12 ms
-  goal missed by ~2x**. Extra memory ~0.2 GiB (within 0.5 GiB).
-* b = 512, P = Q = 49, D = 512: forward 0.64 TFLOP, ~2.5 ms + epilogue ~1 ms; gathers 13 GB each,
-  ~2 ms each: **~7-8 ms against the 4 ms goal**.
-
-What would close the gap, in order: the forward's GEMM on cuBLAS in column chunks (~700 TFLOP/s) with
-this epilogue as a separate pass over a bf16 chunk (2 bytes per similarity written and read: ~3 ms at
-the first size) or a register-lean 128 x 128 epilogue; at Q = 49, dx1 and dx2 as dense one-hot GEMMs
-(``2 R1 R2 D`` FLOP on tensor cores, ~1 ms each) instead of gathers.
+The cost model, its predictions against the goals and the GEMM-then-epilogue alternative
+(``triton_epilogue.py``) are in benchmarks/notes/patch_similarity.md.
 """
 from __future__ import annotations
 
@@ -115,7 +88,7 @@ def _patch_similarity_fwd_kernel(
     rows = row_tile.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < R1
     col_begin = run.to(tl.int64) * IMAGES * Q
-    col_end = tl.minimum(col_begin + IMAGES * Q, b2.to(tl.int64) * Q)
+    col_end = tl.minimum(col_begin + IMAGES * Q, tl.cast(b2, tl.int64) * Q)
     scale = tl.load(inv_t_ptr)
     if REDUCE_MAX:
         best = tl.full([BLOCK_M], float("-inf"), ACC)
@@ -163,7 +136,7 @@ def _patch_similarity_fwd_kernel(
                 run_max = new_max
                 tl.store(value_ptr + out, run_max + run_w / run_sum, mask=row_ok & closes)
                 tl.store(stat_ptr + out, run_max, mask=row_ok & closes)
-                tl.store(stat_ptr + b2.to(tl.int64) * R1 + out, tl.log(run_sum), mask=row_ok & closes)
+                tl.store(stat_ptr + tl.cast(b2, tl.int64) * R1 + out, tl.log(run_sum), mask=row_ok & closes)
                 run_max = tl.where(closes, float("-inf"), run_max)
                 run_sum = tl.where(closes, 0.0, run_sum)
                 run_w = tl.where(closes, 0.0, run_w)
@@ -193,7 +166,7 @@ def _patch_similarity_softmax_weights_kernel(
     ok = row_ok[:, None] & col_ok[None, :]
     stat = (cols // Q)[None, :] * R1 + rows[:, None]  # [BLOCK_M, BLOCK_N] index into [b2, R1]
     row_max = tl.load(stat_ptr + stat, mask=ok, other=0.0)
-    log_sum = tl.load(stat_ptr + b2.to(tl.int64) * R1 + stat, mask=ok, other=0.0)
+    log_sum = tl.load(stat_ptr + tl.cast(b2, tl.int64) * R1 + stat, mask=ok, other=0.0)
     f = tl.load(smooth_ptr + stat, mask=ok, other=0.0)
     c = tl.load(coef_ptr + stat, mask=ok, other=0.0)
     scale = tl.load(inv_t_ptr)
