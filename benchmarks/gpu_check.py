@@ -58,15 +58,22 @@ BUDGETS = {"gpu": (5, 5), "environment": (45, 25), "build": (120, 25), "gpu-test
 BENCH_BUDGET = {"gpu": {"bench_hamming": 25, "bench_patchsim": 30, "bench_search": 35, "bench_softsort": 40},
                 "dry": {}}
 BENCH_BUDGET_DEFAULT = {"gpu": 25, "dry": 35}
-# A short fixed list of small CUDA tests of the hand-written CUDA kernels (the sanitizer's --kernel-name
-# keeps torch's own kernels out): a few seconds each under memcheck.
+# A short fixed list of small CUDA tests of the hand-written CUDA kernels (12 tests; the sanitizer's
+# --kernel-name keeps torch's own kernels out): odd shapes, offsets and widths, rows at odd addresses.
 SANITIZED_TESTS = [
-    "tests/ops/test_hamming.py::test_matches_reference",
-    "tests/ops/test_search_gpu.py::test_misaligned_rows",
-    "tests/ops/test_search_gpu.py::test_radius_many_slices_heavy_ties",
-    "tests/ops/test_search_gpu.py::test_topk_all_codes_equal_k_equals_n",
+    "tests/ops/test_hamming.py::test_odd_and_empty_shapes[cuda-65-1030]",
+    "tests/ops/test_hamming.py::test_odd_and_empty_shapes[cuda-4-0]",
+    "tests/ops/test_hamming.py::test_non_contiguous_and_offset_inputs[cuda]",
+    "tests/ops/test_search.py::test_topk_size_one_and_odd_shapes[cuda-auto]",
+    "tests/ops/test_search.py::test_topk_all_codes_equal[cuda-auto]",
+    "tests/ops/test_search.py::test_radius_no_queries_and_no_hits[cuda]",
+    "tests/ops/test_search_gpu.py::test_misaligned_rows[cuda-1-5]",
+    "tests/ops/test_search_gpu.py::test_misaligned_rows[cuda-3-12]",
+    "tests/ops/test_search_gpu.py::test_misaligned_rows[cuda-7-125]",
+    "tests/ops/test_search_gpu.py::test_misaligned_rows[cuda-7-129]",
+    "tests/ops/test_search_gpu.py::test_misaligned_rows[cuda-0-8]",
+    "tests/ops/test_search_gpu.py::test_misaligned_rows[cuda-1-1]",
 ]
-SANITIZED_SELECTION = "cuda"
 NVIDIA_SMI = ["nvidia-smi", "--query-gpu=name,compute_cap,memory.total,driver_version", "--format=csv,noheader"]
 SANITIZER_PROBE = "import torch; x = torch.ones(1024, device='cuda'); print('sanitizer probe', float(x.sum()))"
 
@@ -126,8 +133,7 @@ def sanitizer_prefix(tool: str) -> list[str]:
 
 def sanitizer_command(tool: str) -> list[str]:
     """compute-sanitizer over the short fixed list of small CUDA tests."""
-    return sanitizer_prefix(tool) + [PY, "-m", "pytest", *SANITIZED_TESTS, "-k", SANITIZED_SELECTION, "-q", "-x",
-                                     "-p", "no:cacheprovider"]
+    return sanitizer_prefix(tool) + [PY, "-m", "pytest", *SANITIZED_TESTS, "-q", "-x", "-p", "no:cacheprovider"]
 
 
 def sanitizer_refused(log: Path) -> bool:

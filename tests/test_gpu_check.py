@@ -1,6 +1,7 @@
 """`make gpu-check`'s machinery: step budgets and failures, the plan in both modes, the summary,
 and the benchmark runner's tiny mode and targets. CI runs the whole dry run after `make test`."""
 import json
+import subprocess
 import sys
 import time
 
@@ -67,6 +68,15 @@ def test_dry_and_gpu_runs_have_the_same_steps(tmp_path, monkeypatch):
 
 def by_name_of(steps):
     return {s.name: s for s in steps}
+
+
+def test_the_sanitized_tests_exist_and_are_few():
+    """Each node id names one collected CUDA test (a typo would make pytest fail under the sanitizer)."""
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                *gpu_check.SANITIZED_TESTS], capture_output=True, text=True, cwd=gpu_check.ROOT)
+    ids = [line for line in collected.stdout.splitlines() if "::" in line]
+    assert sorted(ids) == sorted(gpu_check.SANITIZED_TESTS) and len(ids) <= 16, collected.stdout[-2000:]
+    assert all("[cuda" in node for node in ids)
 
 
 def test_capability_is_read_from_nvidia_smi_or_torch(tmp_path):
