@@ -7,7 +7,7 @@ device command for start-up and transfers):
                    triton can take tens of seconds: its budget is generous)
   build            the extension for this GPU's architecture only, all cores, CUDA kernels required
   gpu-tests        ``pytest -m gpu tests`` (junit XML counted); with pytest-xdist the tests that need tens
-                   of GB of GPU memory run in one worker (``gpu_heavy`` marker, ``--dist loadgroup``) and
+                   of GB of GPU memory run in one worker (``xdist_group("gpu_heavy")``, ``--dist loadgroup``) and
                    every GPU test empties the caching allocator after itself (tests/conftest.py)
   sanitizer-probe  compute-sanitizer on a one-tensor torch program: where the tool refuses the device
                    (gVisor: "Device not supported") the two sanitizer steps are "skipped: sanitizer unusable here"
@@ -176,7 +176,7 @@ def plan(dry: bool, capability: str | None, out: Path, work: Path) -> list[Step]
                      note=f"TORCH_CUDA_ARCH_LIST={capability}, MAX_JOBS={os.cpu_count()}")
     steps.append(build)
     # pytest-xdist (in the device image) overlaps Triton's compiles and the CPU oracles of the tests
-    # (the memory-heavy tests share one worker: --dist loadgroup, the gpu_heavy marker in tests/conftest.py)
+    # (the memory-heavy tests share one worker: --dist loadgroup and their xdist_group("gpu_heavy") mark)
     workers = ["-n", "4", "--dist", "loadgroup"] if importlib.util.find_spec("xdist") is not None else []
     steps.append(Step("gpu-tests", [[PY, "-m", "pytest", "-m", "gpu", "tests", "-q", "-p", "no:cacheprovider",
                                      *workers, f"--junitxml={work / 'gpu_tests.xml'}"]],

@@ -29,15 +29,13 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one")
     config.addinivalue_line("markers", "slow: long-running; deselect with -m 'not slow'")
     config.addinivalue_line("markers", "forward_variant(name): the patch-similarity Triton forward a test runs")
-    config.addinivalue_line("markers", "gpu_heavy: needs tens of GB of GPU memory; such tests share one xdist "
-                                       "worker (--dist loadgroup), so two never hold the GPU's memory at once")
-    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's group (set from gpu_heavy)")
+    # GPU tests that need tens of GB of GPU memory carry xdist_group("gpu_heavy"): with --dist loadgroup they
+    # share one worker, so two never hold the GPU's memory at once (set on the test itself: pytest-xdist reads
+    # the mark in its own collection hook, before a conftest could add it)
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's group (--dist loadgroup)")
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if "gpu_heavy" in item.keywords:
-            item.add_marker(pytest.mark.xdist_group("gpu_heavy"))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

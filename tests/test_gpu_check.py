@@ -54,7 +54,7 @@ def test_dry_and_gpu_runs_have_the_same_steps(tmp_path, monkeypatch):
     assert gpu[0].commands[0][0] == "nvidia-smi" and dry[0].skip  # the capability is read before torch loads
     assert "--gpu-check" in by_name_of(gpu)["bench_patchsim"].commands[0]
     tests = by_name_of(gpu)["gpu-tests"].commands[0]
-    assert "loadgroup" in tests or "-n" not in tests  # the gpu_heavy tests share one xdist worker
+    assert "loadgroup" in tests or "-n" not in tests  # the xdist_group("gpu_heavy") tests share one worker
     by_name = {s.name: s for s in gpu}
     assert by_name["build"].env["TORCH_CUDA_ARCH_LIST"] == "9.0" and by_name["build"].env["HASHKERN_FORCE_CUDA"] == "1"
     assert by_name["memcheck"].commands[0][:3] == ["compute-sanitizer", "--tool", "memcheck"]

@@ -120,7 +120,7 @@ def test_cuda_hub_at_scale_matches_torch_path(dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.gpu_heavy  # 45-55 GB
+@pytest.mark.xdist_group("gpu_heavy")  # 45-55 GB of GPU memory
 def test_cuda_offsets_past_int32():
     """b1 P D > 2^31 elements (x1 is 4.3 GB in bf16): int64 addresses in the forward, dx1 and dx2."""
     x1 = torch.randn(14_300, 196, 768, device="cuda", dtype=torch.bfloat16)

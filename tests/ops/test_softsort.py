@@ -357,7 +357,7 @@ def test_opcheck_of_the_scan_ops():
 # ----------------------------------------------------------------------------- GPU
 
 @pytest.mark.gpu
-@pytest.mark.gpu_heavy  # the dense fp64 reference at n = 1000 holds ~32 GB
+@pytest.mark.xdist_group("gpu_heavy")  # the dense fp64 reference at n = 1000 holds ~32 GB
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("n", [17, 129, 1000])
 def test_half_precision_on_gpu(dtype, n):
