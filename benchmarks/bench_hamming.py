@@ -83,7 +83,7 @@ def run(device: torch.device, mode: str):
                 continue
             baseline_ms = ms if baseline_ms is None else baseline_ms
             yield [bits, na, nb, name, format_ms(ms), f"{baseline_ms / ms:.1f}×", format_bytes(peak)]
-        del reused
+        reused = None  # freed before the next size's inputs
 
 
 def main(argv=None):

@@ -14,14 +14,15 @@ from hashkern.ops.patchsim import patch_similarity, patch_similarity_reference
 TOL = {torch.float32: 5e-3, torch.bfloat16: 5e-2}
 NAIVE_MAX_PAIRS = 64 * 64 * 49 * 49  # the naive version's [b, b, P, P] above this is not run in gpu-check mode
 # (b, P, D): the issue's goals for maxmean fwd+bwd in bf16, and the cost model's predictions
-# (benchmarks/notes/patch_similarity.md) for the fused forward and the GEMM + epilogue forward, in ms on an H100
+# (benchmarks/notes/patchsim.md) for the fused forward and the GEMM + epilogue forward, in ms on an H100
 GOALS = {(256, 196, 768): 12.0, (512, 49, 512): 4.0}
 PREDICTED_MS = {(256, 196, 768): {"fused": "20-24", "gemm": "13-17"},
                 (512, 49, 512): {"fused": "7-8", "gemm": "5-7"}}
 
 
 def sizes(device: torch.device, mode: str):
-    """(b, P, D, dtype) rows: the issue's sizes, and the demo's own (hashkern/demo.py: a small ViT on 28 x 28
+    """(b, P, D, dtype) rows: the issue's sizes, and the demo's own (hashkern/training/demo.py: a small ViT on
+    28 x 28
     images, patch 7 -> P = 16, D = 64, batch 64 on the CPU; patch 4 -> P = 49, D = 192, batch 128 on a GPU).
     The naive version is O(b² P² D) in time and b² P² in memory, so the CPU rows stop at b = 128."""
     if mode in ("quick", "tiny"):
@@ -83,7 +84,7 @@ def _report(b, P, D, name, ms):
 
 def gpu_check_rows() -> list[tuple[str, str, str, float]]:
     """(table, size, variant, predicted seconds a call) of the rows ``--gpu-check`` measures on CUDA (the
-    cost model's fwd+bwd, benchmarks/notes/patch_similarity.md; the naive and torch paths ~3x hashkern's)."""
+    cost model's fwd+bwd, benchmarks/notes/patchsim.md; the naive and torch paths ~3x hashkern's)."""
     cuda, rows = torch.device("cuda"), []
     for b, P, D, dtype in sizes(cuda, "gpu-check"):
         hashkern_s = 2 * b * b * P * P * D * 3 / 300e12  # three GEMMs' worth at ~300 TFLOP/s
@@ -138,7 +139,7 @@ def main(argv=None):
              "Every result is checked against the first method that ran before timing; a failed row (e.g. out of "
              "memory) is reported, not hidden. CUDA: the Triton backend with each of its forwards (fused GEMM tiles "
              "reduced in registers; cuBLAS chunks then a Triton epilogue pass), the backward the same; cost model "
-             "and predictions in benchmarks/notes/patch_similarity.md.")
+             "and predictions in benchmarks/notes/patchsim.md.")
     return run_tables([("patch_similarity", run, header, notes)], __doc__, argv)
 
 

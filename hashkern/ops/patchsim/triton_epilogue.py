@@ -2,7 +2,7 @@
 
 The similarities of a chunk of rows of ``X1 [R1 = b1 P, D]`` against whole x2 images are computed by the
 BLAS (cuBLAS on CUDA, fp32 output for every input dtype); this pass reduces each x2 image's ``Q`` columns
-of the chunk to what the fused forward (``triton_fwd.py``) writes for maxmean: per (x2 image m, x1 patch r)
+of the chunk to what the fused forward (``triton_kernels.py``) writes for maxmean: per (x2 image m, x1 patch r)
 the max and its first argmax (Q at padded x1 patches). One program owns ``BLOCK_M`` rows and one image,
 whose ``Q <= BLOCK_Q`` columns it reads at once. softmaxmean keeps the fused forward: its backward recomputes
 the similarities with that kernel's tile GEMM, and at tiny temperatures one ulp between the two GEMMs turns a
