@@ -37,8 +37,8 @@ def _impl(backend: str):
     if backend == "cpu":
         return _cpu_fwd, _cpu_bwd
     if backend == "triton":
-        from hashkern.ops.softsort import triton_scan
-        return triton_scan.scan_fwd, triton_scan.scan_bwd
+        from hashkern.ops.softsort import triton_forms
+        return triton_forms.scan_fwd, triton_forms.scan_bwd
     return scan_torch.scan_fwd, scan_torch.scan_bwd
 
 
