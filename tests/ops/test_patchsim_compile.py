@@ -1,14 +1,14 @@
 """Every CUDA launch of the patch-similarity kernels compiles for sm_90 as the JIT would specialise it
 (real sizes and strides: divisibility-16 and equal-to-1 attributes from Triton's own binder), without
 register spills, within the 227 KiB of shared memory of an H100/H200, and on tensor cores for half and
-TF32 inputs. Runs without a GPU (hashkern/ops/_triton_aot.py); numerics are tested in test_patchsim.py."""
+TF32 inputs. Runs without a GPU (tools/triton_aot.py); numerics are tested in test_patchsim.py."""
 
 import pytest
 import torch
 
 pytest.importorskip("triton")
 
-from hashkern.ops._triton_aot import SHARED_LIMIT, compile_for_gpus, make_launch  # noqa: E402
+from tools.triton_aot import SHARED_LIMIT, compile_for_gpus, make_launch  # noqa: E402
 
 # (dtype, DOT_PRECISION): fp32 under both TF32 settings of hashkern.ops._precision
 PRECISIONS = [(torch.bfloat16, "ieee"), (torch.float16, "ieee"), (torch.float32, "tf32"), (torch.float32, "ieee"),

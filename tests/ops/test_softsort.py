@@ -485,13 +485,13 @@ def test_bad_inputs():
 
 def test_kernels_compile_for_hopper():
     """The launches CUDA uses compile (PTX + ptxas, sm_90a) without spills. fp64 too:
-    ``python -m hashkern.ops.softsort._compile_check`` (~1 min)."""
+    ``python -m tools.aot_specs`` (~1 min)."""
     pytest.importorskip("triton.backends.nvidia")
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = ("import sys, torch; from hashkern.ops.softsort._compile_check import compile_all; "
+    code = ("import sys, torch; from tools.aot_specs import compile_all; "
             "sys.exit(0 if compile_all((torch.float32,)) else 1)")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

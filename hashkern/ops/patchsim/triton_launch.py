@@ -15,14 +15,24 @@ import triton.language as tl
 from hashkern.ops._device_guard import on_device_of
 from hashkern.ops._precision import dot_precision
 from hashkern.ops.patchsim import triton_bwd as bwd
-from hashkern.ops.patchsim.torch_gemm import (acc_dtype, argmax_csr_torch, empty_stats, inverse_temperature,
-                                              mean_over_patches, row_coefficients, softmax_backward)
+from hashkern.ops.patchsim.torch_gemm import (acc_dtype, argmax_csr_torch, empty_stats, image_chunks,
+                                              inverse_temperature, mean_over_patches, row_coefficients,
+                                              softmax_backward)
+from hashkern.ops.patchsim.triton_epilogue import _patch_similarity_epilogue_kernel
 from hashkern.ops.patchsim.triton_fwd import _patch_similarity_fwd_kernel, _patch_similarity_softmax_weights_kernel
 
 SPLIT = 1024         # rows of a dx2 segment one program sums; longer (hub) segments are split
 CSR_WINDOW = 4096    # rows of x1 per counting-sort program
 MAX_CSR_BINS = 4096  # larger Q (more patches than that) falls back to a torch sort for the CSR
 DS_CHUNK_ELEMENTS = 1 << 25  # softmaxmean backward: dS entries per chunk on CUDA (<= 128 MiB in fp32)
+# The forward: "fused" (GEMM tiles reduced in registers, triton_fwd.py) or "gemm" (BLAS chunks of fp32
+# similarities, then the triton_epilogue.py pass; x2 images of at most MAX_EPILOGUE_Q patches). "auto" takes
+# AUTO_FORWARD, which one GPU run of `make gpu-check` decides (benchmarks/notes/patch_similarity.md).
+FORWARD_VARIANTS = ("auto", "fused", "gemm")
+FORWARD_VARIANT = "auto"
+AUTO_FORWARD = "fused"
+MAX_EPILOGUE_Q = 4096
+GEMM_CHUNK_ELEMENTS = 1 << 25  # similarities of one BLAS chunk on CUDA (128 MiB in fp32)
 
 
 def cuda_tiles(kind: str, dtype: torch.dtype) -> dict:
@@ -83,6 +93,48 @@ def _precision(u: torch.Tensor) -> tuple:
     return (tl.float64 if u.dtype == torch.float64 else tl.float32), dot
 
 
+def forward_variant(Q: int) -> str:
+    """The forward that runs for x2 images of Q patches: FORWARD_VARIANT, "auto" resolved to AUTO_FORWARD."""
+    if FORWARD_VARIANT not in FORWARD_VARIANTS:
+        raise ValueError(f"FORWARD_VARIANT must be one of {FORWARD_VARIANTS}, got {FORWARD_VARIANT!r}")
+    variant = AUTO_FORWARD if FORWARD_VARIANT == "auto" else FORWARD_VARIANT
+    return "fused" if variant == "gemm" and Q > MAX_EPILOGUE_Q else variant
+
+
+def epilogue_tiles(Q: int, cuda: bool) -> dict:
+    """BLOCK_Q covers an image's Q columns; BLOCK_M rows keep a program's tile at 8192 (CUDA) or 4096 entries."""
+    block_q = triton.next_power_of_2(Q)
+    if not cuda:
+        return dict(BLOCK_M=max(2, min(32, 4096 // block_q)), BLOCK_Q=block_q)
+    return dict(BLOCK_M=max(2, min(64, 8192 // block_q)), BLOCK_Q=block_q, num_warps=8 if block_q >= 1024 else 4,
+                num_stages=1)
+
+
+def _similarities(a: torch.Tensor, b: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """a [r, D] . b [c, D]ᵀ in ``acc`` (fp32 / fp64): half inputs on CUDA multiply on tensor cores with fp32
+    output (cuBLAS; torch without ``out_dtype`` widens the operands instead), elsewhere in acc."""
+    if a.is_cuda and a.dtype in (torch.float16, torch.bfloat16):
+        try:
+            return torch.mm(a, b.t(), out_dtype=acc)
+        except (TypeError, RuntimeError):
+            pass
+    return a.to(acc) @ b.to(acc).t()
+
+
+def _patch_similarity_fwd_gemm(X1, X2, mask1, mask2, values, aux_a, inv_t, b1, P, b2, Q, reduce_max):
+    acc = values.dtype
+    meta = epilogue_tiles(Q, X1.is_cuda)
+    limit = GEMM_CHUNK_ELEMENTS if X1.is_cuda else 1 << 16
+    for r0, r1, m0, m1 in image_chunks(b1, P, b2, Q, limit):
+        sim = _similarities(X1[r0:r1], X2[m0 * Q:m1 * Q], acc)
+        grid = (triton.cdiv(r1 - r0, meta["BLOCK_M"]) * (m1 - m0),)
+        with on_device_of(X1):
+            _patch_similarity_epilogue_kernel[grid](
+                sim, _mask_arg(mask1, X1), _mask_arg(mask2, X1), values, aux_a, inv_t, r0, r1 - r0, m0, m1 - m0,
+                b1 * P, b2, Q, REDUCE_MAX=reduce_max, HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None,
+                ACC=tl.float64 if acc == torch.float64 else tl.float32, **meta)
+
+
 def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperature: float):
     """u1 [b1, P, D], u2 [b2, Q, D] -> s [b1, b2] (fp32; fp64 for fp64 input), aux_a, aux_b (``empty_stats``)."""
     (b1, P, D), (b2, Q, _) = u1.shape, u2.shape
@@ -91,11 +143,14 @@ def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperatu
     aux_a, aux_b = empty_stats(reduce, b2, R1, acc, u1.device)
     # per-(image, patch) values: the max, or the smooth max that softmaxmean also saves for backward
     values = torch.empty(b2, R1, dtype=acc, device=u1.device) if reduce == "maxmean" else aux_b
+    inv_t = _inverse_temperature_arg(temperature, acc, u1)
+    if forward_variant(Q) == "gemm":
+        _patch_similarity_fwd_gemm(X1, X2, mask1, mask2, values, aux_a, inv_t, b1, P, b2, Q, reduce == "maxmean")
+        return mean_over_patches(values, inv_count, mask1, b1, P), aux_a, aux_b
     acc_tl, dot = _precision(u1)
     meta = _tiles("fwd", u1, D)
     images = images_per_program(b2, Q, meta["BLOCK_N"])
     grid = (triton.cdiv(R1, meta["BLOCK_M"]) * triton.cdiv(b2, images),)
-    inv_t = _inverse_temperature_arg(temperature, acc, u1)
     with on_device_of(u1):
         _patch_similarity_fwd_kernel[grid](
             X1, X2, _mask_arg(mask1, X1), _mask_arg(mask2, X1), values, aux_a, inv_t, R1, b2, Q, D, *X1.stride(),
