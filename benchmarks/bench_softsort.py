@@ -14,7 +14,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from benchmarks._runner import format_bytes, format_ms, measure, report_target, run_tables
-from hashkern.ops.softsort import soft_sort_gather, sorted_cosine
+from hashkern.ops.softsort import soft_sort_gather, sorted_cosine, triton_forms
 from hashkern.ops.softsort.reference import cosine_rows, soft_sort_gather_reference, sorted_cosine_reference
 
 TAU = 0.005  # the issue's setting: 64-bit similarities move in steps of 1/64
@@ -25,7 +25,9 @@ TOL = {torch.float32: 2e-3, torch.bfloat16: 5e-2}
 # (what, n, target ms, device type): the issue's goals, reported beside the measured value
 TARGETS = [("sorted_cosine fwd+bwd, d = 128, fp32", 8192, 15_000.0, "cpu"),
            ("sorted_cosine fwd+bwd, d = 128, fp32", 1024, 1.0, "cuda"),
-           ("sorted_cosine fwd+bwd, d = 128, fp32", 8192, 10.0, "cuda")]
+           ("sorted_cosine fwd+bwd, d = 128, fp32", 8192, 10.0, "cuda"),
+           ("sorted_cosine fwd+bwd, d = 128, fp32, distinct values", 8192, 50.0, "cuda")]
+WALK_MAX_N = 2048  # the Triton position walk (the form before the grouped / chunked ones) only up to here
 
 
 def sizes(device: torch.device, quick: bool):
@@ -94,10 +96,24 @@ def _time_variants(variants, inputs, grad, device, check_tol, slow_n):
     return results
 
 
-def _position_scans_variant(device, fn):
+@contextlib.contextmanager
+def triton_form(form: str):
+    """The Triton launcher's form for every row of a variant's calls (triton_forms.FORMS)."""
+    before = triton_forms.use_forms(form)
+    try:
+        yield
+    finally:
+        triton_forms.use_forms(before)
+
+
+def _position_scans_variant(device, fn, n=0):
     """On the CPU, hashkern with its grouped kernel off: every row runs the position scans, the
-    kernel for similarities with many distinct values."""
-    return [("hashkern (C++), position scans only", fn, cpu_grouping("never"))] if device.type == "cpu" else []
+    kernel for similarities with many distinct values. On CUDA, the Triton chunked form on every row
+    (what distinct values cost) and, up to WALK_MAX_N, the earlier position walk."""
+    if device.type == "cpu":
+        return [("hashkern (C++), position scans only", fn, cpu_grouping("never"))]
+    walk = [("hashkern (triton), position walk", fn, triton_form("walk"))] if n <= WALK_MAX_N else []
+    return [*walk, ("hashkern (triton), chunked form only", fn, triton_form("chunked"))]
 
 
 def _rows(op, n, d, dtype, results):
@@ -111,8 +127,10 @@ def _rows(op, n, d, dtype, results):
     return rows
 
 
-def _report(device, n, results):
+def _report(device, n, results, distinct=False):
     for what, target_n, target_ms, kind in TARGETS:
+        if ("distinct" in what) != distinct:
+            continue
         if kind == device.type and target_n == n and results[-1][1] is not None:
             ms = results[-1][1]
             report_target("bench_softsort", f"{what}, n = {n}", f"<= {format_ms(target_ms)} ms",
@@ -138,11 +156,19 @@ def run(device: torch.device, quick: bool):
             ("definition, torch.compile", compiled if fits else too_big),
             (f"definition in chunks of {CHUNK_ANCHORS} anchors",
              cosine_definition_in_chunks if _chunked_fits(n, device) else too_long),
-            *_position_scans_variant(device, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend)),
+            *_position_scans_variant(device, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend), n),
             (ours, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend)),
         ], (s, z1, z2), torch.randn(n, n, device=device), device, TOL[dtype], slow_n=n >= 1024 and device.type == "cpu")
         rows += _rows("sorted_cosine", n, d, dtype, results)
         _report(device, n, results)
+        if device.type == "cuda" and dtype == torch.float32:  # distinct values: the Triton chunked form
+            sd = torch.rand(n, n, device=device, requires_grad=True)
+            fn = lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend)  # noqa: E731
+            walk = [("hashkern (triton), position walk", fn, triton_form("walk"))] if n <= WALK_MAX_N else []
+            results = _time_variants([("definition, eager", dense if fits else too_big), *walk, (ours, fn)],
+                                     (sd, z1, z2), torch.randn(n, n, device=device), device, TOL[dtype], slow_n=False)
+            rows += _rows("sorted_cosine, distinct values", n, d, dtype, results)
+            _report(device, n, results, distinct=True)
         if n > 1024:
             continue
         b = min(GATHER_ROWS, n)
@@ -151,7 +177,7 @@ def run(device: torch.device, quick: bool):
         gather = lambda s, v: soft_sort_gather_reference(s, v, TAU)  # noqa: E731
         results = _time_variants([
             ("definition, eager", gather if _dense_fits(n, b, device) else "its [b, n, n] tensors do not fit in memory"),
-            *_position_scans_variant(device, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend)),
+            *_position_scans_variant(device, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend), n),
             (ours, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend)),
         ], (sg, z1), grad, device, TOL[dtype], slow_n=False)
         rows += _rows(f"soft_sort_gather (b={b})", n, d, dtype, results)

@@ -28,6 +28,7 @@ from hashkern.ops.softsort.triton_laplace import (
     _cosine_coefficients,
     _decay_to,
     _laplace,
+    _laplace_pair,
     _mm,
     _row_and_block,
     _values,
@@ -267,8 +268,7 @@ def _softsort_chunked_bwd_kernel(
         rm = tl.load(_scalar_at(cks_ptr, RM, nb, blk_d, slots, slot, nchunks, c))
         trm = tl.load(_scalar_at(cks_ptr, TRM, nb, blk_d, slots, slot, nchunks, c))
         z, j = _values(v_ptr, v_off, idx_ptr, row_off, r, rmask, cols, cmask, d)
-        k = _laplace(qr, qr, rmask, rmask, tau, False)
-        ks = _laplace(qr, qr, rmask, rmask, tau, True)
+        k, ks = _laplace_pair(qr, qr, rmask, rmask, tau)
         dl = _decay_to(q_left, qr, rmask & has_left, tau)
         dr = _decay_to(q_right, qr, rmask & has_right, tau)
         tie_l = ((qr == q_left) & rmask & has_left).to(dt)

@@ -58,7 +58,9 @@ def form_config(n: int, d: int, device: torch.device) -> FormConfig:
     and per operation, not per element: wide features and large blocks there."""
     if device.type == "cpu":
         return FormConfig(block_n=128, chunk=64, features=max(16, min(triton.next_power_of_2(d), 128)), num_warps=4)
-    return FormConfig(block_n=64, chunk=64, features=max(16, min(triton.next_power_of_2(d), 64)), num_warps=8)
+    # 32 positions per block / chunk: what keeps the backward kernels' registers in bounds (ptxas -v through
+    # tools/aot_specs.py), with [C, C] blocks and [G, G] tables of G up to 128 live beside [C or G, BD] tiles.
+    return FormConfig(block_n=32, chunk=32, features=max(16, min(triton.next_power_of_2(d), 64)), num_warps=8)
 
 
 def split_rows(q: torch.Tensor, n: int, form: str | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -29,6 +29,7 @@ from hashkern.ops.softsort.triton_laplace import (
     _add_dv,
     _cosine_coefficients,
     _laplace,
+    _laplace_pair,
     _mm,
     _row_and_block,
     _values,
@@ -77,14 +78,13 @@ def _group_tables(q_ptr, idx_ptr, v_ptr, row_off, v_off, n, d, cols, cmask,
 @triton.jit
 def _group_gather(q_ptr, idx_ptr, v_ptr, row_off, v_off, n, d, cols, cmask, tau: tl.float64,
                   G: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, IEEE: tl.constexpr):
-    """The group tables and the Laplace blocks: ``K, Ks [G, G]``, ``E [G, BD]``, ``den, m [G]``, ``S``."""
+    """The group tables: ``E [G, BD]``, ``den, m, Q [G]`` and ``S [G, BD]``."""
     s_sum, m, q_group = _group_tables(q_ptr, idx_ptr, v_ptr, row_off, v_off, n, d, cols, cmask, G, BN, BD, IEEE)
     valid = m > 0
     k = _laplace(q_group, q_group, valid, valid, tau, False)
-    ks = _laplace(q_group, q_group, valid, valid, tau, True)
     den = tl.where(valid, tl.sum(k * m[None, :], 1), 1.0)
     e = _mm(k, s_sum, IEEE) / den[:, None]
-    return k, ks, e, den, m, s_sum
+    return e, den, m, q_group, s_sum
 
 
 @triton.jit
@@ -99,8 +99,8 @@ def _softsort_grouped_fwd_kernel(
 ):
     row, slot, blk_d, cols, cmask, row_off, v_off = _row_and_block(rows_ptr, n, d, SHARED_V, BD)
     dt = q_ptr.dtype.element_ty
-    k, ks, e, den, m, s_sum = _group_gather(q_ptr, idx_ptr, v_ptr, row_off, v_off, n, d, cols, cmask, tau,
-                                            G, BN, BD, IEEE)
+    e, den, m, q_group, s_sum = _group_gather(q_ptr, idx_ptr, v_ptr, row_off, v_off, n, d, cols, cmask, tau,
+                                              G, BN, BD, IEEE)
     groups = tl.arange(0, G)
     if COSINE:
         u = tl.load(u_ptr + row * d + cols, mask=cmask, other=0.0)
@@ -144,8 +144,10 @@ def _softsort_grouped_bwd_kernel(
     dt = q_ptr.dtype.element_ty
     first = tl.where(blk_d == 0, 1.0, 0.0).to(dt)
     eps_t = tl.cast(eps, dt)
-    k, ks, e, den, m, s_sum = _group_gather(q_ptr, idx_ptr, v_ptr, row_off, v_off, n, d, cols, cmask, tau,
-                                            G, BN, BD, IEEE)
+    e, den, m, q_group, s_sum = _group_gather(q_ptr, idx_ptr, v_ptr, row_off, v_off, n, d, cols, cmask, tau,
+                                              G, BN, BD, IEEE)
+    valid = m > 0
+    ks = _laplace(q_group, q_group, valid, valid, tau, True)  # [G, G] tables are rebuilt, not kept live
     ks_s = _mm(ks, s_sum, IEEE)
     ks_m = tl.sum(ks * m[None, :], 1)
     groups = tl.arange(0, G)
@@ -182,6 +184,7 @@ def _softsort_grouped_bwd_kernel(
         g_sum = a_sum[:, None] * u[None, :] + b_sum[:, None] * e
         tl.store(du_ptr + row * d + cols, tl.sum(du_sum[:, None] * e, 0), mask=cmask)
     g_sum = g_sum / den[:, None]
+    k, ks = _laplace_pair(q_group, q_group, valid, valid, tau)
     k_g = _mm(k, g_sum, IEEE)
     ks_g = _mm(ks, g_sum, IEEE)
     ks_h = tl.sum(ks * (h_sum / den)[None, :], 1)

@@ -26,6 +26,15 @@ def _laplace(qa, qb, valid_a, valid_b, tau: tl.float64, SIGNED: tl.constexpr):
 
 
 @triton.jit
+def _laplace_pair(qa, qb, valid_a, valid_b, tau: tl.float64):
+    """``(K, Ks)`` of ``_laplace`` from one exponential per entry."""
+    gap = qa.to(tl.float64)[:, None] - qb.to(tl.float64)[None, :]
+    dist = tl.where(gap == 0, 0.0, tl.abs(gap) / tau)
+    k = tl.where(valid_a[:, None] & valid_b[None, :], tl.exp(-dist.to(qa.dtype)), 0.0).to(qa.dtype)
+    return k, tl.where(gap > 0, k, tl.where(gap < 0, -k, 0.0)).to(qa.dtype)
+
+
+@triton.jit
 def _decay_to(q_ref, q, valid, tau: tl.float64):
     """``[M]`` ``exp(-|q_ref - q_i| / tau)`` for a scalar reference ``q_ref`` (0 where not valid)."""
     gap = q_ref.to(tl.float64) - q.to(tl.float64)
