@@ -29,7 +29,6 @@ from hashkern.ops.softsort.triton_laplace import (
     _add_dv,
     _cosine_coefficients,
     _laplace,
-    _laplace_pair,
     _mm,
     _row_and_block,
     _values,
@@ -184,8 +183,8 @@ def _softsort_grouped_bwd_kernel(
         g_sum = a_sum[:, None] * u[None, :] + b_sum[:, None] * e
         tl.store(du_ptr + row * d + cols, tl.sum(du_sum[:, None] * e, 0), mask=cmask)
     g_sum = g_sum / den[:, None]
-    k, ks = _laplace_pair(q_group, q_group, valid, valid, tau)
-    k_g = _mm(k, g_sum, IEEE)
+    k_g = _mm(_laplace(q_group, q_group, valid, valid, tau, False), g_sum, IEEE)
+    ks = _laplace(q_group, q_group, valid, valid, tau, True)
     ks_g = _mm(ks, g_sum, IEEE)
     ks_h = tl.sum(ks * (h_sum / den)[None, :], 1)
     # One pass over values and positions: dv, then ds = dq + dkey at the samples' own places.
