@@ -74,11 +74,10 @@ def patchsim_launches(size: dict, dtype: torch.dtype, dot: str | None = None) ->
     (``dot``: DOT_PRECISION; default the one of ``dtype`` with TF32 off)."""
     import triton.language as tl
 
-    from hashkern.ops.patchsim import triton_bwd as bwd
     from hashkern.ops.patchsim import triton_epilogue as epi
-    from hashkern.ops.patchsim import triton_fwd as fwd
+    from hashkern.ops.patchsim import triton_kernels as kernels
     from hashkern.ops.patchsim import triton_launch as L
-    from hashkern.ops.patchsim.torch_gemm import image_chunks
+    from hashkern.ops.patchsim._common import image_chunks
 
     b1, P, b2, Q, D = (size[k] for k in ("b1", "P", "b2", "Q", "D"))
     dot = dot or {torch.float64: "fma"}.get(dtype, "ieee")
@@ -97,7 +96,7 @@ def patchsim_launches(size: dict, dtype: torch.dtype, dot: str | None = None) ->
             args = dict(x1_ptr=X1, x2_ptr=X2, mask1_ptr=mask1, mask2_ptr=mask2, value_ptr=V,
                         stat_ptr=argmax if reduce_max else stats2, inv_t_ptr=S, R1=R1, b2=b2, Q=Q, D=D,
                         IMAGES=images, **strides)
-            launches.append(make_launch(fwd._patch_similarity_fwd_kernel, args, dict(
+            launches.append(make_launch(kernels._patch_similarity_fwd_kernel, args, dict(
                 REDUCE_MAX=reduce_max, HAS_MASK1=has_mask, HAS_MASK2=has_mask, ACC=acc_tl, DOT_PRECISION=dot,
                 **tiles), opts))
     # the GEMM-then-epilogue forward: one chunk of whole x2 images, as epilogue_chunks cuts it
@@ -116,12 +115,12 @@ def patchsim_launches(size: dict, dtype: torch.dtype, dot: str | None = None) ->
                 ds_ptr=_meta((R1, cols), dtype), inv_t_ptr=S, r0=0, r1=R1, c0=0, c1=cols, R1=R1,
                 b2=b2, Q=Q, D=D, **strides)
     for has_mask in (False, True):
-        launches.append(make_launch(fwd._patch_similarity_softmax_weights_kernel, args, dict(
+        launches.append(make_launch(kernels._patch_similarity_softmax_weights_kernel, args, dict(
             HAS_MASK2=has_mask, ACC=acc_tl, DOT_PRECISION=dot, **tiles), opts))
     if dot == "tf32":  # the gathers do not multiply: the ieee fp32 set covers them
         return launches
     opts, tiles = _options(L.cuda_tiles("dx1", dtype))
-    launches.append(make_launch(bwd._patch_similarity_dx1_kernel, dict(
+    launches.append(make_launch(kernels._patch_similarity_dx1_kernel, dict(
         x2_ptr=X2, argmax_ptr=argmax, coef_ptr=V, dx1_ptr=X1, R1=R1, b2=b2, Q=Q, D=D, s2r=D, s2d=1),
         dict(ACC=acc_tl, **tiles), opts))
     opts, tiles = _options(L.cuda_tiles("csr", dtype))
@@ -131,18 +130,18 @@ def patchsim_launches(size: dict, dtype: torch.dtype, dot: str | None = None) ->
         window = min(L.CSR_WINDOW, R1)
         csr = dict(argmax_ptr=argmax, R1=R1, WINDOW=window, n_windows=-(-R1 // window))
         counts = _meta((b2, csr["n_windows"], bins), torch.int32)
-        launches.append(make_launch(bwd._patch_similarity_csr_count_kernel, dict(csr, counts_ptr=counts),
+        launches.append(make_launch(kernels._patch_similarity_csr_count_kernel, dict(csr, counts_ptr=counts),
                                     dict(BINS=bins, **tiles), opts))
-        launches.append(make_launch(bwd._patch_similarity_csr_place_kernel,
+        launches.append(make_launch(kernels._patch_similarity_csr_place_kernel,
                                     dict(csr, starts_ptr=counts, order_ptr=argmax), dict(BINS=bins, **tiles), opts))
     opts, tiles = _options(L.cuda_tiles("dx2", dtype))
     E = max(1, b2 * (R1 // L.SPLIT))
     pieces, segs = _meta((E,), torch.int32), _meta((R2,), torch.int32)
     common = dict(x1_ptr=X1, coef_ptr=V, order_ptr=argmax, offsets_ptr=_meta((b2, Q + 1), torch.int32),
                   partial_ptr=_meta((E, D), acc), R1=R1, Q=Q, D=D, s1r=D, s1d=1, SPLIT=L.SPLIT)
-    launches.append(make_launch(bwd._patch_similarity_dx2_pieces_kernel, dict(
+    launches.append(make_launch(kernels._patch_similarity_dx2_pieces_kernel, dict(
         common, piece_seg_ptr=pieces, piece_start_ptr=pieces), dict(ACC=acc_tl, **tiles), opts))
-    launches.append(make_launch(bwd._patch_similarity_dx2_kernel, dict(
+    launches.append(make_launch(kernels._patch_similarity_dx2_kernel, dict(
         common, first_piece_ptr=segs, n_pieces_ptr=segs, dx2_ptr=X2), dict(ACC=acc_tl, **tiles), opts))
     return launches
 
@@ -154,10 +153,10 @@ def _patchsim_size(b1, P, b2, Q, D):
 PATCHSIM = KernelFamily(
     "patchsim",
     kernels=tuple(f"hashkern.ops.patchsim.{name}" for name in (
-        "triton_fwd._patch_similarity_fwd_kernel", "triton_fwd._patch_similarity_softmax_weights_kernel",
-        "triton_epilogue._patch_similarity_epilogue_kernel", "triton_bwd._patch_similarity_dx1_kernel",
-        "triton_bwd._patch_similarity_csr_count_kernel", "triton_bwd._patch_similarity_csr_place_kernel",
-        "triton_bwd._patch_similarity_dx2_pieces_kernel", "triton_bwd._patch_similarity_dx2_kernel")),
+        "triton_kernels._patch_similarity_fwd_kernel", "triton_kernels._patch_similarity_softmax_weights_kernel",
+        "triton_epilogue._patch_similarity_epilogue_kernel", "triton_kernels._patch_similarity_dx1_kernel",
+        "triton_kernels._patch_similarity_csr_count_kernel", "triton_kernels._patch_similarity_csr_place_kernel",
+        "triton_kernels._patch_similarity_dx2_pieces_kernel", "triton_kernels._patch_similarity_dx2_kernel")),
     launches=patchsim_launches,
     # the issue's goal sizes: b = 256, P = Q = 196, D = 768 and b = 512, P = Q = 49, D = 512
     real=(_patchsim_size(256, 196, 256, 196, 768), _patchsim_size(512, 49, 512, 49, 512)),
@@ -178,8 +177,8 @@ def softsort_scan_launches(size: dict, dtype: torch.dtype, modes=SCAN_MODES) -> 
     """The CUDA launches of the SoftSort scans for ``rows`` rows of ``n`` positions and ``d`` features."""
     import triton
 
-    from hashkern.ops.softsort.triton_scan import scan_config
-    from hashkern.ops.softsort.triton_scan_kernels import _softsort_scan_bwd_kernel, _softsort_scan_fwd_kernel
+    from hashkern.ops.softsort.triton_kernels import _softsort_scan_bwd_kernel, _softsort_scan_fwd_kernel
+    from hashkern.ops.softsort.triton_launch import scan_config
 
     rows, n, d = size["rows"], size["n"], size["d"]
     cfg = scan_config(n, d, torch.device("cuda"))
@@ -196,8 +195,8 @@ def softsort_scan_launches(size: dict, dtype: torch.dtype, modes=SCAN_MODES) -> 
 
 SOFTSORT_SCAN = KernelFamily(
     "softsort_scan",
-    kernels=("hashkern.ops.softsort.triton_scan_kernels._softsort_scan_fwd_kernel",
-             "hashkern.ops.softsort.triton_scan_kernels._softsort_scan_bwd_kernel"),
+    kernels=("hashkern.ops.softsort.triton_kernels._softsort_scan_fwd_kernel",
+             "hashkern.ops.softsort.triton_kernels._softsort_scan_bwd_kernel"),
     launches=softsort_scan_launches,
     # n anchors of n positions: the goal n = 1024, d = 128, and sizes that are not multiples of 16
     real=(dict(rows=1024, n=1024, d=128), dict(rows=1000, n=1000, d=100)),

@@ -1,10 +1,10 @@
 """Launchers of the Triton SoftSort: each row takes the grouped or the chunked form.
 
-Same contract as ``scan_torch.scan_fwd`` / ``scan_bwd``. As the C++ backend does, a row whose sorted
+Same contract as ``torch_impl.softsort_scan_torch_fwd`` / ``_bwd``. As the C++ backend does, a row whose sorted
 values take ``g <= n / 2`` distinct values (Hamming similarities: ``g <= K + 1``) runs the grouped
 kernels (``triton_grouped_kernels.py``) when its group table fits (``g <= GROUPS_MAX``), every other
 row the chunked ones (``triton_chunked_kernels.py``). ``FORMS`` forces one form on every row (tests,
-benchmarks); ``"walk"`` runs the earlier position walk (``triton_scan.py``). Choosing needs the
+benchmarks); ``"walk"`` runs the earlier position walk (``triton_launch.py``). Choosing needs the
 largest group count on the host: one synchronisation per call.
 
 Memory beyond the outputs: the rows' group counts ``[b]``, the per-feature-block partials
@@ -94,8 +94,8 @@ def _checkpoints(slots: int, nchunks: int, d: int, nb: int, kinds: tuple[int, in
 
 def scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
     if policy == "walk":
-        from hashkern.ops.softsort import triton_scan
-        return triton_scan.scan_fwd(q, idx, v, tau, u, eps)
+        from hashkern.ops.softsort import triton_launch
+        return triton_launch.softsort_scan_fwd(q, idx, v, tau, u, eps)
     b, n = q.shape
     d = v.shape[-1]
     cfg = form_config(n, d, q.device)
@@ -131,8 +131,8 @@ def scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
 
 def scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
     if policy == "walk":
-        from hashkern.ops.softsort import triton_scan
-        return triton_scan.scan_bwd(q, idx, v, tau, u, eps, grad, c, norms)
+        from hashkern.ops.softsort import triton_launch
+        return triton_launch.softsort_scan_bwd(q, idx, v, tau, u, eps, grad, c, norms)
     b, n = q.shape
     d = v.shape[-1]
     cfg = form_config(n, d, q.device)

@@ -54,7 +54,7 @@ def _mm(a, b, IEEE: tl.constexpr):
 @triton.jit
 def _cosine_coefficients(dc, c, norm, eps):
     """``dE = alpha u + beta E`` of ``c = E.u / max(|E|, eps)`` per position, ``delta = dE.E`` and
-    ``du_coef`` (the coefficient of E in du): ``scan_torch.cosine_grad_coefficients`` in a kernel."""
+    ``du_coef`` (the coefficient of E in du): ``_common.cosine_grad_coefficients`` in a kernel."""
     big = norm > eps
     safe = tl.where(big, norm, 1.0)
     alpha = tl.where(big, dc / safe, dc / eps)
