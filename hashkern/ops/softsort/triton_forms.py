@@ -9,7 +9,8 @@ largest group count on the host: one synchronisation per call.
 
 Memory beyond the outputs: the rows' group counts ``[b]``, the per-feature-block partials
 ``[nb, b, n]`` when ``d`` spans several feature blocks (none when it fits one), and the chunked
-form's checkpoints, launched in slices of rows that keep them under ``SCRATCH_BYTES``.
+form's checkpoints and the grouped backward's ``[3, rows, G, d]`` tables, launched in slices of rows
+that keep them under ``SCRATCH_BYTES``.
 """
 from __future__ import annotations
 
@@ -88,6 +89,12 @@ def _chunk_slices(rows: torch.Tensor, n: int, d: int, cfg: FormConfig, elem: int
     return [rows[i:i + step] for i in range(0, rows.numel(), step)], nchunks
 
 
+def _table_slices(rows: torch.Tensor, width: int, d: int, elem: int):
+    """Slices of the grouped rows whose backward tables (3 x [G, d] per row) stay under SCRATCH_BYTES."""
+    step = max(1, SCRATCH_BYTES // (3 * width * d * elem))
+    return [rows[i:i + step] for i in range(0, rows.numel(), step)]
+
+
 def _checkpoints(slots: int, nchunks: int, d: int, nb: int, kinds: tuple[int, int], like: torch.Tensor):
     return like.new_empty(kinds[0], slots, nchunks, d), like.new_empty(kinds[1], nb, slots, nchunks)
 
@@ -152,9 +159,10 @@ def scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
                du if cosine else q)
     grouped, chunked, width = split_rows(q, n)
     with on_device_of(q):
-        if grouped.numel():
-            _softsort_grouped_bwd_kernel[(grouped.numel() * nb,)](
-                grouped, *tensors, b, n, d, tau, eps, G=width, BN=cfg.block_n, **common)
+        for rows in _table_slices(grouped, width, d, q.element_size()):
+            tables = q.new_empty(3, rows.numel(), width, d)
+            _softsort_grouped_bwd_kernel[(rows.numel() * nb,)](
+                rows, *tensors, tables, b, n, d, rows.numel(), tau, eps, G=width, BN=cfg.block_n, **common)
         slices, nchunks = _chunk_slices(chunked, n, d, cfg, q.element_size())
         for rows in slices:
             ck, cks = _checkpoints(rows.numel(), nchunks, d, nb, (VECTOR_CHECKPOINTS, SCALAR_CHECKPOINTS), q)

@@ -7,7 +7,9 @@ positions in blocks of ``BN`` with nothing carried between blocks but the runnin
 each block forms its one-hot ``[G, BN]`` group matrix and adds its values' group sums with one
 ``tl.dot`` (``S = onehot @ Zσ``, ``G`` = the groups padded to a power of two). The scans over the
 groups are then dense ``[G, G]`` Laplace products (``K S``, ``Ks S``), and every per-position
-result is read back from the ``[G]`` / ``[G, BD]`` group tables with the transposed one-hot:
+result is read back from the ``[G]`` / ``[G, BD]`` group tables with the transposed one-hot, except
+the backward's ``K G``, ``Ks G``, ``Ks S``: written once per program to a scratch ``[3, rows, G, d]``
+and loaded back by each position's group (fewer live registers, no product):
 
 * forward: one pass over the values (the group sums), one over the positions (write E or the
   cosine's ``|E|^2`` and ``E.u``);
@@ -135,7 +137,8 @@ def _softsort_grouped_bwd_kernel(
     delta_ptr,                         # gather: dE_r . E_r [b, n]
     ds_ptr,                            # out: per feature block, d(loss)/ds in the order of s [nb, b, n]
     dv_ptr, du_ptr,                    # out: dv like v (zeroed by the caller when shared); du [b, d]
-    b, n, d, tau: tl.float64, eps: tl.float64,
+    tab_ptr,                           # scratch: the K G, Ks G and Ks S tables [3, slots, G, d]
+    b, n, d, slots, tau: tl.float64, eps: tl.float64,
     SHARED_V: tl.constexpr, COSINE: tl.constexpr,
     G: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, IEEE: tl.constexpr,
 ):
@@ -147,9 +150,13 @@ def _softsort_grouped_bwd_kernel(
                                               G, BN, BD, IEEE)
     valid = m > 0
     ks = _laplace(q_group, q_group, valid, valid, tau, True)  # [G, G] tables are rebuilt, not kept live
-    ks_s = _mm(ks, s_sum, IEEE)
-    ks_m = tl.sum(ks * m[None, :], 1)
     groups = tl.arange(0, G)
+    ks_s = _mm(ks, s_sum, IEEE)
+    tab = tab_ptr + (slot * G + groups.to(tl.int64))[:, None] * d + cols[None, :]  # [G, BD] rows of table 0
+    table_step = slots * G * d
+    if not COSINE:
+        tl.store(tab + 2 * table_step, ks_s, mask=cmask[None, :])
+    ks_m = tl.sum(ks * m[None, :], 1)
     u = tl.zeros([BD], dtype=dt)
     if COSINE:
         u = tl.load(u_ptr + row * d + cols, mask=cmask, other=0.0)
@@ -183,11 +190,13 @@ def _softsort_grouped_bwd_kernel(
         g_sum = a_sum[:, None] * u[None, :] + b_sum[:, None] * e
         tl.store(du_ptr + row * d + cols, tl.sum(du_sum[:, None] * e, 0), mask=cmask)
     g_sum = g_sum / den[:, None]
-    k_g = _mm(_laplace(q_group, q_group, valid, valid, tau, False), g_sum, IEEE)
+    tl.store(tab, _mm(_laplace(q_group, q_group, valid, valid, tau, False), g_sum, IEEE), mask=cmask[None, :])
     ks = _laplace(q_group, q_group, valid, valid, tau, True)
-    ks_g = _mm(ks, g_sum, IEEE)
+    tl.store(tab + table_step, _mm(ks, g_sum, IEEE), mask=cmask[None, :])
     ks_h = tl.sum(ks * (h_sum / den)[None, :], 1)
-    # One pass over values and positions: dv, then ds = dq + dkey at the samples' own places.
+    # One pass over values and positions: dv, then ds = dq + dkey at the samples' own places. The [G, BD]
+    # tables are read back by group from the scratch (an L1/L2 gather) rather than kept in registers.
+    tl.debug_barrier()  # the tables were stored by some threads and are read by others
     carry = tl.zeros([], dtype=tl.int32) - 1
     for r0 in range(0, n, BN):
         r = r0 + tl.arange(0, BN)
@@ -195,10 +204,10 @@ def _softsort_grouped_bwd_kernel(
         m2 = rmask[:, None] & cmask[None, :]
         gid, _, _, carry = _rank_groups(q_ptr, row_off, r, rmask, carry)
         onehot_t = (gid[:, None] == groups[None, :]) & rmask[:, None]
-        ohf = onehot_t.to(dt)
+        at = tab_ptr + (slot * G + gid.to(tl.int64))[:, None] * d + cols[None, :]  # [BN, BD]: each position's group
         z, j = _values(v_ptr, v_off, idx_ptr, row_off, r, rmask, cols, cmask, d)
-        _add_dv(dv_ptr, v_off, j, cols, m2, d, _mm(ohf, k_g, IEEE), SHARED_V)
-        dkey = -(tl.sum(z * _mm(ohf, ks_g, IEEE), 1) - first * _gather_groups(onehot_t, ks_h))
+        _add_dv(dv_ptr, v_off, j, cols, m2, d, tl.load(at, mask=m2, other=0.0), SHARED_V)
+        dkey = -(tl.sum(z * tl.load(at + table_step, mask=m2, other=0.0), 1) - first * _gather_groups(onehot_t, ks_h))
         ks_m_r = _gather_groups(onehot_t, ks_m)
         if COSINE:
             dc = tl.load(grad_ptr + row_off + r, mask=rmask, other=0.0)
@@ -208,7 +217,7 @@ def _softsort_grouped_bwd_kernel(
             grad_dot = alpha * _gather_groups(onehot_t, u_dot_ks) + beta * _gather_groups(onehot_t, e_dot_ks)
         else:
             grad = tl.load(grad_ptr + (row_off + r)[:, None] * d + cols[None, :], mask=m2, other=0.0)
-            grad_dot = tl.sum(grad * _mm(ohf, ks_s, IEEE), 1)
+            grad_dot = tl.sum(grad * tl.load(at + 2 * table_step, mask=m2, other=0.0), 1)
             delta = tl.load(delta_ptr + row_off + r, mask=rmask, other=0.0)
         den_r = tl.where(rmask, _gather_groups(onehot_t, den), 1.0)
         dq = -(grad_dot - first * delta * ks_m_r) / den_r
