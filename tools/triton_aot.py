@@ -205,35 +205,42 @@ def _ptxas_usage(ptx: str, arch: int) -> tuple[int | None, int | None]:
     return (int(registers.group(1)) if registers else None, int(spills.group(1)) if spills else None)
 
 
-def _compile_all(request):
+def _compile_one(job) -> dict:
+    """Compile one (launch, arch) to a cubin; its report."""
     import importlib
 
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    reports = []
-    for launch in request["launches"]:
+    launch, arch = job
+    report = {"kernel": f"{launch['module']}.{launch['kernel']}", "arch": arch, "sizes": launch.get("sizes", ""),
+              "constexprs": launch["constexprs"], "options": launch["options"], "signature": launch["signature"]}
+    try:
         kernel = getattr(importlib.import_module(launch["module"]), launch["kernel"])
-        for arch in request["archs"]:
-            report = {"kernel": f"{launch['module']}.{launch['kernel']}", "arch": arch,
-                      "sizes": launch.get("sizes", ""),
-                      "constexprs": launch["constexprs"], "options": launch["options"],
-                      "signature": launch["signature"]}
-            try:
-                constexprs = {name: _decode_constexpr(v) for name, v in launch["constexprs"].items()}
-                attrs = {(index,): attr for index, attr in launch.get("attrs", [])}
-                source = ASTSource(fn=kernel, signature=launch["signature"], constexprs=constexprs, attrs=attrs)
-                compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=launch["options"])
-                ptx = compiled.asm["ptx"]
-                registers, spill_bytes = _ptxas_usage(ptx, arch)
-                report.update(ok=True, shared=compiled.metadata.shared,
-                              tensor_cores="mma" in ptx, cubin_bytes=len(compiled.asm["cubin"]),
-                              registers=registers, spill_bytes=spill_bytes)
-            except Exception as error:  # reported per launch, so one failure shows them all
-                report.update(ok=False, error=f"{type(error).__name__}: {str(error)[-1500:]}")
-            reports.append(report)
-    return reports
+        constexprs = {name: _decode_constexpr(v) for name, v in launch["constexprs"].items()}
+        attrs = {(index,): attr for index, attr in launch.get("attrs", [])}
+        source = ASTSource(fn=kernel, signature=launch["signature"], constexprs=constexprs, attrs=attrs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=launch["options"])
+        ptx = compiled.asm["ptx"]
+        registers, spill_bytes = _ptxas_usage(ptx, arch)
+        report.update(ok=True, shared=compiled.metadata.shared, tensor_cores="mma" in ptx,
+                      cubin_bytes=len(compiled.asm["cubin"]), registers=registers, spill_bytes=spill_bytes)
+    except Exception as error:  # reported per launch, so one failure shows them all
+        report.update(ok=False, error=f"{type(error).__name__}: {str(error)[-1500:]}")
+    return report
+
+
+def _compile_all(request):
+    """Every (launch, arch), on all cores (fork: each worker imports the kernel modules once)."""
+    import multiprocessing
+
+    jobs = [(launch, arch) for launch in request["launches"] for arch in request["archs"]]
+    workers = min(len(jobs), len(os.sched_getaffinity(0)))
+    if workers <= 1:
+        return [_compile_one(job) for job in jobs]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return pool.map(_compile_one, jobs, chunksize=1)
 
 
 def _serve(request: dict) -> dict:

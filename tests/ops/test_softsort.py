@@ -359,6 +359,7 @@ def test_opcheck_of_the_scan_ops():
 # ----------------------------------------------------------------------------- GPU
 
 @pytest.mark.gpu
+@pytest.mark.xdist_group("gpu_heavy")  # the dense fp64 reference at n = 1000 holds ~32 GB
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("n", [17, 129, 1000])
 def test_half_precision_on_gpu(dtype, n):
@@ -481,20 +482,3 @@ def test_bad_inputs():
         ss.soft_sort_gather(s, v, 1.0, backend="gpu")
     with pytest.raises(ValueError, match="backend='cuda' is not implemented"):
         ss.soft_sort_gather(s, v, 1.0, backend="cuda")
-
-
-# ----------------------------------------------------------------------------- GPU build (no GPU needed)
-
-def test_kernels_compile_for_hopper():
-    """The launches CUDA uses compile (PTX + ptxas, sm_90a) without spills. fp64 too:
-    ``python -m tools.aot_specs`` (~1 min)."""
-    pytest.importorskip("triton.backends.nvidia")
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = ("import sys, torch; from tools.aot_specs import compile_all; "
-            "sys.exit(0 if compile_all((torch.float32,)) else 1)")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("ok   _softsort_scan_bwd_kernel") == 6  # 3 modes x (d % 16 == 0, not)

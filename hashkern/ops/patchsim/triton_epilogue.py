@@ -1,11 +1,12 @@
-"""Triton epilogue of the GEMM-then-reduce forward of patch similarity (the ``"gemm"`` forward variant).
+"""Triton epilogue of the GEMM-then-reduce forward of patch similarity (the ``"gemm"`` forward, maxmean only).
 
 The similarities of a chunk of rows of ``X1 [R1 = b1 P, D]`` against whole x2 images are computed by the
 BLAS (cuBLAS on CUDA, fp32 output for every input dtype); this pass reduces each x2 image's ``Q`` columns
-of the chunk to the statistics the fused forward (``triton_fwd.py``) writes, with the same semantics: per
-(x2 image m, x1 patch r) the max and its first argmax (Q at padded x1 patches), or the row max, the
-log-sum of ``exp((sim - max) / T)`` and the smooth max. One program owns ``BLOCK_M`` rows and one image,
-whose ``Q <= BLOCK_Q`` columns it reads at once: no running merge across chunks.
+of the chunk to what the fused forward (``triton_kernels.py``) writes for maxmean: per (x2 image m, x1 patch r)
+the max and its first argmax (Q at padded x1 patches). One program owns ``BLOCK_M`` rows and one image,
+whose ``Q <= BLOCK_Q`` columns it reads at once. softmaxmean keeps the fused forward: its backward recomputes
+the similarities with that kernel's tile GEMM, and at tiny temperatures one ulp between the two GEMMs turns a
+weight of 1 into 0.
 """
 from __future__ import annotations
 
@@ -17,11 +18,10 @@ import triton.language as tl
 def _patch_similarity_epilogue_kernel(
     sim_ptr,               # [rows, images Q] ACC, contiguous: X1[r0:r0 + rows] . X2[m0 Q:(m0 + images) Q]
     mask1_ptr, mask2_ptr,  # [R1], [b2 Q] int8, 1 = real patch (read only with HAS_MASK1 / HAS_MASK2)
-    value_ptr,             # [b2, R1] out: max | smooth max
-    stat_ptr,              # out: argmax j int32 [b2, R1] | [2, b2, R1] row max, log-sum
-    inv_t_ptr,             # [1] ACC: 1 / T
-    r0, rows, m0, images, R1, b2, Q,
-    REDUCE_MAX: tl.constexpr, HAS_MASK1: tl.constexpr, HAS_MASK2: tl.constexpr, ACC: tl.constexpr,
+    value_ptr,             # [b2, R1] out: max over the image's real patches
+    argmax_ptr,            # [b2, R1] int32 out: first argmax j (Q at padded x1 patches)
+    r0, rows, m0, images, R1, Q,
+    HAS_MASK1: tl.constexpr, HAS_MASK2: tl.constexpr, ACC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -38,20 +38,9 @@ def _patch_similarity_epilogue_kernel(
                   other=float("-inf")).to(ACC)
     rows_global = r0 + local
     out = m * R1 + rows_global
-    row_max = tl.max(sim, axis=1)
-    if REDUCE_MAX:
-        first = tl.min(tl.where(ok & (sim == row_max[:, None]), j[None, :], Q), axis=1)
-        if HAS_MASK1:
-            first = tl.where(tl.load(mask1_ptr + rows_global, mask=row_ok, other=0) != 0, first, Q)
-        tl.store(value_ptr + out, row_max, mask=row_ok)
-        tl.store(stat_ptr + out, first.to(tl.int32), mask=row_ok)
-    else:
-        scale = tl.load(inv_t_ptr)
-        safe_max = tl.where(row_max == float("-inf"), 0.0, row_max)
-        d = tl.where(ok, sim - safe_max[:, None], float("-inf"))  # shift before scaling: finite for tiny T
-        p = tl.exp(d * scale)
-        total = tl.sum(p, axis=1)
-        weighted = tl.sum(tl.where(ok, p * tl.where(ok, d, 0.0), 0.0), axis=1)
-        tl.store(value_ptr + out, row_max + weighted / total, mask=row_ok)
-        tl.store(stat_ptr + out, row_max, mask=row_ok)
-        tl.store(stat_ptr + tl.cast(b2, tl.int64) * R1 + out, tl.log(total), mask=row_ok)
+    best = tl.max(sim, axis=1)
+    first = tl.min(tl.where(ok & (sim == best[:, None]), j[None, :], Q), axis=1)
+    if HAS_MASK1:
+        first = tl.where(tl.load(mask1_ptr + rows_global, mask=row_ok, other=0) != 0, first, Q)
+    tl.store(value_ptr + out, best, mask=row_ok)
+    tl.store(argmax_ptr + out, first.to(tl.int32), mask=row_ok)
