@@ -14,7 +14,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from benchmarks._runner import format_bytes, format_ms, measure, report_target, run_tables
-from hashkern.ops.softsort import soft_sort_gather, sorted_cosine
+from hashkern.ops.softsort import soft_sort_gather, sorted_cosine, triton_forms
 from hashkern.ops.softsort.reference import cosine_rows, soft_sort_gather_reference, sorted_cosine_reference
 
 TAU = 0.005  # the issue's setting: 64-bit similarities move in steps of 1/64
@@ -30,6 +30,7 @@ TARGETS = [("sorted_cosine fwd+bwd, d = 128, fp32", 8192, 15_000.0, "cpu"),
 
 # (what, n, target ms, device type) of rows whose similarities are all distinct (no ties: every position its own)
 DISTINCT_TARGETS = [("sorted_cosine fwd+bwd, d = 128, fp32, distinct similarities", 8192, 50.0, "cuda")]
+WALK_MAX_N = 2048  # the Triton position walk (the form before the grouped / chunked ones) only up to here
 TORCH_PATH_MAX_N = 1024  # gpu-check: the torch backend's Python loop over positions is too slow beyond this
 
 
@@ -102,10 +103,24 @@ def _time_variants(variants, inputs, grad, device, check_tol, slow_n):
     return results
 
 
-def _position_scans_variant(device, fn):
+@contextlib.contextmanager
+def triton_form(form: str):
+    """The Triton launcher's form for every row of a variant's calls (triton_forms.FORMS)."""
+    before = triton_forms.use_forms(form)
+    try:
+        yield
+    finally:
+        triton_forms.use_forms(before)
+
+
+def _position_scans_variant(device, fn, n=0):
     """On the CPU, hashkern with its grouped kernel off: every row runs the position scans, the
-    kernel for similarities with many distinct values."""
-    return [("hashkern (C++), position scans only", fn, cpu_grouping("never"))] if device.type == "cpu" else []
+    kernel for similarities with many distinct values. On CUDA, the Triton chunked form on every row
+    (what distinct values cost) and, up to WALK_MAX_N, the earlier position walk."""
+    if device.type == "cpu":
+        return [("hashkern (C++), position scans only", fn, cpu_grouping("never"))]
+    walk = [("hashkern (triton), position walk", fn, triton_form("walk"))] if n <= WALK_MAX_N else []
+    return [*walk, ("hashkern (triton), chunked form only", fn, triton_form("chunked"))]
 
 
 def _rows(op, n, d, dtype, results):
@@ -127,9 +142,10 @@ def _report(device, n, results, targets=TARGETS):
                           f"{format_ms(ms)} ms", ms <= target_ms, predicted=PREDICTED.get((what, n)))
 
 
-# the cost model's predictions (benchmarks/notes/softsort.md) for the Triton position scans on an H100
-PREDICTED = {(TARGETS[1][0], 1024): "2-5 ms", (TARGETS[2][0], 8192): "500-1000 ms",
-             (DISTINCT_TARGETS[0][0], 8192): "500-1000 ms"}
+# the cost model's predictions (benchmarks/notes/softsort.md) for the Triton grouped (Hamming rows) and
+# chunked (distinct rows) forms on an H100
+PREDICTED = {(TARGETS[1][0], 1024): "0.6-1.2 ms", (TARGETS[2][0], 8192): "30-55 ms",
+             (DISTINCT_TARGETS[0][0], 8192): "45-80 ms"}
 
 
 def _cosine_variants(device, mode, n, backend, ours):
@@ -146,17 +162,18 @@ def _cosine_variants(device, mode, n, backend, ours):
     elif device.type == "cuda":
         variants.append(("hashkern (torch)", (lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend="torch"))
                          if n <= TORCH_PATH_MAX_N else "gpu-check: a Python loop over n positions"))
-    variants += _position_scans_variant(device, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend))
+    variants += _position_scans_variant(device, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend), n)
     return variants + [(ours, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend))]
 
 
 def gpu_check_rows() -> list[tuple[str, str, str, float]]:
     """(table, size, variant, predicted seconds a call) of the rows ``--gpu-check`` measures on CUDA: the Triton
-    position scans per the cost model (benchmarks/notes/softsort.md: up to 5 ms at n = 1024, 1 s at 8192), the
-    torch path's Python loop ~0.5 s at n = 1024, the definition at n = 256 ~10 ms."""
+    forms and the position walk per the cost model (benchmarks/notes/softsort.md: the walk up to 5 ms at
+    n = 1024, the chunked form up to 80 ms at 8192), the torch path's Python loop ~0.5 s at n = 1024, the
+    definition at n = 256 ~10 ms."""
     cuda, rows = torch.device("cuda"), []
     for n, d, _ in sizes(cuda, "gpu-check"):
-        scan_s = {256: 1e-3, 1024: 5e-3, 8192: 1.0}[n]  # the upper ends of the notes' estimates
+        scan_s = {256: 1e-3, 1024: 5e-3, 8192: 0.08}[n]  # the upper ends of the notes' estimates
         for name, fn, *_ in _cosine_variants(cuda, "gpu-check", n, "triton", "hashkern (triton)"):
             if not isinstance(fn, str):  # a variant that runs
                 call_s = scan_s if "triton" in name else 0.5 * n / 1024 if "torch" in name else 0.01
@@ -180,7 +197,7 @@ def run(device: torch.device, mode: str):
         yield from _rows("sorted_cosine", n, d, dtype, results)
         _report(device, n, results)
         if mode == "gpu-check" and device.type == "cuda" and n == DISTINCT_TARGETS[0][1]:
-            distinct = torch.rand(n, n, device=device).requires_grad_()  # no ties: the position scans' worst case
+            distinct = torch.rand(n, n, device=device).requires_grad_()  # no ties: the chunked form on every row
             results = _time_variants([(ours, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend))],
                                      (distinct, z1, z2), torch.randn(n, n, device=device), device, TOL[dtype], False)
             yield from _rows("sorted_cosine, distinct similarities", n, d, dtype, results)
@@ -194,7 +211,7 @@ def run(device: torch.device, mode: str):
         results = _time_variants([
             ("definition, eager",
              gather if _dense_fits(n, b, device) else "its [b, n, n] tensors do not fit in memory"),
-            *_position_scans_variant(device, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend)),
+            *_position_scans_variant(device, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend), n),
             (ours, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend)),
         ], (sg, z1), grad, device, TOL[dtype], slow_n=False)
         yield from _rows(f"soft_sort_gather (b={b})", n, d, dtype, results)

@@ -205,8 +205,55 @@ SOFTSORT_SCAN = KernelFamily(
     dtypes=(torch.float32, torch.float64),
 )
 
-# Every family the AOT check compiles. Add new kernels here (e.g. the grouped / chunked SoftSort).
-FAMILIES: list[KernelFamily] = [PATCHSIM, SOFTSORT_SCAN]
+def softsort_forms_launches(size: dict, dtype: torch.dtype, modes=SCAN_MODES) -> list[dict]:
+    """The CUDA launches of the grouped and chunked SoftSort (``triton_forms``) for ``rows`` rows of ``n``
+    positions and ``d`` features: the grouped form at the widest group table (``GROUPS_MAX``: 64-bit codes
+    and up) and the narrowest (16), the chunked form with every row in one launch."""
+    import triton
+
+    from hashkern.ops.softsort import triton_forms as F
+    from hashkern.ops.softsort.triton_chunked_kernels import (
+        _softsort_chunked_bwd_kernel,
+        _softsort_chunked_fwd_kernel,
+    )
+    from hashkern.ops.softsort.triton_grouped_kernels import _softsort_grouped_bwd_kernel, _softsort_grouped_fwd_kernel
+
+    rows, n, d = size["rows"], size["n"], size["d"]
+    cfg = F.form_config(n, d, torch.device("cuda"))
+    ints = {"b": rows, "n": n, "d": d, "slots": rows, "nchunks": triton.cdiv(n, cfg.chunk), "tau": 0.005,
+            "eps": 1e-8, "rows_ptr": "*i64", "idx_ptr": "*i64"}
+    options = {"num_warps": cfg.num_warps}
+    result = []
+    for cosine, shared in modes:
+        final = cosine and cfg.blocks_d(d) == 1
+        common = {"SHARED_V": shared, "COSINE": cosine, "BD": cfg.features, "IEEE": dtype == torch.float64}
+        for width in (F.GROUPS_MAX, 16):
+            grouped = dict(common, G=width, BN=cfg.block_n)
+            result.append(make_launch(_softsort_grouped_fwd_kernel, ints, dict(grouped, FINAL=final), options,
+                                      rest="*" + _TL[dtype]))
+            result.append(make_launch(_softsort_grouped_bwd_kernel, ints, grouped, options, rest="*" + _TL[dtype]))
+        chunked = dict(common, C=cfg.chunk)
+        result.append(make_launch(_softsort_chunked_fwd_kernel, ints, dict(chunked, FINAL=final), options,
+                                  rest="*" + _TL[dtype]))
+        result.append(make_launch(_softsort_chunked_bwd_kernel, ints, chunked, options, rest="*" + _TL[dtype]))
+    return result
+
+
+SOFTSORT_FORMS = KernelFamily(
+    "softsort_forms",
+    kernels=tuple(f"hashkern.ops.softsort.{name}" for name in (
+        "triton_grouped_kernels._softsort_grouped_fwd_kernel", "triton_grouped_kernels._softsort_grouped_bwd_kernel",
+        "triton_chunked_kernels._softsort_chunked_fwd_kernel", "triton_chunked_kernels._softsort_chunked_bwd_kernel")),
+    launches=softsort_forms_launches,
+    # n anchors of n positions: the goal sizes n = 1024 and 8192 at d = 128, and sizes that are not multiples of 16
+    real=(dict(rows=1024, n=1024, d=128), dict(rows=8192, n=8192, d=128), dict(rows=1000, n=1000, d=100)),
+    ones=(dict(rows=1, n=1, d=1), dict(rows=1, n=1024, d=128), dict(rows=64, n=1, d=128),
+          dict(rows=64, n=1000, d=1)),
+    dtypes=(torch.float32, torch.float64),
+)
+
+# Every family the AOT check compiles. Add new kernels here.
+FAMILIES: list[KernelFamily] = [PATCHSIM, SOFTSORT_SCAN, SOFTSORT_FORMS]
 
 
 def family(name: str) -> KernelFamily:
@@ -228,6 +275,13 @@ def build(names: Sequence[str] | None = None, which: Sequence[str] = ("real", "o
 KNOWN_PROBLEMS = [
     ("_softsort_scan_bwd_kernel", "'d': 1}", "a 12-byte spill of the position-scan backward at d = 1 (BD = 1); "
      "these scans are being replaced by the grouped / chunked kernels (issue 22 item 3, branch i22b)"),
+    ("_softsort_grouped_bwd_kernel", "'G': 128", "the grouped backward at G = 128 (64-bit codes) spills ~2 KB in "
+     "fp32: [G, G] Laplace tables split for tf32x3 beside [G, BD] tiles (benchmarks/notes/softsort.md)"),
+    ("_softsort_chunked_bwd_kernel", "'C': 32", "the chunked backward spills 48-88 B in fp32 at C = 32, BD = 64: "
+     "eight carries and two [C, C] blocks live in the right walk (benchmarks/notes/softsort.md)"),
+    *((kernel, "fp64]", "fp64 tables take twice the registers; fp64 is exact, not a speed target") for kernel in (
+        "_softsort_grouped_fwd_kernel", "_softsort_grouped_bwd_kernel", "_softsort_chunked_fwd_kernel",
+        "_softsort_chunked_bwd_kernel")),
 ]
 
 

@@ -10,7 +10,7 @@ import torch
 from conftest import poison
 
 from hashkern.ops import softsort as ss
-from hashkern.ops.softsort import torch_impl, triton_launch
+from hashkern.ops.softsort import torch_impl, triton_forms, triton_launch
 from hashkern.ops.softsort.reference import (
     soft_sort_gather_reference,
     soft_sort_reference,
@@ -173,6 +173,7 @@ def test_row_blocks_do_not_change_the_result(monkeypatch):
     """The torch path and the Triton launcher split rows to bound their scratch; force tiny blocks."""
     monkeypatch.setattr(torch_impl, "SCRATCH_ELEMS", 40)
     monkeypatch.setattr(triton_launch, "SCRATCH_BYTES", 1)
+    monkeypatch.setattr(triton_forms, "SCRATCH_BYTES", 1)  # the chunked form: one row per launch
     for backend in ("torch", "triton"):
         _gather_case(torch.randn(35, 9, dtype=torch.float64), torch.randn(9, 3, dtype=torch.float64),
                      0.4, torch.float64, backend)
