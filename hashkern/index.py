@@ -34,7 +34,7 @@ import torch
 
 from hashkern._io import SEAL_SIZE, check_path, read_through, sealed_write
 from hashkern._validation import check_int, check_tensor
-from hashkern.ops.packbits import pack_codes
+from hashkern.codes import as_packed
 from hashkern.ops.search import hamming_radius, hamming_topk
 
 __all__ = ["HammingIndex", "IndexFileError"]
@@ -112,24 +112,12 @@ class HammingIndex:
         return f"HammingIndex(nbits={self.nbits}, size={self._count}, device={self._device})"
 
     def _pack(self, name: str, codes) -> torch.Tensor:
-        """±1 / {0,1} / bool ``[n, nbits]``, or packed uint8 ``[n, ceil(nbits/8)]`` -> packed, on our device."""
+        """±1 / {0,1} (not uint8) / bool ``[n, nbits]``, or packed uint8 ``[n, ceil(nbits/8)]`` -> packed
+        (:func:`hashkern.codes.as_packed`, the metrics' rule too), on our device."""
         check_tensor(name, codes, ndim=2)
         if codes.device != self._device:
             raise ValueError(f"{name} must be on the index's device {self._device}, got {codes.device}")
-        if codes.dtype == torch.uint8:  # uint8 is always taken as packed bytes
-            if codes.shape[1] != self.width:
-                raise ValueError(
-                    f"{name} is uint8, so it is taken as packed codes, which need {self.width} bytes per row "
-                    f"for nbits={self.nbits}; got {codes.shape[1]}"
-                )
-            packed = codes
-            if self.nbits % 8 and bool((packed[:, -1] >> (self.nbits % 8)).any()):
-                raise ValueError(f"{name} has bits set beyond nbits={self.nbits} in its last byte (padding must be 0)")
-        else:
-            if codes.shape[1] != self.nbits:
-                raise ValueError(f"{name} must have nbits={self.nbits} bits per code, got shape {tuple(codes.shape)}")
-            packed = pack_codes(name, codes)
-        return packed.contiguous()
+        return as_packed(name, codes, self.nbits)[0]
 
     def add(self, codes) -> torch.Tensor:
         """Append codes; returns their ids, int64 ``[n]`` (``len(self)`` before the call onwards)."""
