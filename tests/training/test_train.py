@@ -114,7 +114,7 @@ def test_bad_checkpoints_and_nothing_overwritten(tmp_path, split):
 def test_config_validation(split, tmp_path):
     with pytest.raises(ValueError, match="unknown method 'hashnet'"):
         TrainConfig(method="hashnet")
-    with pytest.raises(ValueError, match="bits must be a positive int"):
+    with pytest.raises(ValueError, match="bits must be >= 1"):
         TrainConfig(bits=0)
     with pytest.raises(ValueError, match="lr must be > 0"):
         TrainConfig(lr=0.0)
