@@ -67,3 +67,39 @@ def test_plot_pr_is_written_atomically(tmp_path, monkeypatch):
     monkeypatch.undo()
     plot_pr({"a": {"precision": [1, 0.5], "recall": [0, 1]}}, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_soft_sort_gather_with_zero_rows_and_per_row_values():
+    from hashkern.ops.softsort import soft_sort_gather
+
+    out = soft_sort_gather(torch.randn(0, 5), torch.randn(0, 5, 3), 0.5)
+    assert out.shape == (0, 5, 3)
+    assert soft_sort_gather(torch.randn(0, 5), torch.randn(5, 3), 0.5).shape == (0, 5, 3)
+
+
+def test_truncated_dataset_gz_names_the_file(tmp_path):
+    from hashkern.training.data.datasets import _read_idx
+
+    whole = gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 200]) + bytes(200))
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte.gz is truncated"):
+        _read_idx(str(path))
+
+
+def test_inconsistent_index_headers_name_the_file(tmp_path):
+    import hashlib
+    import struct
+
+    from hashkern.index import HammingIndex, IndexFileError
+
+    def sealed(nbits, count, payload):
+        body = struct.pack("<8sIIQQ", b"HKINDEX\0", 1, nbits, count, len(payload)) + payload
+        return body + hashlib.sha256(body).digest()
+
+    (tmp_path / "padding.hk").write_bytes(sealed(12, 1, bytes([0xFF, 0xFF])))
+    with pytest.raises(IndexFileError, match="padding.hk is corrupted.*beyond nbits=12"):
+        HammingIndex.load(tmp_path / "padding.hk")
+    (tmp_path / "huge.hk").write_bytes(sealed(2**31, 0, b""))
+    with pytest.raises(IndexFileError, match="huge.hk is corrupted"):
+        HammingIndex.load(tmp_path / "huge.hk")
