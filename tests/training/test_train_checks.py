@@ -92,3 +92,59 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path,
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert not os.path.exists(out / "eval.json")
+
+
+def test_full_disk_during_a_checkpoint_save_is_one_line_and_exit_2(tmp_path, fmnist, capsys, monkeypatch):
+    import errno
+
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f, self.room = f, 4096
+
+        def write(self, data):
+            if len(data) > self.room:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.room -= len(data)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+    monkeypatch.setattr("hashkern._io.os.fdopen", lambda *a, **k: FullDisk(real_fdopen(*a, **k)))
+    out = tmp_path / "run"
+    rc = main(["train", "--method", "nsh", "--data-dir", fmnist, "--out", str(out), *TRAIN,
+               "--model-arg", "num_positives=2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "No space left on device" in err and str(out / "last.pt") in err
+    assert not out.joinpath("last.pt").exists() and not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+def test_eval_json_into_special_files_keeps_them(tmp_path, fmnist, capsys):
+    import stat
+    import threading
+
+    out = tmp_path / "run"
+    assert main(["train", "--method", "nsh", "--data-dir", fmnist, "--out", str(out), *TRAIN,
+                 "--model-arg", "num_positives=2"]) == 0
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()), daemon=True)
+    reader.start()
+    assert main(["eval", str(out / "last.pt"), "--json", str(fifo), "--plot", str(tmp_path / "pr.png")]) == 0
+    reader.join(30)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and got and b'"map@10"' in got[0]
+    if os.geteuid() == 0:
+        null = tmp_path / "null"
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        assert main(["eval", str(out / "last.pt"), "--json", str(null), "--plot", str(null)]) == 0
+        assert stat.S_ISCHR(os.lstat(null).st_mode) and os.lstat(null).st_rdev == os.makedev(1, 3)
