@@ -20,12 +20,9 @@ def as_features(x: torch.Tensor) -> torch.Tensor:
 
 
 class _SignProjection:
-    """Codes are ``sign((x / scale - mean) @ projection)``; ``fit`` sets ``mean`` [d], ``projection``
-    [d, K] and ``scale`` (ITQ: the largest magnitude of the training features; signs do not depend
-    on it, and dividing by it keeps the covariance finite and normal at any feature scale)."""
+    """Codes are ``sign((x - mean) @ projection)``; ``fit`` sets ``mean`` [d] and ``projection`` [d, K]."""
 
     mean = projection = None
-    scale = 1.0
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """-> [n, K] float32 in {-1, +1}."""
@@ -34,7 +31,7 @@ class _SignProjection:
         x = as_features(x)
         if x.shape[1] != self.projection.shape[0]:
             raise ValueError(f"x has {x.shape[1]} features, fit() saw {self.projection.shape[0]}")
-        return torch.where((x / self.scale - self.mean) @ self.projection >= 0, 1.0, -1.0).float()
+        return torch.where((x - self.mean) @ self.projection >= 0, 1.0, -1.0).float()
 
 
 class LSH(_SignProjection):
@@ -66,10 +63,12 @@ class ITQ(_SignProjection):
         x = as_features(x)
         if self.nbits > min(x.shape):
             raise ValueError(f"ITQ needs nbits <= min(n, d) = {min(x.shape)}, got {self.nbits}")
-        self.scale = float(x.abs().max()) or 1.0  # x^T x would overflow at 1e160, underflow at 1e-300
-        x = x / self.scale
-        self.mean = x.mean(0)
-        xc = x - self.mean
+        # Features divided by their largest magnitude first: the signs do not depend on the scale,
+        # and the mean and xcᵀ xc would overflow at 1e160 and underflow at 1e-300 otherwise.
+        scale = x.abs().max().clamp(min=torch.finfo(torch.float64).tiny)
+        unit_mean = (x / scale).mean(0)
+        self.mean = unit_mean * scale
+        xc = x / scale - unit_mean
         # Top-K principal directions from the covariance [d, d] (cheap for d in the thousands).
         evals, evecs = torch.linalg.eigh(xc.t() @ xc)
         self.pca = evecs[:, torch.argsort(evals, descending=True)[:self.nbits]]
