@@ -9,6 +9,7 @@ import threading
 
 import pytest
 import torch
+from faults import fill_disk_after
 
 from hashkern import HammingIndex
 from hashkern._io import atomic_write
@@ -126,28 +127,6 @@ def test_index_load_streams_through_the_digest(tmp_path):
         HammingIndex.load(tmp_path / "bad.hk")
 
 
-class _FullDisk:
-    """A file object whose writes fail with ENOSPC after ``room`` bytes, as a full disk's do."""
-
-    def __init__(self, f, room):
-        self.f, self.room = f, room
-
-    def write(self, data):
-        if len(data) > self.room:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.room -= len(data)
-        return self.f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return self.f.__exit__(*exc)
-
-
 def _big_state():
     return {"format": "hashkern-checkpoint", "w": torch.randn(1 << 19)}  # 2 MiB
 
@@ -161,8 +140,7 @@ def test_checkpoint_save_on_a_full_disk_raises_oserror_naming_the_file(tmp_path,
     path = tmp_path / "last.pt"
     save_checkpoint(path, _state())
     before = path.read_bytes()
-    real_fdopen = os.fdopen
-    monkeypatch.setattr("hashkern._io.os.fdopen", lambda *a, **k: _FullDisk(real_fdopen(*a, **k), 1 << 16))
+    fill_disk_after(monkeypatch, 1 << 16)
     with pytest.raises(OSError) as excinfo:
         save_checkpoint(path, _big_state())
     _assert_full_disk_error(excinfo, path)

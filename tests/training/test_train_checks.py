@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from faults import fill_disk_after
 from synthetic_data import write_fashion_mnist
 
 from hashkern.training.checkpoint import load_checkpoint
@@ -95,30 +96,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path,
 
 
 def test_full_disk_during_a_checkpoint_save_is_one_line_and_exit_2(tmp_path, fmnist, capsys, monkeypatch):
-    import errno
-
-    real_fdopen = os.fdopen
-
-    class FullDisk:
-        def __init__(self, f):
-            self.f, self.room = f, 4096
-
-        def write(self, data):
-            if len(data) > self.room:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self.room -= len(data)
-            return self.f.write(data)
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return self.f.__exit__(*exc)
-
-    monkeypatch.setattr("hashkern._io.os.fdopen", lambda *a, **k: FullDisk(real_fdopen(*a, **k)))
+    fill_disk_after(monkeypatch, 4096)
     out = tmp_path / "run"
     rc = main(["train", "--method", "nsh", "--data-dir", fmnist, "--out", str(out), *TRAIN,
                "--model-arg", "num_positives=2"])
