@@ -196,8 +196,8 @@ class HammingIndex:
             got = read_through(f, digest, payload_len, memoryview(payload))
             seal = f.read(SEAL_SIZE)
             if got < payload_len or len(seal) < SEAL_SIZE:
-                raise IndexFileError(f"{path} is truncated: it ends before the {_HEADER.size + payload_len + SEAL_SIZE} "
-                                     "bytes its header announces")
+                announced = _HEADER.size + payload_len + SEAL_SIZE
+                raise IndexFileError(f"{path} is truncated: it ends before the {announced} bytes its header announces")
             if f.read(1):
                 raise IndexFileError(f"{path} is corrupted: unexpected bytes after the checksum")
         if digest.digest() != seal:

@@ -17,7 +17,8 @@ ids, not as a one-class multi-hot); multi-hot labels ``[n, C]`` are bool, or hol
 
 Codes are ``±1`` (or ``{0, 1}`` of a dtype other than uint8, or bool) tensors ``[n, K]``, or packed
 uint8 ``[n, ceil(K/8)]`` with ``nbits=K``: uint8 is always packed and needs ``nbits``, the same rule
-as :class:`~hashkern.index.HammingIndex` (:func:`hashkern.codes.as_packed`). Queries are processed in blocks so memory stays bounded for any database size.
+as :class:`~hashkern.index.HammingIndex` (:func:`hashkern.codes.as_packed`). Queries are
+processed in blocks so memory stays bounded for any database size.
 """
 from __future__ import annotations
 

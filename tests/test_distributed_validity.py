@@ -1,7 +1,6 @@
 """A bad argument on one rank of sharded_hamming_topk: every rank raises the same clear error at
 once (issue 25), with 2 and 3 gloo ranks, instead of the others waiting for the group's timeout."""
 import datetime
-import os
 import time
 import traceback
 

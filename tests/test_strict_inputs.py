@@ -17,8 +17,9 @@ from hashkern.ops.search import hamming_radius, hamming_topk
 
 def _data(nq=20, n=200, k=16, classes=10, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, 2, (nq, k), generator=g).float() * 2 - 1, torch.randint(0, 2, (n, k), generator=g).float() * 2 - 1,
-            torch.randint(0, classes, (nq,), generator=g), torch.randint(0, classes, (n,), generator=g))
+    q = torch.randint(0, 2, (nq, k), generator=g).float() * 2 - 1
+    db = torch.randint(0, 2, (n, k), generator=g).float() * 2 - 1
+    return q, db, torch.randint(0, classes, (nq,), generator=g), torch.randint(0, classes, (n,), generator=g)
 
 
 def test_an_integer_column_of_class_ids_is_read_as_class_ids():

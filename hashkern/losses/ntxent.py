@@ -31,8 +31,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.3, reduct
     Each of the 2n rows is classified against the other 2n-1 by cosine similarity / temperature,
     its partner being the target. reduction: "mean" -> scalar, "none" -> [2n].
 
-    Computed in at least float32 (under ``torch.autocast`` too), in float64 for temperatures below ~2e-3 (where the float32
-    rounding of the cosines would show), with rows normalised without overflow: half-precision
+    Computed in at least float32 (under ``torch.autocast`` too), in float64 for temperatures
+    below ~2e-3 (where the float32 rounding of the cosines would show), with rows normalised
+    without overflow: half-precision
     inputs, tiny temperatures and huge finite inputs give the float64 answer. The result has that
     compute dtype.
     """

@@ -1,8 +1,6 @@
 """What every deep hashing model shares: a backbone, a hash head, ``loss(view1, view2)`` and ``encode(x)``."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 

@@ -9,8 +9,9 @@ File format (container version 2)::
 digest (memory O(1 MiB) until torch reads the verified payload), and verifies the digest before
 unpickling anything, so a flipped byte, a truncated file, a file of another format or an endless
 device (``/dev/zero``) is refused with a :class:`CheckpointError` naming the file; so is a path
-that is not a regular file. ``save_checkpoint`` raises a full disk as ``OSError`` naming the file. :func:`check_fits` then refuses a state whose tensors do not fit the model,
-optimizer and scheduler it is about to be loaded into (missing or extra keys, other shapes or
+that is not a regular file. ``save_checkpoint`` raises a full disk as ``OSError`` naming the
+file. :func:`check_fits` then refuses a state whose tensors do not fit the model, optimizer and
+scheduler it is about to be loaded into (missing or extra keys, other shapes or
 dtypes, missing optimizer state), before anything is modified.
 """
 from __future__ import annotations
