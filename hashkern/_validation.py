@@ -56,14 +56,13 @@ def check_float(name: str, value, *, low: float | None = None, high: float | Non
     tensors, strings and complex numbers are refused.
     """
     if isinstance(value, (bool, torch.Tensor)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number (int, float or numpy scalar), got {type(value).__name__}")
+        raise TypeError(f"{name} must be a number (int, float or a real numpy scalar), got {type(value).__name__}")
     number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    if low is not None and (number <= low if low_open else number < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and number > high:
-        raise ValueError(f"{name} must be <= {high}, got {value}")
+    too_low = low is not None and (number <= low if low_open else number < low)
+    if not math.isfinite(number) or too_low or (high is not None and number > high):
+        bounds = [f"{'>' if low_open else '>='} {low}"] if low is not None else []
+        bounds += [f"<= {high}"] if high is not None else []
+        raise ValueError(f"{name} must be a finite number{' ' if bounds else ''}{' and '.join(bounds)}, got {value}")
     return number
 
 

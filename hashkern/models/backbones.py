@@ -8,12 +8,13 @@ is downloaded). Every backbone takes images [b, C, H, W] (already resized and no
 """
 from __future__ import annotations
 
+import numbers
 import os
 
 import torch
 import torch.nn as nn
 
-from hashkern._validation import check_bool, check_float, check_int, check_positive
+from hashkern._validation import check_bool, check_int, check_positive
 from hashkern.models.pretrained import PRETRAINED, pretrained_weights_path
 from hashkern.models.weights import load_strict, read_state_dict
 
@@ -72,7 +73,7 @@ class ViTBackbone(nn.Module):
         if embed_dim % num_heads:
             raise ValueError(f"num_heads ({num_heads}) must divide embed_dim ({embed_dim})")
         check_positive("mlp_ratio", mlp_ratio)
-        if check_float("dropout", dropout, low=0) >= 1:
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.pool = pool
         from timm.models.vision_transformer import VisionTransformer
