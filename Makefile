@@ -31,9 +31,10 @@ bench: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
-# The whole GPU run in one command on a fresh copy of the tree (no network needed): builds for the local
-# GPU, `pytest -m gpu`, compute-sanitizer, every benchmark; summary, logs and tables under
-# $GPU_CHECK_OUT (default $OUT, else build/gpu_check). GPU_CHECK_DRY=1: the same sequence on CPU, tiny sizes.
+# The whole GPU run in one command on a fresh copy of the tree (no network needed, <= 8 minutes): nvidia-smi,
+# builds for the local GPU, `pytest -m gpu`, compute-sanitizer (when the device allows it), every benchmark at
+# its --gpu-check sizes; summary, logs and tables under $GPU_CHECK_OUT (default $OUT, else build/gpu_check).
+# GPU_CHECK_DRY=1: the same sequence on CPU, tiny sizes.
 GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 gpu-check:
 	$(GPU_CHECK_PY) -m benchmarks.gpu_check
