@@ -1,0 +1,189 @@
+"""MaxSim (ColBERT late interaction) on the CPU: hashkern.maxsim against maxsim-cpu and einsum + amax.
+
+Run: ``python -m benchmarks.bench_maxsim [--quick] [--device cpu|cuda|all]``.
+Writes benchmarks/results/maxsim_cpu.md. Rows (Lq = 32 query tokens, D = 128, fp32, L2-normalised tokens):
+
+* inference, nq = 1 (maxsim-cpu's README shapes): 1000 docs x 512 tokens, 10,000 docs x 128;
+* inference, nq = 16: 1000 docs x 256 (maxsim-cpu scores one query per call: 16 calls);
+* inference, variable lengths 50-800 (uniform), 1000 docs: packed tokens + offsets against
+  ``maxsim_scores_variable``;
+* training, forward + backward of a contrastive step with in-batch negatives: b = 32 and 64 queries,
+  2b documents of 180 tokens, all-pairs scores [b, 2b] -> cross-entropy; against einsum + amax autograd
+  (PyLate's ``colbert_scores`` formula), with the peak extra memory of one step.
+
+Variants of a row are timed interleaved (A, B, C, A, B, C, ...) so that load from other processes hits
+them alike; the table reports the median per variant and the load average before and after.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks._runner import _cpu_peak_bytes, format_bytes, format_ms, run_tables
+from hashkern.ops.maxsim import maxsim
+
+try:
+    import maxsim_cpu
+    from importlib.metadata import version as _version
+    MAXSIM_CPU = f"maxsim-cpu {_version('maxsim-cpu')}"
+except ImportError:  # pip install maxsim-cpu (Linux x86-64 with AVX2, or Apple silicon)
+    maxsim_cpu, MAXSIM_CPU = None, "maxsim-cpu not installed (its rows are skipped)"
+
+D, LQ = 128, 32
+_load = {}
+
+
+def einsum_scores(q, d, d_mask=None):
+    """PyLate's colbert_scores: einsum("ash,bth->abst"), padded tokens at -inf... here 0-padding masked by
+    d_mask, max over document tokens, sum over query tokens."""
+    sim = torch.einsum("ash,bth->abst", q, d)
+    if d_mask is not None:
+        sim = sim.masked_fill(~d_mask[None, :, None, :], float("-inf"))
+    return sim.amax(dim=3).sum(dim=2)
+
+
+def interleaved(fns: dict, rounds: int, budget_s: float) -> dict:
+    """Median ms of each callable, called in turn round after round (one warm-up round first)."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    deadline = time.perf_counter() + budget_s
+    for r in range(rounds * 20):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+        if r + 1 >= rounds and time.perf_counter() > deadline:
+            break
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def unit(*shape):
+    return F.normalize(torch.randn(*shape), dim=-1)
+
+
+def inference_rows(quick: bool):
+    rows = []
+    shapes = [(1, 20, 64), (2, 30, 32)] if quick else [(1, 1000, 512), (1, 10_000, 128), (16, 1000, 256)]
+    for nq, nd, Ld in shapes:
+        q, d = unit(nq, LQ, D), unit(nd, Ld, D)
+        q_np, d_np = q.numpy(), d.numpy()
+        fns = {"hashkern.maxsim (cpu)": lambda: maxsim(q, d),
+               "einsum + amax (torch)": lambda: einsum_scores(q, d)}
+        if maxsim_cpu is not None:
+            fns["maxsim-cpu maxsim_scores"] = lambda: [maxsim_cpu.maxsim_scores(q_np[n], d_np) for n in range(nq)]
+        check(fns, q, d)
+        times = interleaved(fns, 3 if quick else 7, 0.5 if quick else 20)
+        rows += table_rows(f"inference nq = {nq}, {nd} docs x {Ld}", times, "maxsim-cpu maxsim_scores")
+    nd, low, high = (30, 5, 40) if quick else (1000, 50, 800)
+    lengths = torch.randint(low, high + 1, (nd,))
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    q, tokens = unit(1, LQ, D), unit(int(offsets[-1]), D)
+    docs_np = [tokens[offsets[j]:offsets[j + 1]].numpy() for j in range(nd)]
+    padded = torch.zeros(nd, high, D)
+    mask = torch.arange(high)[None] < lengths[:, None]
+    padded[mask] = tokens
+    fns = {"hashkern.maxsim (cpu, packed + offsets)": lambda: maxsim(q, tokens, offsets=offsets),
+           "einsum + amax (torch, padded to the longest)": lambda: einsum_scores(q, padded, mask)}
+    if maxsim_cpu is not None:
+        fns["maxsim-cpu maxsim_scores_variable"] = lambda: maxsim_cpu.maxsim_scores_variable(q[0].numpy(), docs_np)
+    check(fns, q, padded, mask)
+    times = interleaved(fns, 3 if quick else 7, 0.5 if quick else 20)
+    rows += table_rows(f"inference nq = 1, {nd} docs x {low}-{high} (variable)", times,
+                       "maxsim-cpu maxsim_scores_variable")
+    return rows
+
+
+def check(fns, q, d, d_mask=None):
+    """Every variant's scores equal the float64 einsum's (3e-5 relative: fp32 sums of 32 maxima)."""
+    expect = einsum_scores(q.double(), d.double(), d_mask)
+    for name, fn in fns.items():
+        got = fn()
+        got = torch.stack([torch.as_tensor(g) for g in got]) if isinstance(got, list) else torch.as_tensor(got)
+        got = got.reshape(expect.shape).double()
+        err = ((got - expect).abs().max() / expect.abs().max()).item()
+        if err > 3e-5:
+            raise AssertionError(f"{name} differs from the float64 scores by {err:.2e} (relative)")
+
+
+def training_rows(quick: bool):
+    rows = []
+    for b in ([4] if quick else [32, 64]):
+        Ld = 20 if quick else 180
+        q = unit(b, LQ, D).requires_grad_()
+        d = unit(2 * b, Ld, D).requires_grad_()
+        labels = torch.arange(b) * 2  # query n's positive is document 2n, its hard negative 2n + 1
+
+        def step(score_fn):
+            loss = F.cross_entropy(score_fn(q, d), labels)
+            return torch.autograd.grad(loss, (q, d))
+
+        fns = {"hashkern.maxsim (cpu) fwd+bwd": lambda: step(maxsim),
+               "einsum + amax autograd fwd+bwd": lambda: step(einsum_scores)}
+        for got, ref in zip(fns["hashkern.maxsim (cpu) fwd+bwd"](), fns["einsum + amax autograd fwd+bwd"]()):
+            torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+        times = interleaved(fns, 3 if quick else 9, 0.5 if quick else 15)
+        peaks = {name: _cpu_peak_bytes(fn) for name, fn in fns.items()}
+        grads = q.nbytes + d.nbytes
+        label = f"training b = {b}: {b} x {LQ} queries, {2 * b} docs x {Ld}"
+        for row, name in zip(table_rows(label, times, "einsum + amax autograd fwd+bwd"), fns):
+            rows.append(row + [format_bytes(peaks[name]), format_bytes(max(peaks[name] - grads, 0))])
+        ratio = peaks["einsum + amax autograd fwd+bwd"] / max(peaks["hashkern.maxsim (cpu) fwd+bwd"], 1)
+        rows[-2][-1] += f" (einsum / hashkern peak: {ratio:.0f}×)"
+    return rows
+
+
+def table_rows(label, times, baseline):
+    base = times.get(baseline)
+    return [[label, name, format_ms(ms), "—" if base is None else f"{base / ms:.2f}×"] for name, ms in times.items()]
+
+
+def cpu_header() -> str:
+    info = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_fp16", "amx_tile")
+             if f in info.get("flags", "").split()]
+    return (f"CPU: {info.get('vendor_id', platform.processor())}, family {info.get('cpu family', '?')}, model "
+            f"{info.get('model', '?')} ({info.get('model name', '?')}), vector flags {' '.join(flags) or 'none'}; "
+            f"{os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}; hashkern MaxSim kernels "
+            f"{torch.ops.hashkern._maxsim_isa()}. {MAXSIM_CPU}, torch {torch.__version__}.")
+
+
+def run(device: torch.device, quick: bool):
+    if device.type != "cpu":
+        print("bench_maxsim: GPU rows are not written yet (no GPU was lent to measure them); CPU rows only")
+        return []
+    _load["start"] = os.getloadavg()[0]
+    rows = [r + ["—", "—"] for r in inference_rows(quick)] + training_rows(quick)
+    _load["end"] = os.getloadavg()[0]
+    return rows
+
+
+def notes(device: torch.device) -> str:
+    return (f"{cpu_header()} Load average (1 min) {_load.get('start', float('nan')):.1f} at the start of the run, "
+            f"{_load.get('end', float('nan')):.1f} at its end (the machine is shared: other processes take "
+            "cores). Queries of 32 tokens, D = 128, fp32, L2-normalised tokens. Variants of a row run interleaved; "
+            "median ms per call; every variant's scores are checked against float64 einsum scores (training: "
+            "gradients against einsum's) before timing. Speed-up: the row group's baseline (maxsim-cpu; einsum "
+            "for training) divided by the variant's time. Training peak memory: bytes allocated beyond the inputs "
+            "during one forward + backward step (the profiler's allocation events), with and without the two "
+            "input gradients. No GPU rows: no GPU was lent to this run.")
+
+
+def main(argv=None):
+    header = ["case", "method", "median ms", "speed-up vs baseline", "peak extra memory", "beyond input grads"]
+    return run_tables([("maxsim", run, header, notes)], __doc__, argv)
+
+
+if __name__ == "__main__":
+    main()
