@@ -1,7 +1,7 @@
-"""MaxSim (ColBERT late interaction) on the CPU: hashkern.maxsim against maxsim-cpu and einsum + amax.
+"""MaxSim (ColBERT late interaction): hashkern.maxsim against maxsim-cpu (CPU) and einsum + amax.
 
 Run: ``python -m benchmarks.bench_maxsim [--quick] [--device cpu|cuda|all]``.
-Writes benchmarks/results/maxsim_cpu.md. Rows (Lq = 32 query tokens, D = 128, fp32, L2-normalised tokens):
+Writes benchmarks/results/maxsim_<device>.md. Rows (Lq = 32 query tokens, D = 128, fp32, L2-normalised tokens):
 
 * inference, nq = 1 (maxsim-cpu's README shapes): 1000 docs x 512 tokens, 10,000 docs x 128;
 * inference, nq = 16: 1000 docs x 256 (maxsim-cpu scores one query per call: 16 calls);
@@ -11,8 +11,10 @@ Writes benchmarks/results/maxsim_cpu.md. Rows (Lq = 32 query tokens, D = 128, fp
   2b documents of 180 tokens, all-pairs scores [b, 2b] -> cross-entropy; against einsum + amax autograd
   (PyLate's ``colbert_scores`` formula), with the peak extra memory of one step.
 
-Variants of a row are timed interleaved (A, B, C, A, B, C, ...) so that load from other processes hits
-them alike; the table reports the median per variant and the load average before and after.
+On the CPU, variants of a row are timed interleaved (A, B, C, A, B, C, ...) so that load from other
+processes hits them alike; the table reports the median per variant and the load average before and
+after. On CUDA the same rows compare the Triton backend with einsum + amax, eager and ``torch.compile``
+(training rows; ``triton.testing.do_bench`` medians).
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks._runner import _cpu_peak_bytes, format_bytes, format_ms, run_tables
+from benchmarks import _runner
+from benchmarks._runner import _cpu_peak_bytes, format_bytes, format_ms, measure, run_tables
 from hashkern.ops.maxsim import maxsim
 
 try:
@@ -49,6 +52,8 @@ def einsum_scores(q, d, d_mask=None):
 
 def interleaved(fns: dict, rounds: int, budget_s: float) -> dict:
     """Median ms of each callable, called in turn round after round (one warm-up round first)."""
+    if _runner._tiny:
+        rounds, budget_s = 1, 0.0
     for fn in fns.values():
         fn()
     times = {name: [] for name in fns}
@@ -63,83 +68,108 @@ def interleaved(fns: dict, rounds: int, budget_s: float) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def unit(*shape):
-    return F.normalize(torch.randn(*shape), dim=-1)
+def unit(*shape, device="cpu"):
+    return F.normalize(torch.randn(*shape, device=device), dim=-1)
 
 
-def inference_rows(quick: bool):
+def timed(fns: dict, device: torch.device, quick: bool, budget_s: float) -> dict:
+    """Median ms per variant: interleaved rounds on the CPU, do_bench on CUDA."""
+    if device.type == "cpu":
+        return interleaved(fns, 3 if quick else 7, 0.5 if quick else budget_s)
+    return {name: measure(fn, device, memory=False)[0] for name, fn in fns.items()}
+
+
+def hashkern_name(device: torch.device, what: str = "") -> str:
+    return f"hashkern.maxsim ({'cpu' if device.type == 'cpu' else 'triton'}{what})"
+
+
+def inference_rows(device: torch.device, quick: bool):
     rows = []
     shapes = [(1, 20, 64), (2, 30, 32)] if quick else [(1, 1000, 512), (1, 10_000, 128), (16, 1000, 256)]
     for nq, nd, Ld in shapes:
-        q, d = unit(nq, LQ, D), unit(nd, Ld, D)
-        q_np, d_np = q.numpy(), d.numpy()
-        fns = {"hashkern.maxsim (cpu)": lambda: maxsim(q, d),
-               "einsum + amax (torch)": lambda: einsum_scores(q, d)}
-        if maxsim_cpu is not None:
+        q, d = unit(nq, LQ, D, device=device), unit(nd, Ld, D, device=device)
+        fns = {hashkern_name(device): lambda: maxsim(q, d), "einsum + amax (torch)": lambda: einsum_scores(q, d)}
+        if maxsim_cpu is not None and device.type == "cpu":
+            q_np, d_np = q.numpy(), d.numpy()
             fns["maxsim-cpu maxsim_scores"] = lambda: [maxsim_cpu.maxsim_scores(q_np[n], d_np) for n in range(nq)]
         check(fns, q, d)
-        times = interleaved(fns, 3 if quick else 7, 0.5 if quick else 20)
-        rows += table_rows(f"inference nq = {nq}, {nd} docs x {Ld}", times, "maxsim-cpu maxsim_scores")
+        times = timed(fns, device, quick, 20)
+        rows += table_rows(f"inference nq = {nq}, {nd} docs x {Ld}", times, baseline(device))
     nd, low, high = (30, 5, 40) if quick else (1000, 50, 800)
-    lengths = torch.randint(low, high + 1, (nd,))
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-    q, tokens = unit(1, LQ, D), unit(int(offsets[-1]), D)
-    docs_np = [tokens[offsets[j]:offsets[j + 1]].numpy() for j in range(nd)]
-    padded = torch.zeros(nd, high, D)
-    mask = torch.arange(high)[None] < lengths[:, None]
+    lengths = torch.randint(low, high + 1, (nd,), device=device)
+    offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+    q, tokens = unit(1, LQ, D, device=device), unit(int(offsets[-1]), D, device=device)
+    padded = torch.zeros(nd, high, D, device=device)
+    mask = torch.arange(high, device=device)[None] < lengths[:, None]
     padded[mask] = tokens
-    fns = {"hashkern.maxsim (cpu, packed + offsets)": lambda: maxsim(q, tokens, offsets=offsets),
+    fns = {hashkern_name(device, ", packed + offsets"): lambda: maxsim(q, tokens, offsets=offsets),
            "einsum + amax (torch, padded to the longest)": lambda: einsum_scores(q, padded, mask)}
-    if maxsim_cpu is not None:
+    if maxsim_cpu is not None and device.type == "cpu":
+        docs_np = [tokens[offsets[j]:offsets[j + 1]].numpy() for j in range(nd)]
         fns["maxsim-cpu maxsim_scores_variable"] = lambda: maxsim_cpu.maxsim_scores_variable(q[0].numpy(), docs_np)
     check(fns, q, padded, mask)
-    times = interleaved(fns, 3 if quick else 7, 0.5 if quick else 20)
+    times = timed(fns, device, quick, 20)
     rows += table_rows(f"inference nq = 1, {nd} docs x {low}-{high} (variable)", times,
-                       "maxsim-cpu maxsim_scores_variable")
+                       baseline(device, "maxsim-cpu maxsim_scores_variable"))
     return rows
 
 
+def baseline(device: torch.device, cpu_name: str = "maxsim-cpu maxsim_scores") -> str:
+    return cpu_name if device.type == "cpu" and maxsim_cpu is not None else "einsum + amax (torch)"
+
+
 def check(fns, q, d, d_mask=None):
-    """Every variant's scores equal the float64 einsum's (3e-5 relative: fp32 sums of 32 maxima)."""
+    """Every variant's scores equal the float64 einsum's (3e-5 relative: fp32 sums of 32 maxima; 3e-3 on
+    CUDA, where fp32 products may run on TF32 tensor cores)."""
     expect = einsum_scores(q.double(), d.double(), d_mask)
+    tol = 3e-5 if q.device.type == "cpu" else 3e-3
     for name, fn in fns.items():
         got = fn()
         got = torch.stack([torch.as_tensor(g) for g in got]) if isinstance(got, list) else torch.as_tensor(got)
-        got = got.reshape(expect.shape).double()
+        got = got.reshape(expect.shape).to(expect)
         err = ((got - expect).abs().max() / expect.abs().max()).item()
-        if err > 3e-5:
+        if err > tol:
             raise AssertionError(f"{name} differs from the float64 scores by {err:.2e} (relative)")
 
 
-def training_rows(quick: bool):
+def training_rows(device: torch.device, quick: bool):
     rows = []
+    einsum_name = "einsum + amax autograd fwd+bwd"
     for b in ([4] if quick else [32, 64]):
         Ld = 20 if quick else 180
-        q = unit(b, LQ, D).requires_grad_()
-        d = unit(2 * b, Ld, D).requires_grad_()
-        labels = torch.arange(b) * 2  # query n's positive is document 2n, its hard negative 2n + 1
+        q = unit(b, LQ, D, device=device).requires_grad_()
+        d = unit(2 * b, Ld, D, device=device).requires_grad_()
+        labels = torch.arange(b, device=device) * 2  # query n's positive is document 2n, its hard negative 2n + 1
 
         def step(score_fn):
             loss = F.cross_entropy(score_fn(q, d), labels)
             return torch.autograd.grad(loss, (q, d))
 
-        fns = {"hashkern.maxsim (cpu) fwd+bwd": lambda: step(maxsim),
-               "einsum + amax autograd fwd+bwd": lambda: step(einsum_scores)}
-        for got, ref in zip(fns["hashkern.maxsim (cpu) fwd+bwd"](), fns["einsum + amax autograd fwd+bwd"]()):
-            torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
-        times = interleaved(fns, 3 if quick else 9, 0.5 if quick else 15)
-        peaks = {name: _cpu_peak_bytes(fn) for name, fn in fns.items()}
+        fns = {hashkern_name(device) + " fwd+bwd": lambda: step(maxsim), einsum_name: lambda: step(einsum_scores)}
+        if device.type == "cuda":
+            torch._dynamo.reset()
+            compiled = torch.compile(einsum_scores)
+            fns["einsum + amax torch.compile fwd+bwd"] = lambda: step(compiled)
+        reference = fns[einsum_name]()
+        tol = 1e-4 if device.type == "cpu" else 3e-3
+        for name, fn in fns.items():
+            for got, ref in zip(fn(), reference):
+                torch.testing.assert_close(got, ref, atol=tol * ref.abs().max().item(), rtol=tol)
+        times = timed(fns, device, quick, 15)
+        peaks = {name: (_cpu_peak_bytes(fn) if device.type == "cpu" else measure(fn, device)[1])
+                 for name, fn in fns.items()}
         grads = q.nbytes + d.nbytes
         label = f"training b = {b}: {b} x {LQ} queries, {2 * b} docs x {Ld}"
-        for row, name in zip(table_rows(label, times, "einsum + amax autograd fwd+bwd"), fns):
+        group = table_rows(label, times, einsum_name)
+        for row, name in zip(group, fns):
             rows.append(row + [format_bytes(peaks[name]), format_bytes(max(peaks[name] - grads, 0))])
-        ratio = peaks["einsum + amax autograd fwd+bwd"] / max(peaks["hashkern.maxsim (cpu) fwd+bwd"], 1)
-        rows[-2][-1] += f" (einsum / hashkern peak: {ratio:.0f}×)"
+        ratio = peaks[einsum_name] / max(peaks[hashkern_name(device) + " fwd+bwd"], 1)
+        rows[-len(group)][-1] += f" (einsum / hashkern peak: {ratio:.0f}×)"
     return rows
 
 
-def table_rows(label, times, baseline):
-    base = times.get(baseline)
+def table_rows(label, times, baseline_name):
+    base = times.get(baseline_name)
     return [[label, name, format_ms(ms), "—" if base is None else f"{base / ms:.2f}×"] for name, ms in times.items()]
 
 
@@ -160,16 +190,17 @@ def cpu_header() -> str:
 
 
 def run(device: torch.device, quick: bool):
-    if device.type != "cpu":
-        print("bench_maxsim: GPU rows are not written yet (no GPU was lent to measure them); CPU rows only")
-        return []
     _load["start"] = os.getloadavg()[0]
-    rows = [r + ["—", "—"] for r in inference_rows(quick)] + training_rows(quick)
+    rows = [r + ["—", "—"] for r in inference_rows(device, quick)] + training_rows(device, quick)
     _load["end"] = os.getloadavg()[0]
     return rows
 
 
 def notes(device: torch.device) -> str:
+    if device.type == "cuda":
+        return ("Queries of 32 tokens, D = 128, fp32 (TF32 tensor cores where torch's matmuls use them), "
+                "L2-normalised tokens. do_bench medians; speed-up against einsum + amax eager; peak memory beyond the "
+                "inputs during one training step.")
     return (f"{cpu_header()} Load average (1 min) {_load.get('start', float('nan')):.1f} at the start of the run, "
             f"{_load.get('end', float('nan')):.1f} at its end (the machine is shared: other processes take "
             "cores). Queries of 32 tokens, D = 128, fp32, L2-normalised tokens. Variants of a row run interleaved; "

@@ -112,7 +112,7 @@ std::vector<int64_t> score_shape(const Shapes& s, int64_t group) {
 template <typename T>
 std::vector<T> pack_queries(const T* q, const Shapes& s, int64_t groups, int64_t panels, int P) {
   std::vector<T> pack(groups * panels * s.D * P, T(0));
-  at::parallel_for(0, groups * panels, 1, [&](int64_t b, int64_t e) {
+  at::parallel_for(0, groups * panels, std::max<int64_t>(1, (int64_t(1) << 16) / (s.D * P)), [&](int64_t b, int64_t e) {
     for (int64_t gp = b; gp < e; ++gp) {
       const int64_t g = gp / panels, first = (gp % panels) * P;
       T* out = pack.data() + gp * s.D * P;
@@ -129,7 +129,10 @@ std::vector<T> pack_queries(const T* q, const Shapes& s, int64_t groups, int64_t
 // each document is scored by one thread, so the result does not depend on the split.
 template <typename T>
 void forward_parallel(Isa isa, const Problem<T>& p, int64_t scratch) {
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), p.nd)));
+  // ~1M multiply-adds per thread at least: below that, waking threads costs more than it saves
+  const int64_t work = p.offsets[p.nd] * p.group_rows * p.D, per_thread = int64_t(1) << 20;
+  const int threads = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>({at::get_num_threads(), p.nd, work / per_thread})));
   const int64_t chunk = std::max<int64_t>(1, p.nd / (16 * threads));
   const int64_t items = (p.nd + chunk - 1) / chunk;
 #pragma omp parallel num_threads(threads)
@@ -191,7 +194,10 @@ void maxsim_bwd_cpu(const at::Tensor& grad, const at::Tensor& q, const at::Tenso
             *tok = tokens.const_data_ptr<T>();
     T *dqd = dq.data_ptr<T>(), *dtd = dtokens.data_ptr<T>();
     const int64_t D = s.D, Lq = s.Lq, docs_per_query = group > 0 ? group : s.nd;
-    at::parallel_for(0, s.nq, 1, [&](int64_t n0, int64_t n1) {
+    // grains of ~64K multiply-adds: small problems stay on one thread
+    const int64_t grain_q = std::max<int64_t>(1, (int64_t(1) << 16) / (docs_per_query * Lq * D));
+    const int64_t grain_d = std::max<int64_t>(1, (int64_t(1) << 16) / (s.group_rows * D));
+    at::parallel_for(0, s.nq, grain_q, [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         T* out = dqd + n * Lq * D;
         std::fill(out, out + Lq * D, T(0));
@@ -209,7 +215,7 @@ void maxsim_bwd_cpu(const at::Tensor& grad, const at::Tensor& q, const at::Tenso
         }
       }
     });
-    at::parallel_for(0, s.nd, 1, [&](int64_t j0, int64_t j1) {
+    at::parallel_for(0, s.nd, grain_d, [&](int64_t j0, int64_t j1) {
       for (int64_t j = j0; j < j1; ++j) {
         std::fill(dtd + off[j] * D, dtd + off[j + 1] * D, T(0));
         const int64_t first = group > 0 ? j / group : 0, last = group > 0 ? first + 1 : s.nq;
