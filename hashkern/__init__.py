@@ -9,6 +9,7 @@ from hashkern.codes import hamming_distance, pack_bits, sign_ste, unpack_bits
 from hashkern.index import HammingIndex, IndexFileError
 from hashkern.metrics import (mean_average_precision, precision_at_radius, precision_recall_at_ranks,
                               precision_recall_curve)
+from hashkern.ops.maxsim import maxsim, maxsim_paired
 from hashkern.ops.mutual_attention import mutual_attention
 from hashkern.ops.patchsim import patch_similarity
 from hashkern.ops.search import hamming_radius, hamming_topk
@@ -21,5 +22,6 @@ __all__ = [
     "hamming_topk", "hamming_radius", "HammingIndex", "IndexFileError",
     "mean_average_precision", "precision_recall_curve", "precision_recall_at_ranks", "precision_at_radius",
     "soft_sort", "soft_sort_gather", "sorted_cosine", "patch_similarity", "mutual_attention",
+    "maxsim", "maxsim_paired",
     "__version__",
 ]
