@@ -13,15 +13,22 @@ constexpr int kTailTokens = 4;  // tokens per tile past the last full NR-token t
 template <typename T>
 constexpr int panel() { return Ops<T>::MV * Ops<T>::W; }
 
-// acc[n][v] = dot products over D of the panel's rows (vector v) with token rows tok[n].
+// acc[n][v] = dot products over D of the panel's rows (vector v) with token rows tok[n];
+// next: the following tile's token rows (or nullptr), prefetched one cache line per row every
+// 64 bytes of k: one query's documents stream from memory once, and the hardware prefetcher alone
+// left ~25 % of the time on the table at 1000 x 512 and 10,000 x 128 tokens (benchmarks/maxsim_notes.md).
 template <typename T, int N>
 HK_INLINE void dot_tile(const T* qp, const T* const (&tok)[N], int64_t D,
-                        typename Ops<T>::V (&acc)[N][Ops<T>::MV]) {
+                        typename Ops<T>::V (&acc)[N][Ops<T>::MV], const T* next) {
   using O = Ops<T>;
   constexpr int MV = O::MV, P = panel<T>();
+  constexpr int64_t line = 64 / sizeof(T);
   for (int n = 0; n < N; ++n)
     for (int v = 0; v < MV; ++v) acc[n][v] = O::zero();
   for (int64_t k = 0; k < D; ++k) {
+    if (next != nullptr && k % line == 0) {
+      for (int n = 0; n < N; ++n) __builtin_prefetch(next + n * D + k);
+    }
     typename O::V qv[MV];
     for (int v = 0; v < MV; ++v) qv[v] = O::load(qp + k * P + v * O::W);
     for (int n = 0; n < N; ++n) {
@@ -39,7 +46,8 @@ HK_INLINE void tile_update(const T* qp, const T* doc, int64_t t0, int64_t len, c
   const T* tok[N];
   for (int n = 0; n < N; ++n) tok[n] = doc + (t0 + n < len ? t0 + n : len - 1) * D;
   typename O::V acc[N][O::MV];
-  dot_tile<T, N>(qp, tok, D, acc);
+  const T* next = t0 + 2 * N <= len ? doc + (t0 + N) * D : nullptr;
+  dot_tile<T, N>(qp, tok, D, acc, next);
   for (int n = 0; n < N; ++n) {
     const int64_t t = t0 + n;
     if (t >= len || (mask != nullptr && mask[t] == 0)) continue;
