@@ -31,8 +31,9 @@ from benchmarks._runner import _cpu_peak_bytes, format_bytes, format_ms, measure
 from hashkern.ops.maxsim import maxsim
 
 try:
-    import maxsim_cpu
     from importlib.metadata import version as _version
+
+    import maxsim_cpu
     MAXSIM_CPU = f"maxsim-cpu {_version('maxsim-cpu')}"
 except ImportError:  # pip install maxsim-cpu (Linux x86-64 with AVX2, or Apple silicon)
     maxsim_cpu, MAXSIM_CPU = None, "maxsim-cpu not installed (its rows are skipped)"

@@ -87,7 +87,8 @@ def topk_notes(device: torch.device) -> str:
     kernels = torch.ops.hashkern._cpu_kernels("")[0]
     floors = "; ".join(f"{bits} bits {ns:.3f} ns → {ns * 1e9 / threads / 1e6:,.0f} ms"
                        for bits, ns in sorted(_KERNEL_NS.items()))
-    load = f" Load average at the start of the run: {_LOAD_AT_START:.1f} on {os.cpu_count()} cores." if _LOAD_AT_START else ""
+    load = (f" Load average at the start of the run: {_LOAD_AT_START:.1f} on {os.cpu_count()} cores."
+            if _LOAD_AT_START else "")
     sliced = (" With the avx2 kernels, 128- and 256-bit top-k goes below this limit: after a chunk's first "
               "block it sums bit planes of 256 codes at a time (bit-sliced carry-save adders over the "
               "query's one or zero bits) and computes a distance only for the rows within the selector's "

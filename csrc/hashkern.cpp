@@ -1,6 +1,7 @@
-// Op schemas of the hashkern library and the Python module hashkern._C.
-// Kernels register per device in csrc/cpu and csrc/cuda; fake (meta) implementations
-// live in Python (torch.library.register_fake), so torch.compile can trace every op.
+// Op schemas of the hashkern library (every m.def lives here) and the Python module hashkern._C.
+// Kernels only register implementations (TORCH_LIBRARY_IMPL) in csrc/cpu and csrc/cuda; fake
+// (meta) implementations live in Python (torch.library.register_fake), so torch.compile can
+// trace every op.
 // Ops write into caller-allocated outputs (`out`), which lets tests poison them first.
 #include <Python.h>
 #include <torch/library.h>
@@ -40,6 +41,15 @@ TORCH_LIBRARY(hashkern, m) {
   m.def("maxsim(Tensor q, Tensor? q_mask, Tensor scale, Tensor tokens, Tensor offsets, Tensor? token_mask, int group, Tensor(a!) scores, Tensor(b!) argmax) -> ()");
   // grad like scores -> dq like q, dtokens like tokens.
   m.def("maxsim_backward(Tensor grad, Tensor q, Tensor scale, Tensor tokens, Tensor offsets, int group, Tensor argmax, Tensor(a!) dq, Tensor(b!) dtokens) -> ()");
+  // s [b, n] float32/64 -> q [b, n] each row sorted descending, idx [b, n] int64 with
+  // q[i, r] = s[i, idx[i, r]]; stable, as torch.sort(s, -1, descending=True, stable=True). CPU only.
+  m.def("sort_rows_descending(Tensor s, Tensor(a!) q, Tensor(b!) idx) -> ()");
+  // Developer switches of the CPU kernels, no tensors (csrc/cpu/hamming_dispatch.cpp,
+  // csrc/cpu/softsort_scan.cpp): `use` = "" reads the kernels in use, other values select.
+  m.def("_cpu_kernels(str use) -> str[]");
+  m.def("_softsort_groups(str use) -> str");
+  // csrc/cpu/maxsim.cpp: the instruction set of the MaxSim kernels now ("portable", "avx2", "avx512").
+  m.def("_maxsim_isa() -> str");
 }
 
 // Importing hashkern._C runs the registrations above; the module itself is empty.

@@ -246,7 +246,7 @@ std::string maxsim_isa() {
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(hashkern, m) { m.def("_maxsim_isa() -> str", &maxsim_isa); }
+TORCH_LIBRARY_IMPL(hashkern, CompositeImplicitAutograd, m) { m.impl("_maxsim_isa", &maxsim_isa); }
 
 TORCH_LIBRARY_IMPL(hashkern, CPU, m) {
   m.impl("maxsim", &maxsim_fwd_cpu);

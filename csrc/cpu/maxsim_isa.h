@@ -16,7 +16,7 @@ constexpr int panel() { return Ops<T>::MV * Ops<T>::W; }
 // acc[n][v] = dot products over D of the panel's rows (vector v) with token rows tok[n];
 // next: the following tile's token rows (or nullptr), prefetched one cache line per row every
 // 64 bytes of k: one query's documents stream from memory once, and the hardware prefetcher alone
-// left ~25 % of the time on the table at 1000 x 512 and 10,000 x 128 tokens (benchmarks/maxsim_notes.md).
+// left ~25 % of the time on the table at 1000 x 512 and 10,000 x 128 tokens (benchmarks/notes/maxsim.md).
 template <typename T, int N>
 HK_INLINE void dot_tile(const T* qp, const T* const (&tok)[N], int64_t D,
                         typename Ops<T>::V (&acc)[N][Ops<T>::MV], const T* next) {

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from badinput import Case, backend_cases, tensor_arg_cases
 from cases_losses import _seen, _t
 from cases_patchsim import BAD_BOOL, _bad_mask, _bad_x
+
 from hashkern.ops.maxsim import maxsim, maxsim_paired
 
 RNG = np.random.default_rng(23)

@@ -13,7 +13,6 @@ tests/bad_inputs/report.py`` prints the count of every outcome class. Areas cove
 - ``maxsim``: maxsim, maxsim_paired (padded, masked, packed with offsets; cpu, torch, triton).
 """
 import pytest
-
 from badinput import judge
 from collect import all_cases
 

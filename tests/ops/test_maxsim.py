@@ -248,3 +248,23 @@ def test_compiles_without_graph_break(backend):
     torch.testing.assert_close(out, fn(q, d, c))
     for x, r in zip((q, d, c), refs):
         torch.testing.assert_close(x.grad, r.grad)
+
+
+def test_patch_similarity_auto_runs_maxsims_kernel(monkeypatch):
+    """patch_similarity(reduce="maxmean", backend="auto") is maxsim(reduce="mean", normalize=True): on the CPU
+    it runs MaxSim's C++ kernel, forward and backward, with the torch backend's results."""
+    from hashkern.ops.maxsim import cpu_launch
+    calls = []
+    for name in ("maxsim_cpu_fwd", "maxsim_cpu_bwd"):
+        real = getattr(cpu_launch, name)
+        monkeypatch.setattr(cpu_launch, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    x1 = torch.randn(3, 7, 20, dtype=torch.float64, requires_grad=True)
+    x2 = torch.randn(4, 9, 20, dtype=torch.float64, requires_grad=True)
+    m1, m2 = random_mask(3, 7), random_mask(4, 9)
+    got = patch_similarity(x1, x2, mask1=m1, mask2=m2)
+    grads = torch.autograd.grad(got.square().sum(), (x1, x2))
+    assert calls == ["maxsim_cpu_fwd", "maxsim_cpu_bwd"]
+    expect = patch_similarity(x1, x2, mask1=m1, mask2=m2, backend="torch")
+    torch.testing.assert_close(got, expect, atol=1e-12, rtol=1e-12)
+    for g, e in zip(grads, torch.autograd.grad(expect.square().sum(), (x1, x2))):
+        torch.testing.assert_close(g, e, atol=1e-12, rtol=1e-12)

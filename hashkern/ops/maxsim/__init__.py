@@ -11,31 +11,30 @@ from __future__ import annotations
 
 import torch
 
-from hashkern._dispatch import Support, resolve_backend
-from hashkern._validation import check_bool, check_same_device, check_tensor
-from hashkern.ops._numerics import unit_rows
+from hashkern._dispatch import OpBackends, Support, declare, resolve_backend
+from hashkern._validation import FLOAT_DTYPES, check_bool, check_same_device, check_tensor, dtype_name
+from hashkern.ops._numerics import unit_tokens
 from hashkern.ops.maxsim._common import acc_dtype
 from hashkern.ops.maxsim.autograd import MaxSimFunction
 from hashkern.ops.maxsim.reference import REDUCES, maxsim_paired_reference, maxsim_reference, pad_packed
 
 __all__ = ["MaxSimFunction", "maxsim", "maxsim_paired", "maxsim_reference", "maxsim_paired_reference", "pad_packed",
-           "REDUCES"]
+           "REDUCES", "BACKENDS"]
 
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# Triton: bf16/fp16 tensor cores need sm_80+ (patch similarity's kernels).
-_SUPPORT = {"triton": Support(min_capability=(8, 0))}
-
-
-def _name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
+# The C++ kernel first on the CPU (faster than the BLAS GEMM form at every measured size,
+# benchmarks/notes/maxsim.md), Triton first on CUDA; bf16/fp16 tensor cores need sm_80+ (patch
+# similarity's kernels). Every backend is deterministic.
+BACKENDS = declare(OpBackends("maxsim", preference=("cpu", "torch", "triton"),
+                              preference_by_device={"cuda": ("triton", "torch")},
+                              support={"triton": Support(min_capability=(8, 0))}))
 
 
 def _check_tokens(q: torch.Tensor, d: torch.Tensor, d_ndim: int, d_shape: str) -> torch.device:
-    check_tensor("q", q, ndim=3, dtypes=_FLOATS)
-    check_tensor("d", d, ndim=d_ndim, dtypes=_FLOATS)
+    check_tensor("q", q, ndim=3, dtypes=FLOAT_DTYPES)
+    check_tensor("d", d, ndim=d_ndim, dtypes=FLOAT_DTYPES)
     device = check_same_device(q=q, d=d)
     if q.dtype != d.dtype:
-        raise TypeError(f"q and d must have the same dtype, got {_name(q.dtype)} and {_name(d.dtype)}")
+        raise TypeError(f"q and d must have the same dtype, got {dtype_name(q.dtype)} and {dtype_name(d.dtype)}")
     if q.shape[-1] != d.shape[-1]:
         raise ValueError(f"q and d must have the same feature size D, got q [.., {q.shape[-1]}] and "
                          f"d [.., {d.shape[-1]}]")
@@ -84,8 +83,7 @@ def _scores(q, tokens, q_mask, token_mask, offsets, group: int, padded_len: int,
     if reduce not in REDUCES:
         raise ValueError(f"reduce must be one of {REDUCES}, got {reduce!r}")
     check_bool("normalize", normalize)
-    preference = ("triton", "torch") if device.type == "cuda" else ("cpu", "torch", "triton")
-    backend = resolve_backend(backend, "maxsim", device, preference, support=_SUPPORT)
+    backend = resolve_backend(backend, BACKENDS, device)
     nq, Lq = q.shape[:2]
     acc = acc_dtype(q.dtype)
     if reduce == "sum":
@@ -94,8 +92,7 @@ def _scores(q, tokens, q_mask, token_mask, offsets, group: int, padded_len: int,
         scale = torch.full((nq,), 1.0 / Lq, dtype=acc, device=device) if q_mask is None else \
             1.0 / q_mask.sum(dim=1).to(acc)
     if normalize:  # half inputs are normalised in fp32 and rounded once
-        q = unit_rows(q if q.dtype in (torch.float32, torch.float64) else q.float()).to(q.dtype)
-        tokens = unit_rows(tokens if tokens.dtype in (torch.float32, torch.float64) else tokens.float()).to(tokens.dtype)
+        q, tokens = unit_tokens(q), unit_tokens(tokens)
     need_argmax = torch.is_grad_enabled() and (q.requires_grad or tokens.requires_grad)
     return MaxSimFunction.apply(q.contiguous(), tokens.contiguous(), q_mask, scale, offsets, token_mask, group,
                                 padded_len, need_argmax, backend)

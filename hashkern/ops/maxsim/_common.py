@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from hashkern.ops.patchsim._common import acc_dtype
 
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+__all__ = ["acc_dtype", "score_shape", "argmax_rows", "padded_backend"]
 
 
 def score_shape(nq: int, nd: int, group: int) -> tuple[int, ...]:

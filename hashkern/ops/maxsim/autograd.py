@@ -7,16 +7,17 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from hashkern.ops.maxsim._common import acc_dtype, argmax_rows, score_shape
+from hashkern.ops._registration import register_fake
+from hashkern.ops.maxsim._common import acc_dtype, argmax_rows, padded_backend, score_shape
 
 
 def _impl(backend: str):
     if backend == "cpu":
         from hashkern.ops.maxsim import cpu_launch
         return cpu_launch.maxsim_cpu_fwd, cpu_launch.maxsim_cpu_bwd
-    if backend == "triton":
-        from hashkern.ops.maxsim import triton_launch  # lazy: the package imports without triton
-        return triton_launch.maxsim_triton_fwd, triton_launch.maxsim_triton_bwd
+    if backend == "triton":  # patch similarity's Triton kernels on the padded documents (no kernels of its own)
+        from hashkern.ops.patchsim import triton_launch  # lazy: the package imports without triton
+        return padded_backend(triton_launch.patch_similarity_fwd, triton_launch.patch_similarity_bwd)
     from hashkern.ops.maxsim import torch_impl
     return torch_impl.maxsim_torch_fwd, torch_impl.maxsim_torch_bwd
 
@@ -30,8 +31,8 @@ def _maxsim_fwd_op(q: torch.Tensor, q_mask: Optional[torch.Tensor], scale: torch
     return _impl(backend)[0](q, q_mask, scale, tokens, offsets, token_mask, group, padded_len, need_argmax)
 
 
-@_maxsim_fwd_op.register_fake
-def _(q, q_mask, scale, tokens, offsets, token_mask, group, padded_len, need_argmax, backend):
+@register_fake("hashkern::maxsim_fwd")
+def _maxsim_fwd_fake(q, q_mask, scale, tokens, offsets, token_mask, group, padded_len, need_argmax, backend):
     (nq, Lq, _), nd = q.shape, offsets.shape[0] - 1
     scores = q.new_empty(score_shape(nq, nd, group), dtype=acc_dtype(q.dtype))
     rows = (nd, argmax_rows(nq, Lq, group)) if need_argmax or backend != "cpu" else (0,)
@@ -41,13 +42,14 @@ def _(q, q_mask, scale, tokens, offsets, token_mask, group, padded_len, need_arg
 @torch.library.custom_op("hashkern::maxsim_bwd", mutates_args=())
 def _maxsim_bwd_op(grad: torch.Tensor, q: torch.Tensor, q_mask: Optional[torch.Tensor], scale: torch.Tensor,
                    tokens: torch.Tensor, offsets: torch.Tensor, token_mask: Optional[torch.Tensor],
-                   argmax: torch.Tensor, group: int, padded_len: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+                   argmax: torch.Tensor, group: int, padded_len: int,
+                   backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     """grad like scores -> dq [nq, Lq, D], dtokens [T, D] (dtypes of q and tokens)."""
     return _impl(backend)[1](grad, q, q_mask, scale, tokens, offsets, token_mask, group, padded_len, argmax)
 
 
-@_maxsim_bwd_op.register_fake
-def _(grad, q, q_mask, scale, tokens, offsets, token_mask, argmax, group, padded_len, backend):
+@register_fake("hashkern::maxsim_bwd")
+def _maxsim_bwd_fake(grad, q, q_mask, scale, tokens, offsets, token_mask, argmax, group, padded_len, backend):
     return torch.empty_like(q), torch.empty_like(tokens)
 
 
