@@ -209,7 +209,7 @@ def notes(device: torch.device) -> str:
             "gradients against einsum's) before timing. Speed-up: the row group's baseline (maxsim-cpu; einsum "
             "for training) divided by the variant's time. Training peak memory: bytes allocated beyond the inputs "
             "during one forward + backward step (the profiler's allocation events), with and without the two "
-            "input gradients. No GPU rows: no GPU was lent to this run.")
+            "input gradients. CUDA rows, when a GPU is present, go to maxsim_cuda.md.")
 
 
 def main(argv=None):
