@@ -8,6 +8,7 @@ pretraining, the demo, data loading, checkpoints and the ``hashkern`` command) i
 from hashkern import _moved
 from hashkern._dispatch import explain_backend
 from hashkern._ext import build_info
+from hashkern._version import __version__
 from hashkern.codes import hamming_distance, pack_bits, sign_ste, unpack_bits
 from hashkern.index import HammingIndex, IndexFileError
 from hashkern.metrics import (
@@ -21,8 +22,6 @@ from hashkern.ops.mutual_attention import mutual_attention
 from hashkern.ops.patchsim import patch_similarity
 from hashkern.ops.search import hamming_radius, hamming_topk
 from hashkern.ops.softsort import soft_sort, soft_sort_gather, sorted_cosine
-
-__version__ = "0.1.0"
 
 _moved.install()  # old paths such as hashkern.train keep working for one release
 

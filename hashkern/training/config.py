@@ -19,9 +19,12 @@ try:
 except ModuleNotFoundError:  # Python < 3.11: --config takes JSON only
     tomllib = None
 
-import tomllib
+from hashkern._validation import check_float, check_int
 
-__all__ = ["ConfigFromDict", "LoopConfig", "option", "add_config_arguments", "config_from_args", "read_config_file"]
+__all__ = ["ConfigFromDict", "LoopConfig", "option", "add_config_arguments", "config_from_args", "read_config_file",
+           "MAX_LR"]
+
+MAX_LR = 10.0  # Adam steps each weight by about lr: beyond this a run only diverges (1e300 overflows Adam)
 
 
 def option(default: Any = MISSING, *, help: str = "", factory=MISSING, **cli) -> Any:
@@ -61,8 +64,16 @@ class LoopConfig(ConfigFromDict):
     checkpoint_every: int = option(0, help="steps between checkpoints (0: every epoch)")
 
     def __post_init__(self):
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        """Every value checked before any work starts: a bad one is one clear ValueError / TypeError."""
+        check_int("epochs", self.epochs, low=1)
+        check_int("batch_size", self.batch_size, low=1)
+        check_float("lr", self.lr, low=0, low_open=True, high=MAX_LR)
+        check_float("weight_decay", self.weight_decay, low=0)
+        check_int("warmup_steps", self.warmup_steps, low=0)
+        check_int("seed", self.seed, low=0, high=2**62 - 1)
+        check_int("checkpoint_every", self.checkpoint_every, low=0)
+        if not isinstance(self.backbone_kwargs, dict):
+            raise TypeError(f"backbone_kwargs must be a dict, got {type(self.backbone_kwargs).__name__}")
 
 
 def _base_type(f) -> str:
