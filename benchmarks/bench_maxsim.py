@@ -190,7 +190,10 @@ def cpu_header() -> str:
             f"{torch.ops.hashkern._maxsim_isa()}. {MAXSIM_CPU}, torch {torch.__version__}.")
 
 
-def run(device: torch.device, quick: bool):
+def run(device: torch.device, mode: str):
+    """The rows of one device; ``mode`` (benchmarks._runner): the smoke sizes for quick, tiny and gpu-check
+    (15 s on the lent GPU: the Triton compiles alone take most of it), every size for full."""
+    quick = mode != "full"
     _load["start"] = os.getloadavg()[0]
     rows = [r + ["—", "—"] for r in inference_rows(device, quick)] + training_rows(device, quick)
     _load["end"] = os.getloadavg()[0]

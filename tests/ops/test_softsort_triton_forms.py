@@ -8,9 +8,9 @@ between them are exercised; grids stay small because the interpreter pays ~1 ms 
 """
 import pytest
 import torch
+from test_softsort import _cosine_case, _gather_case, _hamming_similarities, _ties
 
 from hashkern.ops.softsort import triton_forms
-from test_softsort import _close, _cosine_case, _gather_case, _hamming_similarities, _ties
 
 FORMS = ["grouped", "chunked"]
 

@@ -19,7 +19,6 @@ from hashkern.ops.patchsim._common import (
     acc_dtype,
     argmax_csr_torch,
     empty_stats,
-    image_chunks,
     inverse_temperature,
     mean_over_patches,
     row_coefficients,
