@@ -17,6 +17,7 @@ from hashkern.metrics import (
     precision_recall_at_ranks,
     precision_recall_curve,
 )
+from hashkern.ops.maxsim import maxsim, maxsim_paired
 from hashkern.ops.mutual_attention import mutual_attention
 from hashkern.ops.patchsim import patch_similarity
 from hashkern.ops.search import hamming_radius, hamming_topk
@@ -29,5 +30,6 @@ __all__ = [
     "hamming_topk", "hamming_radius", "HammingIndex", "IndexFileError",
     "mean_average_precision", "precision_recall_curve", "precision_recall_at_ranks", "precision_at_radius",
     "soft_sort", "soft_sort_gather", "sorted_cosine", "patch_similarity", "mutual_attention",
+    "maxsim", "maxsim_paired",
     "__version__",
 ]
