@@ -6,6 +6,7 @@ precision-recall curve of the trained codes.
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 import torch
@@ -19,13 +20,26 @@ from hashkern.training.loop import Task, TrainingLoop, epoch_order
 __all__ = ["TrainConfig", "HashingTask", "Trainer", "epoch_order"]
 
 
+def _backbone_name(name: str) -> str:
+    """``--backbone``'s value, refused by argparse unless a built-in backbone or ``timm:<name>``."""
+    if name in BACKBONES or (isinstance(name, str) and name.startswith("timm:") and len(name) > 5):
+        return name
+    raise argparse.ArgumentTypeError(f"choose from {', '.join(BACKBONES)} or timm:<model name>, got {name!r}")
+
+
 @dataclass
 class TrainConfig(LoopConfig):
     method: str = option("nsh", help=f"one of {', '.join(METHODS)}", required=True)
     dataset: str = option("fashion-mnist", help=f"dataset: {', '.join(DATASETS)}", flag="data")
-    backbone: str = option("small-vit", help="backbone", choices=BACKBONES)
-    weights: str | None = option(None, help="local weights file for vit-b16 (.npz or state dict) / vgg16 "
-                                 "(fmnist-vit: --backbone-arg pretrained=true loads the weights shipped with hashkern)")
+    backbone: str = option("small-vit", help=f"backbone: {', '.join(BACKBONES)}, or timm:<model name> (any timm "
+                           "model; WCH needs one with patch tokens)", parse=lambda name: _backbone_name(name))
+    weights: str | None = option(None, help="local weights file for vit-b16 (.npz or state dict) / vgg16 / timm:<name> "
+                                 "(fmnist-vit: --backbone-arg pretrained=true loads the weights shipped with hashkern)",
+                                 aliases=("backbone-weights",))
+    image_size: int = option(224, help="imagelist / imagefolder: images are decoded at this size²")
+    train_list: str | None = option(None, help="imagelist: training list file (default <data-dir>/train.txt)")
+    query_list: str | None = option(None, help="imagelist: query list file (default <data-dir>/test.txt)")
+    database_list: str | None = option(None, help="imagelist: database list file (default <data-dir>/database.txt)")
     bits: int = option(64, help="code length K")
     backbone_lr_scale: float = option(1.0, help="the backbone learns at lr × this (e.g. 0.1 to fine-tune "
                                       "pretrained weights gently)")
@@ -40,7 +54,11 @@ class TrainConfig(LoopConfig):
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {tuple(METHODS)}")
-        for name in ("bits", "epochs", "batch_size"):
+        try:
+            _backbone_name(self.backbone)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"backbone: {exc}") from None
+        for name in ("bits", "epochs", "batch_size", "image_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
         super().__post_init__()
@@ -62,7 +80,9 @@ class HashingTask(Task):
         config = self.config
         self.split = self.split or load_split(config.dataset, config.data_dir, seed=config.seed,
                                               query_per_class=config.query_per_class,
-                                              train_per_class=config.train_per_class)
+                                              train_per_class=config.train_per_class, image_size=config.image_size,
+                                              lists={"query": config.query_list, "train": config.train_list,
+                                                     "database": config.database_list})
         self.train_images = self.split.train.images
         channels = self.train_images.shape[1]
         bb = {"name": config.backbone, "weights": config.weights, **config.backbone_kwargs}
@@ -92,6 +112,7 @@ class HashingTask(Task):
         """The mAP every ``eval_every`` epochs (not after the last: the caller evaluates the final model)."""
         if self.config.eval_every and epoch % self.config.eval_every == 0 and loop.step < loop.total_steps:
             loop.history["eval"].append({"step": loop.step, **self.evaluate(metrics=("map",))})
+            loop.log_metrics({"epoch": epoch, **loop.history["eval"][-1]})
             loop.log(f"epoch {epoch}: {loop.history['eval'][-1]}")
 
     def encode(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
