@@ -70,6 +70,18 @@ class StepIndices:
         return self._order[first:first + self.batch_size]
 
 
+def _canonical(obj):
+    """``obj`` rebuilt with fresh containers and interned strings, so that pickle (which shares
+    repeated objects by identity) writes the same bytes for equal states, resumed or not."""
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_canonical(v) for v in obj)
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    return obj
+
+
 def _lr_lambda(total: int, warmup: int):
     def f(step: int) -> float:  # linear warm-up, then cosine to 0
         if step < warmup:
@@ -203,7 +215,7 @@ class TrainingLoop:
     def save(self) -> None:
         if self.rank == 0:
             os.makedirs(self.out_dir, exist_ok=True)  # the run folder is ours to create
-            save_checkpoint(self.checkpoint_path, self.state())
+            save_checkpoint(self.checkpoint_path, _canonical(self.state()))
             write_config_toml(self.config_path, self.config)
 
     def step_indices(self, start: int, stop: int) -> StepIndices:
