@@ -75,6 +75,7 @@ def _encode_data(args, state: dict):
     from hashkern.training.data import load_split
     from hashkern.training.data.datasets import ImageSet, image_list
     from hashkern.training.data.streamed import ImageFiles, read_image_folder
+    from hashkern.training.evaluate import subset_database
     from hashkern.training.train import TrainConfig
 
     cfg = TrainConfig.from_dict(state["train_config"])
@@ -84,6 +85,8 @@ def _encode_data(args, state: dict):
                            query_per_class=cfg.query_per_class, train_per_class=cfg.train_per_class,
                            lists={"query": cfg.query_list, "train": cfg.train_list, "database": cfg.database_list})
         part = getattr(split, args.data)
+        if args.data == "database":  # the database `hashkern eval` measures
+            part = subset_database(part, cfg.database_size, cfg.seed)
     elif os.path.isdir(args.data):
         paths, labels, _ = read_image_folder(args.data)
         part = ImageSet(ImageFiles(args.data, paths, size), labels)
