@@ -6,6 +6,7 @@ Heavy pieces (models) are imported from their sub-packages, not here; the applic
 pretraining, the demo, data loading, checkpoints and the ``hashkern`` command) is ``hashkern.training``.
 """
 from hashkern import _moved
+from hashkern._dispatch import explain_backend
 from hashkern._ext import build_info
 from hashkern.codes import hamming_distance, pack_bits, sign_ste, unpack_bits
 from hashkern.index import HammingIndex, IndexFileError
@@ -35,7 +36,7 @@ def load_model(path, device="cpu"):
 _moved.install()  # old paths such as hashkern.train keep working for one release
 
 __all__ = [
-    "build_info", "sign_ste", "pack_bits", "unpack_bits", "hamming_distance",
+    "build_info", "explain_backend", "sign_ste", "pack_bits", "unpack_bits", "hamming_distance",
     "hamming_topk", "hamming_radius", "HammingIndex", "IndexFileError",
     "mean_average_precision", "precision_recall_curve", "precision_recall_at_ranks", "precision_at_radius",
     "soft_sort", "soft_sort_gather", "sorted_cosine", "patch_similarity", "mutual_attention",

@@ -27,6 +27,13 @@ MOVED = {
     "hashkern.data.augment": ("hashkern.training.data.augment",),
     "hashkern.data.datasets": ("hashkern.training.data.datasets",),
     "hashkern.data.split": ("hashkern.training.data.split",),
+    "hashkern.ops.softsort.functions": ("hashkern.ops.softsort.autograd",),
+    "hashkern.ops.softsort.scan_torch": ("hashkern.ops.softsort.torch_impl", "hashkern.ops.softsort._common"),
+    "hashkern.ops.softsort.triton_scan": ("hashkern.ops.softsort.triton_launch",),
+    "hashkern.ops.softsort.triton_scan_kernels": ("hashkern.ops.softsort.triton_kernels",),
+    "hashkern.ops.patchsim.torch_gemm": ("hashkern.ops.patchsim.torch_impl", "hashkern.ops.patchsim._common"),
+    "hashkern.ops.patchsim.triton_fwd": ("hashkern.ops.patchsim.triton_kernels",),
+    "hashkern.ops.patchsim.triton_bwd": ("hashkern.ops.patchsim.triton_kernels",),
 }
 _PACKAGES = {"hashkern.data"}
 

@@ -59,6 +59,7 @@ std::vector<std::string> cpu_kernels(const std::string& use) {
 
 const HammingKernels& hamming_kernels() { return *active().load(std::memory_order_relaxed); }
 
-TORCH_LIBRARY_FRAGMENT(hashkern, m) { m.def("_cpu_kernels(str use) -> str[]", &cpu_kernels); }
+// No tensor arguments: the implementation is the catch-all (CompositeImplicitAutograd) one.
+TORCH_LIBRARY_IMPL(hashkern, CompositeImplicitAutograd, m) { m.impl("_cpu_kernels", &cpu_kernels); }
 
 }  // namespace hashkern

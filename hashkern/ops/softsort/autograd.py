@@ -1,10 +1,11 @@
 """torch.library ops and autograd Functions of the soft-sort gather and the sorted cosine.
 
-Both run on the Laplace scans (O(n d) per row, see ``scan_torch.py``). The forward and backward
+Both run on the Laplace scans (O(n d) per row, see ``torch_impl.py``). The forward and backward
 are registered as ``hashkern::softsort_scan`` / ``hashkern::softsort_scan_backward`` custom ops
 with fake implementations, so ``torch.compile`` traces the autograd Functions without graph
 breaks. ``backend`` is ``"cpu"`` (the C++ kernel), ``"triton"`` or ``"torch"``, already resolved.
-Every backend computes in the accumulation dtype: fp64 for fp64 inputs, else fp32.
+Every backend computes in the accumulation dtype (``ops._numerics.at_least_float32``): fp64 for fp64
+inputs, else fp32.
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from hashkern import _ext
 from hashkern.ops._numerics import at_least_float32 as acc_dtype  # fp64 if any input is, else fp32
-from hashkern.ops.softsort import scan_torch
+from hashkern.ops._registration import register_fake
+from hashkern.ops.softsort import torch_impl
 
 
 def _cpu_fwd(q, idx, v, tau, u, eps):
@@ -37,9 +38,9 @@ def _impl(backend: str):
     if backend == "cpu":
         return _cpu_fwd, _cpu_bwd
     if backend == "triton":
-        from hashkern.ops.softsort import triton_scan
-        return triton_scan.scan_fwd, triton_scan.scan_bwd
-    return scan_torch.scan_fwd, scan_torch.scan_bwd
+        from hashkern.ops.softsort import triton_launch  # lazy: the package imports without triton
+        return triton_launch.softsort_scan_fwd, triton_launch.softsort_scan_bwd
+    return torch_impl.softsort_scan_torch_fwd, torch_impl.softsort_scan_torch_bwd
 
 
 @torch.library.custom_op("hashkern::softsort_scan", mutates_args=())
@@ -51,8 +52,8 @@ def softsort_scan(q: Tensor, idx: Tensor, v: Tensor, tau: float, u: Optional[Ten
     return out, (q.new_empty(0) if norms is None else norms)
 
 
-@softsort_scan.register_fake
-def _(q, idx, v, tau, u, eps, backend):
+@register_fake("hashkern::softsort_scan")
+def _softsort_scan_fake(q, idx, v, tau, u, eps, backend):
     b, n = q.shape
     if u is None:
         return q.new_empty(b, n, v.shape[-1]), q.new_empty(0)
@@ -68,8 +69,8 @@ def softsort_scan_backward(q: Tensor, idx: Tensor, v: Tensor, tau: float, u: Opt
     return ds, dv, (q.new_empty(0) if du is None else du)
 
 
-@softsort_scan_backward.register_fake
-def _(q, idx, v, tau, u, eps, grad, c, norms, backend):
+@register_fake("hashkern::softsort_scan_backward")
+def _softsort_scan_backward_fake(q, idx, v, tau, u, eps, grad, c, norms, backend):
     du = q.new_empty(0) if u is None else q.new_empty(u.shape)
     return q.new_empty(q.shape), v.new_empty(v.shape), du
 
@@ -89,10 +90,9 @@ def _sort(s: Tensor, descending: bool, acc: torch.dtype, backend: str) -> tuple[
     return q.contiguous(), idx.contiguous()
 
 
-if _ext.extension_loaded() and hasattr(torch.ops.hashkern, "sort_rows_descending"):
-    @torch.library.register_fake("hashkern::sort_rows_descending")
-    def _(s, q, idx):  # writes caller-allocated outputs
-        return None
+@register_fake("hashkern::sort_rows_descending")
+def _sort_rows_descending_fake(s, q, idx):  # writes caller-allocated outputs
+    return None
 
 
 def _power_of_two_scale(x: Tensor) -> Tensor:

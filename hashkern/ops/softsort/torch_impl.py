@@ -5,16 +5,14 @@ for a block of rows at once with a Python loop over the ``n`` sorted positions. 
 in blocks whose ``[rows, n, d]`` scratch stays under ``SCRATCH_ELEMS``, so memory never grows
 with ``n * n * d``.
 
-Contract shared by every backend (``q``, ``v``, ``u``, ``grad`` in one float dtype, fp32 or fp64):
-
-* ``scan_fwd(q, idx, v, tau, u, eps)``: ``q [b, n]`` rows sorted descending, ``idx [b, n]``
-  their sort permutation, ``v [1 or b, n, d]`` -> ``(E [b, n, d], None)`` when ``u`` is None,
-  else ``(c [b, n], norms [b, n])`` with ``u [b, d]`` unit rows and ``norms = |E_r|``;
-* ``scan_bwd(q, idx, v, tau, u, eps, grad, c, norms)`` -> ``(ds [b, n], dv like v, du [b, d] or None)``.
+The backends' contract is in ``_common.py``. The scan state names (``il_g``, ``gp_g``, ``er_g``, ...)
+are defined in the glossary at the top of ``csrc/cpu/softsort_scan_isa.h``.
 """
 from __future__ import annotations
 
 import torch
+
+from hashkern.ops.softsort._common import cosine_grad_coefficients
 
 SCRATCH_ELEMS = 1 << 22  # [rows, n, d] values per block of rows: 16 MiB in fp32
 
@@ -28,17 +26,6 @@ def row_decays(q: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]
     gamma = torch.cat([torch.zeros_like(q[:, :1]), gamma], dim=1)
     tie = torch.cat([torch.zeros_like(q[:, :1], dtype=torch.bool), q[:, :-1] == q[:, 1:]], dim=1)
     return gamma, tie
-
-
-def cosine_grad_coefficients(dc, c, norms, eps):
-    """Backward of ``c = E.u / max(|E|, eps)`` per (row, rank), all ``[b, n]``: ``dE = alpha u + beta E``,
-    ``delta = dE.E`` (0 unless the norm is clamped: the cosine is scale-invariant) and ``du = du_coef E``."""
-    big = norms > eps
-    safe = torch.where(big, norms, torch.ones_like(norms))
-    alpha = torch.where(big, dc / safe, dc / eps)
-    beta = torch.where(big, -dc * c / (safe * safe), torch.zeros_like(dc))
-    delta = torch.where(big, torch.zeros_like(dc), dc * c)
-    return alpha, beta, delta, dc / norms.clamp_min(eps)
 
 
 def _row_blocks(b: int, n: int, d: int):
@@ -83,7 +70,7 @@ def _right_scan(z: _Values, gamma: torch.Tensor, out: torch.Tensor) -> torch.Ten
     return bs
 
 
-def scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
+def softsort_scan_torch_fwd(q, idx, v, tau, u=None, eps=1e-8):
     b, n = q.shape
     d = v.shape[-1]
     gather = u is None
@@ -110,7 +97,7 @@ def scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
     return out, norms
 
 
-def scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
+def softsort_scan_torch_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
     b, n = q.shape
     d = v.shape[-1]
     cosine = u is not None

@@ -1,15 +1,9 @@
-"""Launchers of the Triton SoftSort scans (kernels in ``triton_scan_kernels.py``).
+"""Launchers of the Triton SoftSort scans (kernels in ``triton_kernels.py``; cost model in
+``benchmarks/notes/softsort.md``).
 
-Same contract as ``scan_torch.scan_fwd`` / ``scan_bwd``. Rows are launched in slices whose
+Same contract as ``torch_impl.softsort_scan_torch_fwd`` / ``_bwd``. Rows are launched in slices whose
 checkpoints and scratch stay under ``SCRATCH_BYTES``; within a slice one flat grid axis covers
 (row block, feature block).
-
-Cost model (per row, n positions, d features; the GPU rows of the benchmark are not measured yet):
-the forward walks the positions 3 times (checkpoints, rebuild, consume), the backward 5 times,
-each step ~10 (forward) / ~30 (backward) flops per feature and one gathered ``d``-row read from L2
-(the shared values are ``n d`` elements). At n = 1024, d = 128 that is ~1.5 GFLOP and ~2.7 GB of
-L2 reads per forward+backward: a few hundred microseconds if the ``BA`` independent row loads of
-a step hide L2 latency, more if the sequential dependence dominates.
 """
 from __future__ import annotations
 
@@ -20,8 +14,8 @@ import torch
 import triton
 
 from hashkern.ops._device_guard import on_device_of
-from hashkern.ops.softsort.scan_torch import cosine_grad_coefficients
-from hashkern.ops.softsort.triton_scan_kernels import _softsort_scan_bwd_kernel, _softsort_scan_fwd_kernel
+from hashkern.ops.softsort._common import cosine_grad_coefficients
+from hashkern.ops.softsort.triton_kernels import _softsort_scan_bwd_kernel, _softsort_scan_fwd_kernel
 
 SCRATCH_BYTES = 256 << 20  # checkpoints + scratch + partials of one launch
 
@@ -63,11 +57,12 @@ def _row_slices(b: int, n: int, d: int, cfg: ScanConfig, elem: int):
 def _scratch(rows: int, n: int, d: int, cfg: ScanConfig, like: torch.Tensor):
     nchunks, nb = triton.cdiv(n, cfg.chunk), cfg.blocks_d(d)
     new = like.new_empty
-    return dict(ck=(new(rows, nchunks, d), new(nb, rows, nchunks)), loc=(new(rows, cfg.chunk, d), new(nb, rows, cfg.chunk)),
+    return dict(ck=(new(rows, nchunks, d), new(nb, rows, nchunks)),
+                loc=(new(rows, cfg.chunk, d), new(nb, rows, cfg.chunk)),
                 nchunks=nchunks, nb=nb)
 
 
-def scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
+def softsort_scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
     b, n = q.shape
     d = v.shape[-1]
     cfg = scan_config(n, d, q.device)
@@ -92,7 +87,7 @@ def scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
     return out, norms
 
 
-def scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
+def softsort_scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
     b, n = q.shape
     d = v.shape[-1]
     cfg = scan_config(n, d, q.device)
@@ -104,7 +99,7 @@ def scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
         alpha, beta, delta, du_coef = cosine_grad_coefficients(grad, c, norms, eps)
     else:  # delta = dE.E needs all features of E: rebuilt by the forward kernel
         alpha = beta = du_coef = q
-        delta = (grad * scan_fwd(q, idx, v, tau)[0]).sum(-1)
+        delta = (grad * softsort_scan_fwd(q, idx, v, tau)[0]).sum(-1)
     ds = torch.empty_like(q)
     dv = torch.zeros_like(v)
     du = q.new_empty(b, d) if cosine else None
@@ -121,6 +116,7 @@ def scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
                 q if cosine else grad[sl], *(x[sl] if cosine else q for x in (alpha, beta, du_coef)), delta[sl],
                 dsp, dv if shared else dv[sl], du[sl] if cosine else q, *sc["ck"], *left, *sc["loc"],
                 rows, n, d, cfg.chunk, sc["nchunks"], tau,
-                SHARED_V=shared, COSINE=cosine, BA=cfg.rows, BD=cfg.features, num_warps=cfg.num_warps_bwd(cosine, q.dtype))
+                SHARED_V=shared, COSINE=cosine, BA=cfg.rows, BD=cfg.features,
+                num_warps=cfg.num_warps_bwd(cosine, q.dtype))
             ds[sl].scatter_(1, idx[sl], (dsp.sum(0).double() / tau).to(q.dtype))
     return ds, dv, du

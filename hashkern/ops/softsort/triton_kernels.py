@@ -1,4 +1,5 @@
-"""Triton kernels of the SoftSort Laplace scans (the CUDA path; launchers in ``triton_scan.py``).
+"""Triton kernels of the SoftSort Laplace scans (the CUDA path; launchers in ``triton_launch.py``).
+Scan state names (``il_g``, ``gp_g``, ``er_g``, ...): the glossary atop ``csrc/cpu/softsort_scan_isa.h``.
 
 One program owns ``BA`` rows (anchors) x ``BD`` features and walks the ``n`` sorted positions
 sequentially, the ``[BA, BD]`` scan states in registers; every step loads ``BA`` gathered value
