@@ -14,6 +14,7 @@ import torch
 from hashkern.models import BACKBONES, METHODS, build_model
 from hashkern.training.config import LoopConfig, option
 from hashkern.training.data import DATASETS, load_split, make_transforms
+from hashkern.training.data.augment import AUGMENTATIONS
 from hashkern.training.evaluate import METRICS, encode_images, evaluate_codes, subset_database
 from hashkern.training.loop import Task, TrainingLoop, epoch_order
 
@@ -48,6 +49,8 @@ class TrainConfig(LoopConfig):
     database_size: int | None = option(None, help="evaluate on a seeded subset of the database (None: all)")
     topk: int = option(1000, help="mAP@k cut-off")
     eval_every: int = option(0, help="epochs between mAP evaluations (0: only at the end)")
+    augment: str = option("hashkern", help="two-view augmentations: hashkern (seeded per sample) or cibhash "
+                          "(CIBHash's official pipeline, also seeded)", choices=tuple(AUGMENTATIONS))
     model_kwargs: dict = option(factory=dict, flag="model-arg",
                                 help="extra model argument, e.g. num_positives=4 (JSON values); repeatable")
 
@@ -58,6 +61,8 @@ class TrainConfig(LoopConfig):
             _backbone_name(self.backbone)
         except argparse.ArgumentTypeError as exc:
             raise ValueError(f"backbone: {exc}") from None
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {tuple(AUGMENTATIONS)}, got {self.augment!r}")
         for name in ("bits", "epochs", "batch_size", "image_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
@@ -93,7 +98,8 @@ class HashingTask(Task):
         torch.manual_seed(config.seed)  # the initial weights
         self.model = build_model(load_weights=not resuming, **self.model_config).to(device)
         self.device = device
-        self.augment, self.normalize = make_transforms(config.dataset, self.model.backbone.input_size, channels)
+        self.augment, self.normalize = make_transforms(config.dataset, self.model.backbone.input_size, channels,
+                                                       augment=config.augment)
 
     def parameter_groups(self) -> list:
         scale = self.config.backbone_lr_scale
