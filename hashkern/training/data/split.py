@@ -10,9 +10,9 @@ from hashkern._validation import check_int, check_tensor
 from hashkern.training.data.datasets import (
     FASHION_MNIST_DIR,
     ImageSet,
+    image_list,
     load_cifar10,
     load_fashion_mnist,
-    image_list,
     load_fashion_mnist_train_images,
 )
 from hashkern.training.data.streamed import ImageFiles, read_image_folder
