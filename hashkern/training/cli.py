@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 
 from hashkern.training.config import add_config_arguments, config_from_args
 from hashkern.training.pretrain import PretrainConfig
@@ -72,19 +73,15 @@ def _encode_data(args, state: dict):
     """(images, labels, ids) of ``--data``: a part of the checkpoint's split, a list file or an image folder."""
     import torch
 
-    from hashkern.training.data import load_split
     from hashkern.training.data.datasets import ImageSet, image_list
     from hashkern.training.data.streamed import ImageFiles, read_image_folder
     from hashkern.training.evaluate import subset_database
-    from hashkern.training.train import TrainConfig
+    from hashkern.training.train import TrainConfig, config_split
 
     cfg = TrainConfig.from_dict(state["train_config"])
     size = args.image_size or cfg.image_size
     if args.data in ("query", "train", "database"):
-        split = load_split(cfg.dataset, args.data_dir or cfg.data_dir, seed=cfg.seed, image_size=size,
-                           query_per_class=cfg.query_per_class, train_per_class=cfg.train_per_class,
-                           lists={"query": cfg.query_list, "train": cfg.train_list, "database": cfg.database_list})
-        part = getattr(split, args.data)
+        part = getattr(config_split(replace(cfg, image_size=size), args.data_dir), args.data)
         if args.data == "database":  # the database `hashkern eval` measures
             part = subset_database(part, cfg.database_size, cfg.seed)
     elif os.path.isdir(args.data):

@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict
 
 import torch
@@ -252,7 +253,10 @@ class TrainingLoop:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            if self.scaler is not None:  # a step the scaler skipped still advances the schedule, on purpose
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
         return float(loss.detach())
 
     def _images_of_steps(self, start: int, stop: int):

@@ -18,7 +18,7 @@ from hashkern.training.data.augment import AUGMENTATIONS
 from hashkern.training.evaluate import METRICS, encode_images, evaluate_codes, subset_database
 from hashkern.training.loop import Task, TrainingLoop, epoch_order
 
-__all__ = ["TrainConfig", "HashingTask", "Trainer", "epoch_order"]
+__all__ = ["TrainConfig", "HashingTask", "Trainer", "config_split", "epoch_order"]
 
 
 def _backbone_name(name: str) -> str:
@@ -72,6 +72,14 @@ class TrainConfig(LoopConfig):
             raise ValueError(f"backbone_lr_scale must be a finite number >= 0, got {self.backbone_lr_scale!r}")
 
 
+def config_split(config: TrainConfig, data_dir: str | None = None):
+    """The data split ``config`` describes (``data_dir`` overrides its folder)."""
+    return load_split(config.dataset, data_dir or config.data_dir, seed=config.seed,
+                      query_per_class=config.query_per_class, train_per_class=config.train_per_class,
+                      image_size=config.image_size, lists={"query": config.query_list, "train": config.train_list,
+                                                           "database": config.database_list})
+
+
 class HashingTask(Task):
     """A hashing model trained on a split's training images; ``split`` (a :class:`~hashkern.training.data.Split`)
     replaces the one the config describes."""
@@ -83,11 +91,7 @@ class HashingTask(Task):
 
     def build(self, device: torch.device, resuming: bool) -> None:
         config = self.config
-        self.split = self.split or load_split(config.dataset, config.data_dir, seed=config.seed,
-                                              query_per_class=config.query_per_class,
-                                              train_per_class=config.train_per_class, image_size=config.image_size,
-                                              lists={"query": config.query_list, "train": config.train_list,
-                                                     "database": config.database_list})
+        self.split = self.split or config_split(config)
         self.train_images = self.split.train.images
         channels = self.train_images.shape[1]
         bb = {"name": config.backbone, "weights": config.weights, **config.backbone_kwargs}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from hashkern.training.cli import main
 from hashkern.training.data import load_image_list, load_split
 from hashkern.training.data.streamed import ImageFiles
 from hashkern.training.train import TrainConfig, Trainer
@@ -98,6 +99,16 @@ def test_two_workers_interrupted_and_resumed_equal_the_straight_run(jpegs, tmp_p
     assert _sha(tmp_path / "a" / "last.pt") == _sha(tmp_path / "b" / "last.pt")
     logged = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
     assert [r["loss"] for r in logged] == straight.history["loss"]  # the resumed log is the straight run's
+
+    # the run's checkpoint evaluates and encodes its list files, decoded by workers or not
+    ckpt = str(tmp_path / "a" / "last.pt")
+    assert main(["eval", ckpt, "--json", str(tmp_path / "e.json"), "--plot", str(tmp_path / "e.png")]) == 0
+    assert json.load(open(tmp_path / "e.json"))["num_queries"] == 50
+    assert main(["encode", ckpt, "--data", "query", "--workers", "2", "--batch-size", "16",
+                 "--out", str(tmp_path / "q.pt")]) == 0
+    assert main(["encode", ckpt, "--data", os.path.join(jpegs, "test.txt"), "--out", str(tmp_path / "t.pt")]) == 0
+    by_split, by_list = (torch.load(tmp_path / name, weights_only=True) for name in ("q.pt", "t.pt"))
+    assert torch.equal(by_split["codes"], by_list["codes"]) and by_list["ids"][:2] == ["img/0.jpg", "img/1.jpg"]
 
 
 RSS_SCRIPT = r"""
