@@ -5,13 +5,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # The CUDA 13 build of torch, so the CUDA kernels compile and link even without a GPU.
 TORCH_SPEC ?= torch==2.14.1
-DEPS ?= triton numpy pytest ninja torchvision==0.29.1 timm tqdm matplotlib ruff
+DEPS ?= triton numpy pytest ninja "setuptools>=77" torchvision==0.29.1 timm tqdm matplotlib ruff
 BENCH_DEPS ?= faiss-cpu
 export CUDA_HOME ?= /usr/local/cuda
 EXPECT_CUDA := $(if $(wildcard $(CUDA_HOME)/bin/nvcc),1,0)
-SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
+SOURCES := setup.py pyproject.toml MANIFEST.in $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
 
-.PHONY: test demo bench install ext clean gpu-check
+.PHONY: test demo bench install ext clean gpu-check packaging
 
 test: $(VENV)/.installed
 	HASHKERN_EXPECT_CUDA=$(EXPECT_CUDA) $(PY) -m pytest tests -q
@@ -31,12 +31,17 @@ bench: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
-# The whole GPU run in one command on a fresh copy of the tree (no network needed): builds for the local
-# GPU, `pytest -m gpu`, compute-sanitizer, every benchmark; summary, logs and tables under
-# $GPU_CHECK_OUT (default $OUT, else build/gpu_check). GPU_CHECK_DRY=1: the same sequence on CPU, tiny sizes.
+# The whole GPU run in one command on a fresh copy of the tree (no network needed, <= 8 minutes): nvidia-smi,
+# builds for the local GPU, `pytest -m gpu`, compute-sanitizer (when the device allows it), every benchmark at
+# its --gpu-check sizes; summary, logs and tables under $GPU_CHECK_OUT (default $OUT, else build/gpu_check).
+# GPU_CHECK_DRY=1: the same sequence on CPU, tiny sizes.
 GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 gpu-check:
 	$(GPU_CHECK_PY) -m benchmarks.gpu_check
+
+# Installs hashkern from its sdist and from a wheel in fresh venvs (CPU torch 2.13.0) and smoke-tests both.
+packaging:
+	bash tools/check_packaging.sh
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)

@@ -38,10 +38,12 @@ def matmul_topk(q_pm1: torch.Tensor, db_pm1: torch.Tensor, k: int, chunk: int):
     return torch.cat(dist), torch.cat(idx)
 
 
-def topk_sizes(device: torch.device, quick: bool):
+def topk_sizes(device: torch.device, mode: str):
     """(bits, nq, N, k) rows."""
-    if quick:
+    if mode in ("quick", "tiny"):
         return [(64, 64, 20_000, 10)]
+    if mode == "gpu-check":
+        return [(64, 10_000, 1_000_000, 100), (256, 1_000, 1_000_000, 1_000), (64, 1_000, 1_000_000, 10_000)]
     if device.type == "cuda":
         rows = [(bits, 10_000, 1_000_000, 1_000) for bits in (64, 128, 256, 1024)]
         rows += [(64, 1_000, 10_000_000, 100)]
@@ -103,11 +105,11 @@ def topk_notes(device: torch.device) -> str:
 _LOAD_AT_START: float | None = None
 
 
-def run_topk(device: torch.device, quick: bool):
+def run_topk(device: torch.device, mode: str):
     global _LOAD_AT_START
     _LOAD_AT_START = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    rows = []
-    for bits, nq, n, k in topk_sizes(device, quick):
+    quick = mode in ("quick", "tiny")
+    for bits, nq, n, k in topk_sizes(device, mode):
         if device.type == "cpu" and bits not in _KERNEL_NS and hasattr(torch.ops.hashkern, "_cpu_kernels"):
             _KERNEL_NS[bits] = kernel_ns_per_pair(bits, reps=2 if quick else 20)
         q_pm1, db_pm1 = random_pm1(nq, bits, device), random_pm1(n, bits, device)
@@ -122,8 +124,8 @@ def run_topk(device: torch.device, quick: bool):
                              lambda: matmul_topk(q_mm, db_mm, k, chunk)))
         if device.type == "cpu":
             if faiss is None:
-                rows.append([bits, nq, n, k, "faiss-cpu IndexBinaryFlat", "skipped: faiss-cpu not installed",
-                             "—", "—", "—", "—"])
+                yield [bits, nq, n, k, "faiss-cpu IndexBinaryFlat", "skipped: faiss-cpu not installed",
+                       "—", "—", "—", "—"]
             else:
                 index = faiss.IndexBinaryFlat(bits)
                 index.add(db.numpy())
@@ -135,22 +137,22 @@ def run_topk(device: torch.device, quick: bool):
         variants.append(("hashkern.hamming_topk", lambda: hamming_topk(q, db, k)))
         if not torch.equal(matmul_topk(q_mm[:4], db_mm, k, chunk)[0].to(torch.int32), dist[:4]):
             raise AssertionError(f"hamming_topk distances differ from the matmul baseline at K={bits}, k={k}")
-        timings = {}
+        timings, measured = {}, []
         for name, fn in variants:
             try:
                 ms, peak = measure(fn, device, min_runs=3, budget_s=3.0)
             except Exception as error:  # a baseline that cannot run here is reported, not hidden
-                rows.append([bits, nq, n, k, name, f"failed: {type(error).__name__}: {error}"[:80], "—", "—", "—",
-                             "—"])
+                failed = f"failed: {type(error).__name__}: {error}"[:80]
+                yield [bits, nq, n, k, name, failed, "—", "—", "—", "—"]
                 continue
             timings[name] = ms
-            rows.append([bits, nq, n, k, name, format_ms(ms), f"{nq / ms * 1e3:,.0f}", f"{ms * 1e6 / (nq * n):.3f}",
-                         "", format_bytes(peak)])
+            measured.append([bits, nq, n, k, name, format_ms(ms), f"{nq / ms * 1e3:,.0f}",
+                             f"{ms * 1e6 / (nq * n):.3f}", "", format_bytes(peak)])
+            yield measured[-1]
         ours = timings.get("hashkern.hamming_topk")
-        for row in rows[-len(variants):]:
-            if ours is not None and row[4] in timings:
+        for row in measured:  # filled in place: the table's next write has them
+            if ours is not None:
                 row[8] = f"{timings[row[4]] / ours:.2f}×"
-    return rows
 
 
 def numpy_map_loop(q_pm1: np.ndarray, db_pm1: np.ndarray, q_labels: np.ndarray, db_labels: np.ndarray, topk: int):
@@ -169,9 +171,22 @@ def numpy_map_loop(q_pm1: np.ndarray, db_pm1: np.ndarray, q_labels: np.ndarray, 
     return total / q_pm1.shape[0]
 
 
-def run_map(device: torch.device, quick: bool):
+def gpu_check_rows() -> list[tuple[str, str, str, float]]:
+    """(table, size, variant, predicted seconds a call) of the rows ``--gpu-check`` measures on CUDA: the search
+    reads nq N bits / 8 bytes of codes from L2 (~0.1 ns a pair), the matmul baseline writes nq N fp16 distances
+    and selects from them (~0.02 ns a pair); mAP is one top-k search and a sort of its results."""
     rows = []
-    if quick:
+    for bits, nq, n, k in topk_sizes(torch.device("cuda"), "gpu-check"):
+        rows += [("hamming_topk", f"{bits} bits, {nq} x {n}, k = {k}", "±1 matmul (float16) + torch.topk, chunked",
+                  0.02e-9 * nq * n * bits / 64 + 0.01),
+                 ("hamming_topk", f"{bits} bits, {nq} x {n}, k = {k}", "hashkern.hamming_topk", 0.1e-9 * nq * n)]
+    rows += [("map", "64 bits, 10000 x 1000000", name, 0.05) for name in
+             ("hashkern mean_average_precision", "hashkern, ties='expected'")]
+    return rows
+
+
+def run_map(device: torch.device, mode: str):
+    if mode in ("quick", "tiny"):
         sizes = [(64, 100, 5_000, 1_000)]
     elif device.type == "cuda":
         sizes = [(64, 10_000, 1_000_000, 1_000)]
@@ -195,15 +210,15 @@ def run_map(device: torch.device, quick: bool):
             variants.append(("per-query NumPy argsort loop (DeepHash CalcTopMap)", lambda: numpy_map_loop(*args)))
         variants.append(("hashkern mean_average_precision", lambda: mean_average_precision(**data)))
         variants.append(("hashkern, ties='expected'", lambda: mean_average_precision(**data, ties="expected")))
-        timings = {}
+        timings, measured = {}, []
         for name, fn in variants:
             slow = name.startswith("per-query NumPy")  # ~15 s a call: one timed run after the warm-up
             ms, peak = measure(fn, device, min_runs=1 if slow else 3, budget_s=0.0 if slow else 3.0, memory=False)
             timings[name] = ms
-            rows.append([bits, nq, n, topk, name, format_ms(ms), "", f"{ours:.4f}"])
-        for row in rows[-len(variants):]:
+            measured.append([bits, nq, n, topk, name, format_ms(ms), "", f"{ours:.4f}"])
+            yield measured[-1]
+        for row in measured:  # filled in place: the table's next write has them
             row[6] = f"{timings[row[4]] / timings['hashkern mean_average_precision']:.2f}×"
-    return rows
 
 
 def main(argv=None):

@@ -14,7 +14,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from benchmarks._runner import format_bytes, format_ms, measure, report_target, run_tables
-from hashkern.ops.softsort import soft_sort_gather, sorted_cosine
+from hashkern.ops.softsort import soft_sort_gather, sorted_cosine, triton_forms
 from hashkern.ops.softsort.reference import cosine_rows, soft_sort_gather_reference, sorted_cosine_reference
 
 TAU = 0.005  # the issue's setting: 64-bit similarities move in steps of 1/64
@@ -28,10 +28,18 @@ TARGETS = [("sorted_cosine fwd+bwd, d = 128, fp32", 8192, 15_000.0, "cpu"),
            ("sorted_cosine fwd+bwd, d = 128, fp32", 8192, 10.0, "cuda")]
 
 
-def sizes(device: torch.device, quick: bool):
+# (what, n, target ms, device type) of rows whose similarities are all distinct (no ties: every position its own)
+DISTINCT_TARGETS = [("sorted_cosine fwd+bwd, d = 128, fp32, distinct similarities", 8192, 50.0, "cuda")]
+WALK_MAX_N = 2048  # the Triton position walk (the form before the grouped / chunked ones) only up to here
+TORCH_PATH_MAX_N = 1024  # gpu-check: the torch backend's Python loop over positions is too slow beyond this
+
+
+def sizes(device: torch.device, mode: str):
     """(n, d, dtype) rows of sorted_cosine."""
-    if quick:
+    if mode in ("quick", "tiny"):
         return [(64, 32, torch.float32)]
+    if mode == "gpu-check":  # the goal sizes, and one small size where the definition runs
+        return [(256, 128, torch.float32), (1024, 128, torch.float32), (8192, 128, torch.float32)]
     if device.type == "cuda":
         return [(n, 128, dtype) for dtype in (torch.float32, torch.bfloat16) for n in (1024, 2048, 4096, 8192)]
     return [(256, 128, torch.float32), (1024, 128, torch.float32), (8192, 128, torch.float32)]
@@ -95,10 +103,24 @@ def _time_variants(variants, inputs, grad, device, check_tol, slow_n):
     return results
 
 
-def _position_scans_variant(device, fn):
+@contextlib.contextmanager
+def triton_form(form: str):
+    """The Triton launcher's form for every row of a variant's calls (triton_forms.FORMS)."""
+    before = triton_forms.use_forms(form)
+    try:
+        yield
+    finally:
+        triton_forms.use_forms(before)
+
+
+def _position_scans_variant(device, fn, n=0):
     """On the CPU, hashkern with its grouped kernel off: every row runs the position scans, the
-    kernel for similarities with many distinct values."""
-    return [("hashkern (C++), position scans only", fn, cpu_grouping("never"))] if device.type == "cpu" else []
+    kernel for similarities with many distinct values. On CUDA, the Triton chunked form on every row
+    (what distinct values cost) and, up to WALK_MAX_N, the earlier position walk."""
+    if device.type == "cpu":
+        return [("hashkern (C++), position scans only", fn, cpu_grouping("never"))]
+    walk = [("hashkern (triton), position walk", fn, triton_form("walk"))] if n <= WALK_MAX_N else []
+    return [*walk, ("hashkern (triton), chunked form only", fn, triton_form("chunked"))]
 
 
 def _rows(op, n, d, dtype, results):
@@ -112,39 +134,75 @@ def _rows(op, n, d, dtype, results):
     return rows
 
 
-def _report(device, n, results):
-    for what, target_n, target_ms, kind in TARGETS:
+def _report(device, n, results, targets=TARGETS):
+    for what, target_n, target_ms, kind in targets:
         if kind == device.type and target_n == n and results[-1][1] is not None:
             ms = results[-1][1]
             report_target("bench_softsort", f"{what}, n = {n}", f"<= {format_ms(target_ms)} ms",
-                          f"{format_ms(ms)} ms", ms <= target_ms)
+                          f"{format_ms(ms)} ms", ms <= target_ms, predicted=PREDICTED.get((what, n)))
 
 
-def run(device: torch.device, quick: bool):
-    rows = []
+# the cost model's predictions (benchmarks/notes/softsort.md) for the Triton grouped (Hamming rows) and
+# chunked (distinct rows) forms on an H100
+PREDICTED = {(TARGETS[1][0], 1024): "0.6-1.2 ms", (TARGETS[2][0], 8192): "30-55 ms",
+             (DISTINCT_TARGETS[0][0], 8192): "45-80 ms"}
+
+
+def _cosine_variants(device, mode, n, backend, ours):
+    """sorted_cosine's variants at n: the definition where it fits (gpu-check: small n only), hashkern."""
+    dense = lambda s, z1, z2: sorted_cosine_reference(s, z1, z2, TAU)  # noqa: E731
+    fits = n <= 256 if mode == "gpu-check" else _dense_fits(n, n, device)
+    too_big = "its [n, n, n] tensors do not fit in memory" if mode != "gpu-check" else "gpu-check: small n only"
+    too_long = "O(n^3 d): ~n^3/1024^3 times the n = 1024 row"
+    variants = [("definition, eager", dense if fits else too_big)]
+    if mode != "gpu-check":
+        variants += [("definition, torch.compile", torch.compile(dense) if fits else too_big),
+                     (f"definition in chunks of {CHUNK_ANCHORS} anchors",
+                      cosine_definition_in_chunks if _chunked_fits(n, device) else too_long)]
+    elif device.type == "cuda":
+        variants.append(("hashkern (torch)", (lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend="torch"))
+                         if n <= TORCH_PATH_MAX_N else "gpu-check: a Python loop over n positions"))
+    variants += _position_scans_variant(device, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend), n)
+    return variants + [(ours, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend))]
+
+
+def gpu_check_rows() -> list[tuple[str, str, str, float]]:
+    """(table, size, variant, predicted seconds a call) of the rows ``--gpu-check`` measures on CUDA: the Triton
+    forms and the position walk per the cost model (benchmarks/notes/softsort.md: the walk up to 5 ms at
+    n = 1024, the chunked form up to 80 ms at 8192), the torch path's Python loop ~0.5 s at n = 1024, the
+    definition at n = 256 ~10 ms."""
+    cuda, rows = torch.device("cuda"), []
+    for n, d, _ in sizes(cuda, "gpu-check"):
+        scan_s = {256: 1e-3, 1024: 5e-3, 8192: 0.08}[n]  # the upper ends of the notes' estimates
+        for name, fn, *_ in _cosine_variants(cuda, "gpu-check", n, "triton", "hashkern (triton)"):
+            if not isinstance(fn, str):  # a variant that runs
+                call_s = scan_s if "triton" in name else 0.5 * n / 1024 if "torch" in name else 0.01
+                rows.append(("soft_sort", f"n = {n}, d = {d}", name, call_s))
+        if n == DISTINCT_TARGETS[0][1]:
+            rows.append(("soft_sort", f"n = {n}, d = {d}, distinct", "hashkern (triton)", scan_s))
+    return rows
+
+
+def run(device: torch.device, mode: str):
     ours = "hashkern (triton)" if device.type == "cuda" else "hashkern (C++)"
     backend = "triton" if device.type == "cuda" else "cpu"
-    dense = lambda s, z1, z2: sorted_cosine_reference(s, z1, z2, TAU)  # noqa: E731
-    compiled = torch.compile(dense)
-    for n, d, dtype in sizes(device, quick):
+    for n, d, dtype in sizes(device, mode):
         codes = torch.randint(0, 2, (2, n, BITS), device=device).float() * 2 - 1
         s = ((codes[0] @ codes[1].T + BITS) / (2 * BITS)).requires_grad_()  # Hamming similarities: ties
         z1 = torch.randn(n, d, device=device, dtype=dtype, requires_grad=True)
         z2 = torch.randn(n, d, device=device, dtype=dtype, requires_grad=True)
-        fits = _dense_fits(n, n, device)
-        too_big = "its [n, n, n] tensors do not fit in memory"
-        too_long = "O(n^3 d): ~n^3/1024^3 times the n = 1024 row"
-        results = _time_variants([
-            ("definition, eager", dense if fits else too_big),
-            ("definition, torch.compile", compiled if fits else too_big),
-            (f"definition in chunks of {CHUNK_ANCHORS} anchors",
-             cosine_definition_in_chunks if _chunked_fits(n, device) else too_long),
-            *_position_scans_variant(device, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend)),
-            (ours, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend)),
-        ], (s, z1, z2), torch.randn(n, n, device=device), device, TOL[dtype], slow_n=n >= 1024 and device.type == "cpu")
-        rows += _rows("sorted_cosine", n, d, dtype, results)
+        slow = n >= 1024 and device.type == "cpu"
+        results = _time_variants(_cosine_variants(device, mode, n, backend, ours), (s, z1, z2),
+                                 torch.randn(n, n, device=device), device, TOL[dtype], slow_n=slow)
+        yield from _rows("sorted_cosine", n, d, dtype, results)
         _report(device, n, results)
-        if n > 1024:
+        if mode == "gpu-check" and device.type == "cuda" and n == DISTINCT_TARGETS[0][1]:
+            distinct = torch.rand(n, n, device=device).requires_grad_()  # no ties: the chunked form on every row
+            results = _time_variants([(ours, lambda s, z1, z2: sorted_cosine(s, z1, z2, TAU, backend=backend))],
+                                     (distinct, z1, z2), torch.randn(n, n, device=device), device, TOL[dtype], False)
+            yield from _rows("sorted_cosine, distinct similarities", n, d, dtype, results)
+            _report(device, n, results, DISTINCT_TARGETS)
+        if n > 1024 or mode == "gpu-check":
             continue
         b = min(GATHER_ROWS, n)
         sg = s[:b].detach().requires_grad_()
@@ -153,11 +211,10 @@ def run(device: torch.device, quick: bool):
         results = _time_variants([
             ("definition, eager",
              gather if _dense_fits(n, b, device) else "its [b, n, n] tensors do not fit in memory"),
-            *_position_scans_variant(device, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend)),
+            *_position_scans_variant(device, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend), n),
             (ours, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend)),
         ], (sg, z1), grad, device, TOL[dtype], slow_n=False)
-        rows += _rows(f"soft_sort_gather (b={b})", n, d, dtype, results)
-    return rows
+        yield from _rows(f"soft_sort_gather (b={b})", n, d, dtype, results)
 
 
 def main(argv=None):

@@ -42,13 +42,20 @@ def _cell(text: object) -> str:
 
 
 def write_summary(path: Path, steps, *, mode: str, elapsed: float, deadline: float, targets: Path,
-                  tables: list[Path]) -> None:
-    """summary.md: verdict, environment, one row per step, benchmark targets, tables, failures' log tails."""
+                  tables: list[Path], note: str = "") -> None:
+    """summary.md: verdict, environment, one row per step, benchmark targets (measured against target and the
+    cost model's prediction), tables, failures' log tails; ``note``: why the run stopped early, if it did."""
     failed = [s for s in steps if s.status not in ("pass", "skipped")]
-    verdict = "PASS" if not failed else f"FAIL ({', '.join(s.name for s in failed)})"
+    verdict = "PASS" if not failed and not note else f"FAIL ({', '.join([s.name for s in failed] or ['stopped'])})"
     now = datetime.datetime.now(datetime.timezone.utc)
     lines = [f"# make gpu-check ({mode} run): {verdict}", "",
              f"Commit {_commit()}, {now:%Y-%m-%d %H:%M} UTC; {elapsed:.0f} s of the {deadline:.0f} s deadline.", ""]
+    if note:
+        lines += [f"**The run stopped early: {_cell(note)}.**", ""]
+    gpu = next((s for s in steps if s.name == "gpu"), None)
+    if gpu is not None and gpu.log is not None and gpu.log.exists():
+        lines += ["nvidia-smi: " + _cell(" ".join(line for line in gpu.log.read_text(errors="replace").splitlines()
+                                                 if not line.startswith("$"))), ""]
     environment = next((s for s in steps if s.name == "environment"), None)
     if environment is not None and environment.log is not None and environment.log.exists():
         body = [line for line in environment.log.read_text(errors="replace").splitlines() if not line.startswith("$")]
@@ -60,11 +67,12 @@ def write_summary(path: Path, steps, *, mode: str, elapsed: float, deadline: flo
     records = read_targets(targets)
     lines += ["", "## Benchmark targets", ""]
     if records:
-        lines += ["| benchmark | what | target | measured | met |", "|---|---|---|---|---|"]
+        lines += ["| benchmark | what | target | measured | predicted | met |", "|---|---|---|---|---|---|"]
         for r in records:
             met = "—" if r["met"] is None else ("yes" if r["met"] else "**no**")
             lines.append(f"| {_cell(r['benchmark'])} | {_cell(r['what'])} | {_cell(r['target'])} | "
-                         f"{_cell(r['measured'])} | {met}{' (tiny)' if r.get('tiny') else ''} |")
+                         f"{_cell(r['measured'])} | {_cell(r.get('predicted') or '—')} | "
+                         f"{met}{' (tiny)' if r.get('tiny') else ''} |")
     else:
         lines.append("No benchmark reported a target (they do so through benchmarks._runner.report_target).")
     lines += ["", "## Tables", ""]

@@ -31,6 +31,16 @@ TORCH_LIBRARY(hashkern, m) {
   // grad = dE [b, n, d] (gather) or dc [b, n] (cosine, with the forward's c and norms) ->
   // ds [b, n] (unsorted order), dv like v, du [b, d] (cosine only).
   m.def("softsort_scan_bwd(Tensor q, Tensor idx, Tensor v, float tau, Tensor? u, float eps, Tensor grad, Tensor? c, Tensor? norms, Tensor(a!) ds, Tensor(b!) dv, Tensor(c!) du) -> ()");
+  // MaxSim (ColBERT late interaction; csrc/cpu/maxsim.h). q [nq, Lq, D] (float32/64), documents as
+  // token rows tokens [T, D] with offsets [nd + 1] (document j = tokens[offsets[j]:offsets[j + 1]]),
+  // q_mask [nq, Lq] / token_mask [T] bool (True = real), scale [nq]. group = 0: all pairs, scores
+  // [nq, nd]; group = c > 0: document j against query j / c only, scores [nd]:
+  // scores = scale[n] * sum over real i of max over real t of dot(q[n, i], tokens[t]). argmax
+  // [nd, rows] int32 (rows = nq Lq, or Lq when paired): the first maximising token within the
+  // document, -1 at padded query rows; a 0-element argmax skips it.
+  m.def("maxsim(Tensor q, Tensor? q_mask, Tensor scale, Tensor tokens, Tensor offsets, Tensor? token_mask, int group, Tensor(a!) scores, Tensor(b!) argmax) -> ()");
+  // grad like scores -> dq like q, dtokens like tokens.
+  m.def("maxsim_backward(Tensor grad, Tensor q, Tensor scale, Tensor tokens, Tensor offsets, int group, Tensor argmax, Tensor(a!) dq, Tensor(b!) dtokens) -> ()");
   // s [b, n] float32/64 -> q [b, n] each row sorted descending, idx [b, n] int64 with
   // q[i, r] = s[i, idx[i, r]]; stable, as torch.sort(s, -1, descending=True, stable=True). CPU only.
   m.def("sort_rows_descending(Tensor s, Tensor(a!) q, Tensor(b!) idx) -> ()");
@@ -38,6 +48,8 @@ TORCH_LIBRARY(hashkern, m) {
   // csrc/cpu/softsort_scan.cpp): `use` = "" reads the kernels in use, other values select.
   m.def("_cpu_kernels(str use) -> str[]");
   m.def("_softsort_groups(str use) -> str");
+  // csrc/cpu/maxsim.cpp: the instruction set of the MaxSim kernels now ("portable", "avx2", "avx512").
+  m.def("_maxsim_isa() -> str");
 }
 
 // Importing hashkern._C runs the registrations above; the module itself is empty.

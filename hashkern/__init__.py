@@ -8,6 +8,7 @@ pretraining, the demo, data loading, checkpoints and the ``hashkern`` command) i
 from hashkern import _moved
 from hashkern._dispatch import explain_backend
 from hashkern._ext import build_info
+from hashkern._version import __version__
 from hashkern.codes import hamming_distance, pack_bits, sign_ste, unpack_bits
 from hashkern.index import HammingIndex, IndexFileError
 from hashkern.metrics import (
@@ -16,12 +17,11 @@ from hashkern.metrics import (
     precision_recall_at_ranks,
     precision_recall_curve,
 )
+from hashkern.ops.maxsim import maxsim, maxsim_paired
 from hashkern.ops.mutual_attention import mutual_attention
 from hashkern.ops.patchsim import patch_similarity
 from hashkern.ops.search import hamming_radius, hamming_topk
 from hashkern.ops.softsort import soft_sort, soft_sort_gather, sorted_cosine
-
-__version__ = "0.1.0"
 
 
 def load_model(path, device="cpu"):
@@ -40,5 +40,6 @@ __all__ = [
     "hamming_topk", "hamming_radius", "HammingIndex", "IndexFileError",
     "mean_average_precision", "precision_recall_curve", "precision_recall_at_ranks", "precision_at_radius",
     "soft_sort", "soft_sort_gather", "sorted_cosine", "patch_similarity", "mutual_attention",
+    "maxsim", "maxsim_paired",
     "load_model", "__version__",
 ]

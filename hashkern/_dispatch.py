@@ -157,6 +157,8 @@ def _passed_over(candidate: str, backends: OpBackends, device: torch.device, dty
             return f"the {candidate} kernels need {candidate} tensors, got {device.type} tensors"
         if not _ext.has_kernel(backends.compiled_op(), candidate):
             return f"hashkern._C was built without the {candidate} kernel of {backends.compiled_op()}"
+        if candidate == "cuda" and not _ext.cuda_kernels_run_on(device):
+            return _ext.cuda_image_problem_on(device)  # a CUDA build without code for this GPU
     row = backends.support.get(candidate)
     reason = None if row is None else row.outside(device, dtype, sizes, for_auto=True)
     if reason is not None:
@@ -213,7 +215,7 @@ def resolve_backend(backend: str, backends: OpBackends, device: torch.device, *,
     if backend in ("cpu", "cuda"):
         if device.type != backend:
             raise ValueError(f"backend={backend!r} needs {backend} tensors, got tensors on {device}")
-        _ext.require_kernel(backends.compiled_op(), backend)
+        _ext.require_kernel(backends.compiled_op(), backend, device)
     if backend == "triton" and not triton_available(device):
         raise BackendUnavailableError(
             f"backend='triton' is unavailable for {op} on {device}: install triton and use CUDA tensors "

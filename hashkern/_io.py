@@ -7,7 +7,15 @@ How ``atomic_write(path)`` treats the file system, as a careful text editor does
 - an existing target keeps its permission bits; a new file gets ``0666 & ~umask`` like ``open``;
 - a symlink is written through: its final target is replaced and the link stays a link;
 - the folder must exist: a missing folder raises ``FileNotFoundError`` (a mistyped path must not
-  quietly create a directory tree); callers that own a run folder create it themselves;
+  quietly create a directory tree); callers that own a run folder create it themselves; a path
+  ending in ``/`` names a folder and is refused by saves and loads alike;
+- a target that exists and is not a regular file (a FIFO, ``/dev/null``, ``/dev/stdout`` into a
+  pipe, any device node) is never renamed over: it is opened and written in place, as ``open(path,
+  "wb")`` would (no atomicity: a reader of a FIFO sees what was written before an error);
+- a full disk (``ENOSPC``) or another write error is raised as ``OSError`` naming the file, even
+  when a writer in between (``torch.save``'s zip writer) would turn it into something else;
+- names up to the file system's limit (255 bytes) can be saved: the temporary's name shortens a
+  long target name (``temporary_prefix``);
 - temporaries left by a save that was killed (``kill -9``, power loss) are removed by the next
   save to the same target: their name records host and process id, and a temporary whose
   process is gone on this host is stale. Temporaries of live processes (concurrent saves) and
@@ -22,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import os
 import secrets
 import socket
@@ -29,9 +38,11 @@ import stat
 from typing import BinaryIO, Iterator
 
 __all__ = ["atomic_write", "check_path", "resolve_target", "temporary_prefix", "sealed_write", "seal_matches",
-           "SEAL_SIZE"]
+           "read_through", "FileWindow", "SEAL_SIZE"]
 
 SEAL_SIZE = 32  # bytes of the SHA-256 trailer of a sealed file
+_CHUNK = 1 << 20  # bytes per read when streaming a file through a digest
+_NAME_ROOM = 140  # bytes of the target's name kept in a temporary's name (the rest: host, pid, random, ".tmp")
 
 
 def check_path(path, name: str = "path") -> str:
@@ -43,7 +54,18 @@ def check_path(path, name: str = "path") -> str:
         raise ValueError(f"{name} must be a non-empty file path, got {path!r}")
     if "\0" in path:
         raise ValueError(f"{name} must not contain a NUL character, got {path!r}")
+    if path.endswith(("/", os.sep)):
+        raise IsADirectoryError(errno.EISDIR, f"{name} {path!r} ends with '/': it names a folder, not a file", path)
     return path
+
+
+def _special(path: str) -> bool:
+    """Whether ``path`` (symlinks followed) exists and is neither a regular file nor a folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def resolve_target(path, name: str = "path") -> str:
@@ -60,12 +82,20 @@ def resolve_target(path, name: str = "path") -> str:
 
 
 def temporary_prefix(target: str) -> str:
-    """Names of temporaries for ``target`` start with this (``.<name>.``); tests and tools find them by it."""
-    return f".{os.path.basename(target)}."
+    """Names of temporaries for ``target`` start with this (``.<name>.``); tests and tools find them by it.
+
+    A name longer than 140 bytes is cut there and given a digest of the whole name, so the
+    temporary's name stays within NAME_MAX (255 bytes) whenever the target's does.
+    """
+    base = os.path.basename(target)
+    raw = os.fsencode(base)
+    if len(raw) > _NAME_ROOM:
+        base = f"{raw[:_NAME_ROOM - 9].decode('utf-8', 'ignore')}~{hashlib.sha256(raw).hexdigest()[:8]}"
+    return f".{base}."
 
 
 def _host() -> str:
-    return socket.gethostname().replace(".", "_") or "host"
+    return (socket.gethostname().replace(".", "_") or "host")[:40]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -103,8 +133,14 @@ def atomic_write(path: str | os.PathLike, *, name: str = "path") -> Iterator[Bin
     """Yield a binary file beside ``path``'s target; on success it is fsynced and renamed over it.
 
     On any error the temporary file is removed and the target keeps its old content. ``name``
-    is the argument name used in error messages.
+    is the argument name used in error messages. A special target (FIFO, device) is written in
+    place instead (see the module's docstring).
     """
+    if _special(check_path(path, name)):
+        with _named_errors(path), open(path, "wb") as f:
+            yield f
+            f.flush()
+        return
     target = resolve_target(path, name)
     _remove_stale_temporaries(target)
     try:
@@ -115,7 +151,7 @@ def atomic_write(path: str | os.PathLike, *, name: str = "path") -> Iterator[Bin
     tmp = os.path.join(folder, f"{temporary_prefix(target)}{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)  # umask applies
     try:
-        with os.fdopen(fd, "wb") as f:
+        with _named_errors(path), os.fdopen(fd, "wb") as f:
             if mode is not None:
                 os.fchmod(f.fileno(), mode)
             yield f
@@ -134,15 +170,34 @@ def atomic_write(path: str | os.PathLike, *, name: str = "path") -> Iterator[Bin
             os.close(dir_fd)
 
 
+@contextlib.contextmanager
+def _named_errors(path) -> Iterator[None]:
+    """Re-raise an ``OSError`` without a file name (ENOSPC from a write, fsync) as one naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, f"cannot save {os.fspath(path)!r}: {exc.strerror or exc}", os.fspath(path)) from exc
+
+
 class _HashingWriter:
-    """A write-only file object that hashes what passes through it (``torch.save`` can stream into it)."""
+    """A write-only file object that hashes what passes through it (``torch.save`` can stream into it).
+
+    The first ``OSError`` of a write is kept in ``error``: writers in between (torch's zip writer)
+    may turn it into a ``RuntimeError``, and :func:`sealed_write` raises the ``OSError`` instead.
+    """
 
     def __init__(self, f, digest):
-        self.f, self.digest = f, digest
+        self.f, self.digest, self.error = f, digest, None
 
     def write(self, data) -> int:
         self.digest.update(data)
-        return self.f.write(data)
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
 
     def flush(self) -> None:
         self.f.flush()
@@ -154,12 +209,70 @@ def sealed_write(path: str | os.PathLike, header: bytes, *, name: str = "path") 
     digest = hashlib.sha256()
     with atomic_write(path, name=name) as f:
         writer = _HashingWriter(f, digest)
-        writer.write(header)
-        yield writer
-        f.write(digest.digest())
+        try:
+            writer.write(header)
+            yield writer
+            f.write(digest.digest())
+        except Exception as exc:
+            if writer.error is None or isinstance(exc, OSError):
+                raise
+            raise writer.error from exc  # e.g. torch's "unexpected pos" RuntimeError hiding an ENOSPC
 
 
 def seal_matches(data: bytes | memoryview) -> bool:
     """Whether the last :data:`SEAL_SIZE` bytes of ``data`` are the SHA-256 of the bytes before them."""
     body = memoryview(data)
     return len(body) >= SEAL_SIZE and hashlib.sha256(body[:-SEAL_SIZE]).digest() == bytes(body[-SEAL_SIZE:])
+
+
+def read_through(f, digest, size: int, into: memoryview | None = None) -> int:
+    """Read up to ``size`` bytes of ``f`` in chunks, feeding ``digest`` (and filling ``into`` when given).
+
+    Returns the bytes read (fewer at the end of the file); memory stays O(chunk) without ``into``.
+    """
+    done = 0
+    while done < size:
+        want = min(_CHUNK, size - done)
+        if into is not None:
+            got = f.readinto(into[done:done + want]) or 0
+            chunk = into[done:done + got]
+        else:
+            chunk = f.read(want)
+            got = len(chunk)
+        if not got:
+            break
+        digest.update(chunk)
+        done += got
+    return done
+
+
+class FileWindow(io.RawIOBase):
+    """A read-only, seekable view of bytes ``[start, start + size)`` of an open binary file
+    (``torch.load`` reads a checkpoint's payload through it without a copy in memory)."""
+
+    def __init__(self, f, start: int, size: int):
+        super().__init__()
+        self.f, self.start, self.size, self.pos = f, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos, os.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        n = max(0, min(len(buffer), self.size - self.pos))
+        if n == 0:
+            return 0
+        self.f.seek(self.start + self.pos)
+        got = self.f.readinto(memoryview(buffer)[:n]) or 0
+        self.pos += got
+        return got

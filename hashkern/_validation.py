@@ -1,6 +1,9 @@
 """Input checks shared by every public function: errors name the argument and what was expected."""
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 from typing import Iterable
 
 import torch
@@ -45,15 +48,29 @@ def check_same_device(**tensors: torch.Tensor) -> torch.device:
     return first.device
 
 
+def check_float(name: str, value, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False) -> float:
+    """A finite real number as a Python float: int, float, or a numpy integer / floating scalar.
+
+    ``low`` / ``high`` bound it inclusively (``low_open``: strictly above ``low``). Bools,
+    tensors, strings and complex numbers are refused.
+    """
+    if isinstance(value, (bool, torch.Tensor)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number (int, float or a real numpy scalar), got {type(value).__name__}")
+    number = float(value)
+    too_low = low is not None and (number <= low if low_open else number < low)
+    if not math.isfinite(number) or too_low or (high is not None and number > high):
+        bounds = [f"{'>' if low_open else '>='} {low}"] if low is not None else []
+        bounds += [f"<= {high}"] if high is not None else []
+        raise ValueError(f"{name} must be a finite number{' ' if bounds else ''}{' and '.join(bounds)}, got {value}")
+    return number
+
+
 def check_positive(name: str, value: float) -> float:
-    """A finite number > 0 (temperatures, scales)."""
+    """A finite number > 0 (temperatures, scales); numpy scalars accepted (see :func:`check_float`)."""
     if isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a Python number, got a tensor")
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (value > 0 and value != float("inf")):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
+    return check_float(name, value, low=0, low_open=True)
 
 
 def check_bool(name: str, value) -> bool:
@@ -64,9 +81,14 @@ def check_bool(name: str, value) -> bool:
 
 
 def check_int(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
-    """An int within [low, high] (inclusive where given)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An integer within [low, high] (inclusive where given), as a Python int.
+
+    Anything with ``__index__`` counts (numpy integer scalars); bools, tensors, floats and
+    strings are refused.
+    """
+    if isinstance(value, (bool, torch.Tensor)) or not hasattr(type(value), "__index__"):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = operator.index(value)
     if low is not None and value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
     if high is not None and value > high:

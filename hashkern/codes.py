@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from hashkern._validation import check_tensor
+from hashkern._validation import check_int, check_tensor
 from hashkern.ops.hamming import hamming_distance
-from hashkern.ops.packbits import pack_bits, packed_width, unpack_bits
+from hashkern.ops.packbits import pack_bits, pack_codes, packed_width, unpack_bits
 
 __all__ = ["sign_ste", "pack_bits", "unpack_bits", "packed_width", "hamming_distance"]
 
@@ -23,6 +23,32 @@ class SignSTEFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         return grad_output
+
+
+def as_packed(name: str, codes, nbits: int | None) -> tuple[torch.Tensor, int]:
+    """The one rule of the index and the metrics for codes ``[n, *]`` -> (packed uint8 ``[n, ceil(K/8)]``, K).
+
+    uint8 is always packed bytes, ``ceil(nbits/8)`` per row with zero padding bits, and needs
+    ``nbits``: unpacked {0, 1} codes must come as bool or another dtype (or ±1), never uint8.
+    Any other dtype is unpacked codes ``[n, K]`` (K = ``nbits`` when given).
+    """
+    check_tensor(name, codes, ndim=2)
+    if codes.dtype == torch.uint8:
+        if nbits is None:
+            raise ValueError(f"{name} is uint8, so it is taken as packed codes, which need nbits= (the bits per "
+                             "code); unpacked {0, 1} codes must be passed as bool or ±1, not uint8")
+        nbits = check_int("nbits", nbits, low=1)
+        if (nbits + 7) // 8 != codes.shape[1]:
+            raise ValueError(f"{name} is uint8, so it is taken as packed codes, which need {(nbits + 7) // 8} bytes "
+                             f"per row for nbits={nbits}; got {codes.shape[1]} (unpacked {{0, 1}} codes: pass "
+                             "them as bool or ±1)")
+        if nbits % 8 and codes.numel() and codes.device.type != "meta" \
+                and bool((codes[:, -1] >> (nbits % 8)).any()):
+            raise ValueError(f"{name} has bits set beyond nbits={nbits} in its last byte (padding must be 0)")
+        return codes.contiguous(), nbits
+    if nbits is not None and check_int("nbits", nbits, low=1) != codes.shape[1]:
+        raise ValueError(f"{name} must have nbits={nbits} bits per code, got shape {tuple(codes.shape)}")
+    return pack_codes(name, codes).contiguous(), codes.shape[1]
 
 
 def sign_ste(x: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,34 @@ def _all_gather(tensor: torch.Tensor, group) -> list[torch.Tensor]:
     return parts
 
 
+def _agree_on_arguments(group, check) -> None:
+    """Run the local checks, then tell every rank every rank's verdict before any other collective.
+
+    A bad argument on one rank would otherwise leave the others waiting in the next collective
+    until the process group's timeout; here every rank raises the same error instead.
+    """
+    try:
+        check()
+        verdict = None
+    except (TypeError, ValueError) as exc:
+        verdict = f"{type(exc).__name__}: {exc}"
+    verdicts = [None] * dist.get_world_size(group)
+    dist.all_gather_object(verdicts, verdict, group=group)
+    bad = [(rank, v) for rank, v in enumerate(verdicts) if v is not None]
+    if bad:
+        raise ValueError("sharded_hamming_topk: invalid arguments on "
+                         + "; ".join(f"rank {rank}: {v}" for rank, v in bad)
+                         + " (every rank raises this error)")
+
+
 def sharded_hamming_topk(q_packed: torch.Tensor, db_shard: torch.Tensor, k: int, *, group=None,
                          backend: str = "auto"):
     """Global top-k over a database sharded across the ranks of ``group``.
 
-    Must be called by every rank of the group with the same queries and the same k.
+    Must be called by every rank of the group with the same queries and the same k. The ranks
+    first exchange whether their arguments are valid, so a bad argument on any rank makes every
+    rank raise the same ``ValueError`` (naming the rank) instead of leaving the others waiting
+    in a collective until the process group's timeout.
 
     Args:
         q_packed: uint8 ``[nq, W]`` queries, identical on every rank.
@@ -47,7 +70,8 @@ def sharded_hamming_topk(q_packed: torch.Tensor, db_shard: torch.Tensor, k: int,
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError("sharded_hamming_topk needs an initialised torch.distributed process group "
                            "(torch.distributed.init_process_group)")
-    check_packed_pair("q_packed", q_packed, "db_shard", db_shard)
+    _agree_on_arguments(group, lambda: (check_packed_pair("q_packed", q_packed, "db_shard", db_shard),
+                                        check_int("k", k, low=1)))
     k = check_int("k", k, low=1)
     rank = dist.get_rank(group)
     device = q_packed.device

@@ -11,19 +11,30 @@ File format (version 1), little-endian::
 
 The trailer is :func:`hashkern._io.sealed_write`'s, as for checkpoints. ``save`` writes a
 temporary file beside the target and renames it over the target, so the target is either the old
-file or the complete new one. ``load`` refuses a file whose size,
-header or checksum do not match, with an :class:`IndexFileError` that says which.
+file or the complete new one (a FIFO or device target is written in place: see
+:mod:`hashkern._io`). ``load`` reads and checks the header first (magic, version, sizes against
+the file's size), then streams the payload through the digest, so a foreign or endless file
+(``/dev/zero``) is refused after reading a few bytes; it refuses a file whose size, header,
+padding bits or checksum do not match, with an :class:`IndexFileError` naming the file.
+
+Threads: ``add``, ``to`` and ``save`` hold the index's lock, so concurrent ``add`` calls each get
+a distinct block of ids holding their own codes, and ``search`` / ``radius_search`` / ``save``
+see a consistent snapshot (every code added before the call started). Searches run outside
+the lock, concurrently.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import struct
+import threading
 
 import torch
 
-from hashkern._io import SEAL_SIZE, check_path, seal_matches, sealed_write
+from hashkern._io import SEAL_SIZE, check_path, read_through, sealed_write
 from hashkern._validation import check_int, check_tensor
-from hashkern.ops.packbits import pack_codes
+from hashkern.codes import as_packed
 from hashkern.ops.search import hamming_radius, hamming_topk
 
 __all__ = ["HammingIndex", "IndexFileError"]
@@ -75,6 +86,14 @@ class HammingIndex:
         self._buffer = torch.empty(0, self.width, dtype=torch.uint8, device=_check_device(device))
         self._device = self._buffer.device  # "cuda" resolved to "cuda:<current>"
         self._count = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # a lock is not picklable / deep-copyable
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def device(self) -> torch.device:
@@ -83,7 +102,8 @@ class HammingIndex:
     @property
     def codes(self) -> torch.Tensor:
         """The stored packed codes, uint8 ``[len(self), ceil(nbits/8)]`` (a view: do not modify)."""
-        return self._buffer[: self._count]
+        with self._lock:
+            return self._buffer[: self._count]
 
     def __len__(self) -> int:
         return self._count
@@ -92,38 +112,28 @@ class HammingIndex:
         return f"HammingIndex(nbits={self.nbits}, size={self._count}, device={self._device})"
 
     def _pack(self, name: str, codes) -> torch.Tensor:
-        """±1 / {0,1} / bool ``[n, nbits]``, or packed uint8 ``[n, ceil(nbits/8)]`` -> packed, on our device."""
+        """±1 / {0,1} (not uint8) / bool ``[n, nbits]``, or packed uint8 ``[n, ceil(nbits/8)]`` -> packed
+        (:func:`hashkern.codes.as_packed`, the metrics' rule too), on our device."""
         check_tensor(name, codes, ndim=2)
         if codes.device != self._device:
             raise ValueError(f"{name} must be on the index's device {self._device}, got {codes.device}")
-        if codes.dtype == torch.uint8:  # uint8 is always taken as packed bytes
-            if codes.shape[1] != self.width:
-                raise ValueError(
-                    f"{name} is uint8, so it is taken as packed codes, which need {self.width} bytes per row "
-                    f"for nbits={self.nbits}; got {codes.shape[1]}"
-                )
-            packed = codes
-            if self.nbits % 8 and bool((packed[:, -1] >> (self.nbits % 8)).any()):
-                raise ValueError(f"{name} has bits set beyond nbits={self.nbits} in its last byte (padding must be 0)")
-        else:
-            if codes.shape[1] != self.nbits:
-                raise ValueError(f"{name} must have nbits={self.nbits} bits per code, got shape {tuple(codes.shape)}")
-            packed = pack_codes(name, codes)
-        return packed.contiguous()
+        return as_packed(name, codes, self.nbits)[0]
 
     def add(self, codes) -> torch.Tensor:
         """Append codes; returns their ids, int64 ``[n]`` (``len(self)`` before the call onwards)."""
         packed = self._pack("codes", codes)
         n = packed.shape[0]
-        start = self._count
-        if start + n > self._buffer.shape[0]:
-            capacity = max(start + n, 2 * self._buffer.shape[0], 1024)
-            grown = torch.empty(capacity, self.width, dtype=torch.uint8, device=self._device)
-            grown[:start] = self._buffer[:start]
-            self._buffer = grown
-        self._buffer[start:start + n] = packed
-        self._count = start + n
-        return torch.arange(start, start + n, device=self._device)
+        with self._lock:  # reserve ids, grow and copy as one step (see the module's note on threads)
+            start = self._count
+            if start + n > self._buffer.shape[0]:
+                capacity = max(start + n, 2 * self._buffer.shape[0], 1024)
+                grown = torch.empty(capacity, self.width, dtype=torch.uint8, device=self._device)
+                grown[:start] = self._buffer[:start]
+                self._buffer = grown
+            self._buffer[start:start + n] = packed
+            self._count = start + n
+            device = self._device
+        return torch.arange(start, start + n, device=device)
 
     def _check_nonempty(self) -> None:
         if self._count == 0:
@@ -138,19 +148,23 @@ class HammingIndex:
         Returns:
             ``(dist int32 [nq, k], idx int64 [nq, k])`` ordered by (distance, id).
         """
+        codes = self.codes
         self._check_nonempty()
-        return hamming_topk(self._pack("queries", queries), self.codes, k, backend=backend)
+        return hamming_topk(self._pack("queries", queries), codes, k, backend=backend)
 
     def radius_search(self, queries, r: int, *, backend: str = "auto"):
         """Every stored code within distance r: ``(offsets [nq+1], idx [nnz], dist [nnz])``, CSR style."""
+        codes = self.codes
         self._check_nonempty()
-        return hamming_radius(self._pack("queries", queries), self.codes, r, backend=backend)
+        return hamming_radius(self._pack("queries", queries), codes, r, backend=backend)
 
     def to(self, device: torch.device | str) -> "HammingIndex":
         """Move the codes to ``device`` (in place, like ``nn.Module.to``); returns self."""
-        moved = self.codes.to(_check_device(device))
-        if moved.device != self._device:
-            self._buffer, self._device = moved.clone(), moved.device
+        device = _check_device(device)
+        with self._lock:
+            moved = self._buffer[: self._count].to(device)
+            if moved.device != self._device:
+                self._buffer, self._device = moved.clone(), moved.device
         return self
 
     def save(self, path: str | os.PathLike) -> None:
@@ -159,41 +173,62 @@ class HammingIndex:
         An existing file keeps its permissions and a symlink is written through; the folder
         must exist (see :mod:`hashkern._io`).
         """
-        payload = self.codes.cpu().contiguous().numpy().tobytes()
-        with sealed_write(path, _HEADER.pack(_MAGIC, _VERSION, self.nbits, self._count, len(payload))) as f:
+        codes = self.codes  # a consistent snapshot: adds after this line are not saved
+        payload = codes.cpu().contiguous().numpy().tobytes()
+        with sealed_write(path, _HEADER.pack(_MAGIC, _VERSION, self.nbits, codes.shape[0], len(payload))) as f:
             f.write(payload)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "HammingIndex":
-        """Read an index written by :meth:`save`; refuses truncated, corrupted or foreign files."""
+        """Read an index written by :meth:`save`; refuses truncated, corrupted or foreign files.
+
+        The header is read and checked before the payload, which is streamed through the
+        checksum into the index's buffer (memory: the codes, once).
+        """
         path = check_path(path)
         _check_device(device)
         with open(path, "rb") as f:
-            data = f.read()
-        if len(data) < _HEADER.size + SEAL_SIZE:
-            if not data.startswith(_MAGIC[: len(data)]) or not data:
-                raise IndexFileError(f"{path} is not a HammingIndex file (no hashkern index header)")
-            raise IndexFileError(f"{path} is truncated: {len(data)} bytes, shorter than the header")
-        magic, version, nbits, count, payload_len = _HEADER.unpack_from(data)
-        if magic != _MAGIC:
-            raise IndexFileError(f"{path} is not a HammingIndex file (bad magic {magic!r})")
-        if version != _VERSION:
-            raise IndexFileError(
-                f"{path} has index format version {version}; this hashkern reads version {_VERSION}"
-            )
-        width = (nbits + 7) // 8
-        expected = _HEADER.size + payload_len + SEAL_SIZE
-        if nbits < 1 or payload_len != count * width:
-            raise IndexFileError(f"{path} is corrupted: header says {count} codes of {nbits} bits in "
-                                 f"{payload_len} bytes")
-        if len(data) < expected:
-            raise IndexFileError(f"{path} is truncated: {len(data)} bytes, the header announces {expected}")
-        if len(data) > expected:
-            raise IndexFileError(f"{path} is corrupted: {len(data) - expected} unexpected bytes after the checksum")
-        if not seal_matches(data):
+            info = os.fstat(f.fileno())
+            head = f.read(_HEADER.size)
+            nbits, count, payload_len = _check_header(path, head, info.st_size if stat.S_ISREG(info.st_mode) else None)
+            digest = hashlib.sha256(head)
+            payload = bytearray(payload_len)
+            got = read_through(f, digest, payload_len, memoryview(payload))
+            seal = f.read(SEAL_SIZE)
+            if got < payload_len or len(seal) < SEAL_SIZE:
+                announced = _HEADER.size + payload_len + SEAL_SIZE
+                raise IndexFileError(f"{path} is truncated: it ends before the {announced} bytes its header announces")
+            if f.read(1):
+                raise IndexFileError(f"{path} is corrupted: unexpected bytes after the checksum")
+        if digest.digest() != seal:
             raise IndexFileError(f"{path} is corrupted: its SHA-256 checksum does not match its contents")
-        index = cls(nbits, device=device)
-        payload = bytearray(data[_HEADER.size:expected - SEAL_SIZE])
+        width = (nbits + 7) // 8
         codes = torch.frombuffer(payload, dtype=torch.uint8) if payload else torch.empty(0, dtype=torch.uint8)
-        index.add(codes.view(count, width).to(index.device))
+        codes = codes.view(count, width)
+        if nbits % 8 and count and bool((codes[:, -1] >> (nbits % 8)).any()):
+            raise IndexFileError(f"{path} is corrupted: codes have bits set beyond nbits={nbits} (padding must be 0)")
+        index = cls(nbits, device=device)
+        index.add(codes.to(index.device))
         return index
+
+
+def _check_header(path: str, head: bytes, size: int | None) -> tuple[int, int, int]:
+    """(nbits, count, payload bytes) of a header that is consistent, and with the file's ``size`` when known."""
+    if len(head) < _HEADER.size:
+        if not head or not head.startswith(_MAGIC[: len(head)]):
+            raise IndexFileError(f"{path} is not a HammingIndex file (no hashkern index header)")
+        raise IndexFileError(f"{path} is truncated: {len(head)} bytes, shorter than the header")
+    magic, version, nbits, count, payload_len = _HEADER.unpack(head)
+    if magic != _MAGIC:
+        raise IndexFileError(f"{path} is not a HammingIndex file (bad magic {magic!r})")
+    if version != _VERSION:
+        raise IndexFileError(f"{path} has index format version {version}; this hashkern reads version {_VERSION}")
+    if not 1 <= nbits <= 2**31 - 1 or payload_len != count * ((nbits + 7) // 8):
+        raise IndexFileError(f"{path} is corrupted: header says {count} codes of {nbits} bits in "
+                             f"{payload_len} bytes")
+    expected = _HEADER.size + payload_len + SEAL_SIZE
+    if size is not None and size < expected:
+        raise IndexFileError(f"{path} is truncated: {size} bytes, the header announces {expected}")
+    if size is not None and size > expected:
+        raise IndexFileError(f"{path} is corrupted: {size - expected} unexpected bytes after the checksum")
+    return nbits, count, payload_len

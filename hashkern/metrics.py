@@ -11,8 +11,14 @@ share at least one label. AP@k of a query is the mean of precision@j over the re
 positions j <= k, normalised by the relevant items found in the top k (0 when there are none);
 mAP is its mean over all queries.
 
-Codes are ``±1`` (or ``{0, 1}``, or bool) tensors ``[n, K]``, or packed uint8 ``[n, ceil(K/8)]``
-with ``nbits=K``. Queries are processed in blocks so memory stays bounded for any database size.
+Labels: class ids are an integer tensor ``[n]``, or an integer column ``[n, 1]`` (read as class
+ids, not as a one-class multi-hot); multi-hot labels ``[n, C]`` are bool, or hold only 0 and 1
+(NaN and other values are refused); a one-class multi-hot is a bool or float ``[n, 1]``.
+
+Codes are ``±1`` (or ``{0, 1}`` of a dtype other than uint8, or bool) tensors ``[n, K]``, or packed
+uint8 ``[n, ceil(K/8)]`` with ``nbits=K``: uint8 is always packed and needs ``nbits``, the same rule
+as :class:`~hashkern.index.HammingIndex` (:func:`hashkern.codes.as_packed`). Queries are
+processed in blocks so memory stays bounded for any database size.
 """
 from __future__ import annotations
 
@@ -21,8 +27,7 @@ import operator
 import torch
 
 from hashkern._validation import check_int, check_tensor
-from hashkern.codes import hamming_distance
-from hashkern.ops.packbits import pack_codes
+from hashkern.codes import as_packed, hamming_distance
 from hashkern.ops.search import check_search_inputs, hamming_topk
 
 __all__ = ["mean_average_precision", "precision_at_radius", "precision_recall_curve", "precision_recall_at_ranks"]
@@ -31,33 +36,35 @@ _BUDGET = 1 << 26  # elements per block of query x database work
 
 
 def _packed(name: str, codes, nbits: int | None) -> tuple[torch.Tensor, int]:
-    """±1 / {0,1} / bool codes ``[n, K]`` -> (packed uint8 ``[n, ceil(K/8)]``, K)."""
+    """Codes ``[n, K]`` or packed uint8 with ``nbits`` -> (packed uint8 ``[n, ceil(K/8)]``, K)."""
     check_tensor(name, codes, ndim=2)
     if codes.device.type == "meta":
         raise ValueError(f"{name} is a meta tensor (no data): metrics need code values")
-    if codes.dtype == torch.uint8:
-        width = codes.shape[1]
-        nbits = 8 * width if nbits is None else check_int("nbits", nbits, low=1)
-        if (nbits + 7) // 8 != width:
-            raise ValueError(f"{name} has {width} bytes per code, which does not hold nbits={nbits} bits")
-        if nbits % 8 and codes.numel() and bool((codes[:, -1] >> (nbits % 8)).any()):
-            raise ValueError(f"{name} has bits set beyond nbits={nbits} in its last byte (padding must be 0)")
-        return codes.contiguous(), nbits
-    if nbits is not None and nbits != codes.shape[1]:
-        raise ValueError(f"nbits={nbits} does not match {name} with {codes.shape[1]} bits per code")
-    return pack_codes(name, codes), codes.shape[1]
+    return as_packed(name, codes, nbits)
+
+
+def _is_integer(t: torch.Tensor) -> bool:
+    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
 
 
 def _labels(name: str, labels, n: int, codes_name: str) -> torch.Tensor:
+    """Class ids ``[n]`` (or an integer column ``[n, 1]``, read as class ids), or multi-hot ``[n, C]`` of {0, 1}."""
     check_tensor(name, labels, ndim=(1, 2))
     if labels.shape[0] != n:
         raise ValueError(f"{name} must have one row per code of {codes_name} ({n}), got {labels.shape[0]}")
-    if labels.dim() == 1 and (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
-        raise TypeError(f"{name} must be integer class ids [n] or multi-hot [n, C], got dtype {labels.dtype}")
-    if labels.dim() == 2 and labels.shape[1] == 0:
-        raise ValueError(f"{name} is multi-hot with 0 classes (shape {tuple(labels.shape)}): it needs C >= 1 columns")
     if labels.is_complex():
         raise TypeError(f"{name} must be real or bool, got dtype {labels.dtype}")
+    if labels.dim() == 1 and not _is_integer(labels):
+        raise TypeError(f"{name} must be integer class ids [n] or multi-hot [n, C], got dtype {labels.dtype}")
+    if labels.dim() == 2 and labels.shape[1] == 1 and _is_integer(labels):
+        return labels[:, 0]  # an integer column is class ids, as [n]; a one-class multi-hot is bool or float
+    if labels.dim() == 2 and labels.shape[1] == 0:
+        raise ValueError(f"{name} is multi-hot with 0 classes (shape {tuple(labels.shape)}): it needs C >= 1 columns")
+    if labels.dim() == 2 and labels.dtype != torch.bool and labels.numel() \
+            and not bool(((labels == 0) | (labels == 1)).all()):
+        bad = labels[(labels != 0) & (labels != 1)][0].item()
+        raise ValueError(f"{name} is multi-hot [n, C], so its values must be 0 or 1 (or bool), got {bad} "
+                         "(class ids go in an integer [n] or [n, 1] tensor)")
     return labels
 
 
@@ -232,6 +239,8 @@ def precision_recall_curve(*, q_codes, db_codes, q_labels, db_labels, nbits: int
     if batch_size is not None:
         check_int("batch_size", batch_size, low=1)
     q_packed, db_packed, q_labels, db_labels, bits = _prepare(q_codes, db_codes, q_labels, db_labels, nbits)
+    if q_packed.shape[0] == 0:
+        raise ValueError("q_codes is empty: a precision-recall curve needs at least one query")
     hist, rel_hist = _histograms(q_packed, db_packed, q_labels, db_labels, bits, batch_size)
     retrieved, hits = torch.cumsum(hist, 1), torch.cumsum(rel_hist, 1)
     precision = torch.where(retrieved > 0, hits / retrieved.clamp(min=1), torch.zeros_like(hits))

@@ -28,6 +28,11 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one")
     config.addinivalue_line("markers", "slow: long-running; deselect with -m 'not slow'")
+    config.addinivalue_line("markers", "forward_variant(name): the patch-similarity Triton forward a test runs")
+    # GPU tests that need tens of GB of GPU memory carry xdist_group("gpu_heavy"): with --dist loadgroup they
+    # share one worker, so two never hold the GPU's memory at once (set on the test itself: pytest-xdist reads
+    # the mark in its own collection hook, before a conftest could add it)
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's group (--dist loadgroup)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -37,6 +42,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _release_gpu_memory(request):
+    """After a GPU test, the caching allocator gives its blocks back: the next test (or another xdist worker
+    on the same GPU) gets the memory."""
+    yield
+    if "gpu" in request.keywords and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
 
 
 def triton_test_device() -> torch.device:

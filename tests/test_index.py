@@ -161,3 +161,48 @@ def test_bad_inputs():
         index.search(codes(1, 12), 4)
     with pytest.raises(ValueError, match="r must be >= 0"):
         index.radius_search(codes(1, 12), -2)
+
+
+def test_concurrent_adds_keep_every_code_under_its_id():
+    # 6 threads x 400 adds with a tiny switch interval: without the lock ids collide and codes are lost.
+    import sys
+    import threading
+
+    index, nbits, per_thread, threads = HammingIndex(24), 24, 400, 6
+    results = {}
+
+    def worker(t):
+        gen = torch.Generator().manual_seed(t)
+        out = []
+        for _ in range(per_thread):
+            c = torch.randint(0, 2, (1, nbits), generator=gen)
+            out.append((index.add(c), pack_bits(c)))
+        results[t] = out
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+        for th in pool:
+            th.start()
+        for th in pool:
+            th.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert len(index) == threads * per_thread
+    ids = torch.cat([ids for out in results.values() for ids, _ in out])
+    assert sorted(ids.tolist()) == list(range(threads * per_thread))
+    for out in results.values():
+        for ids, packed in out:
+            assert torch.equal(index.codes[ids], packed)
+
+
+def test_index_can_be_copied_and_pickled():
+    import copy
+    import pickle
+
+    index = HammingIndex(16)
+    index.add(codes(7, 16))
+    for clone in (copy.deepcopy(index), pickle.loads(pickle.dumps(index))):
+        clone.add(codes(2, 16))
+        assert len(clone) == 9 and len(index) == 7 and torch.equal(clone.codes[:7], index.codes)

@@ -186,7 +186,7 @@ def test_metric_bad_inputs(device):
         _map(q, db, ql, torch.ones(10, 5, device=device), 5)
     with pytest.raises(ValueError, match="same number of bits"):
         _map(q, codes(10, 17, device), ql, dl, 5)
-    with pytest.raises(ValueError, match="does not hold nbits=20"):
+    with pytest.raises(ValueError, match="need 3 bytes per row for nbits=20"):
         _map(pack_bits(q), pack_bits(db), ql, dl, 5, nbits=20)
     padded = pack_bits(q)
     padded[:, -1] |= 0x80  # bit 15 of a 14-bit code

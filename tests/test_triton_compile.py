@@ -1,4 +1,4 @@
-"""Every Triton kernel the ops launch compiles for sm_80 and sm_90 (see hashkern/ops/_triton_aot.py).
+"""Every Triton kernel the ops launch compiles for sm_80 and sm_90 (see tools/triton_aot.py).
 
 The ops run once here under the interpreter, forward and backward, in each input dtype; the
 launches they make are compiled ahead of time for real GPUs. Numerics are checked elsewhere.
@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from hashkern.ops._triton_aot import SHARED_LIMIT, compile_for_gpus, record_launches
+from tools.triton_aot import SHARED_LIMIT, compile_for_gpus, record_launches
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="records launches under the Triton interpreter (CPU-only machines)")

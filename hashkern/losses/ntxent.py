@@ -19,6 +19,8 @@ def _check(z1, z2, temperature):
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.shape[0] < 2:
         raise ValueError(f"NT-Xent needs a batch of at least 2 pairs (negatives), got {z1.shape[0]}")
+    if z1.shape[1] == 0:
+        raise ValueError(f"z1 and z2 must have at least one feature, got shape {tuple(z1.shape)}")
     return check_temperature("temperature", temperature)
 
 
@@ -29,8 +31,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.3, reduct
     Each of the 2n rows is classified against the other 2n-1 by cosine similarity / temperature,
     its partner being the target. reduction: "mean" -> scalar, "none" -> [2n].
 
-    Computed in at least float32, in float64 for temperatures below ~2e-3 (where the float32
-    rounding of the cosines would show), with rows normalised without overflow: half-precision
+    Computed in at least float32 (under ``torch.autocast`` too), in float64 for temperatures
+    below ~2e-3 (where the float32 rounding of the cosines would show), with rows normalised
+    without overflow: half-precision
     inputs, tiny temperatures and huge finite inputs give the float64 answer. The result has that
     compute dtype.
     """
@@ -40,7 +43,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.3, reduct
     n = z1.shape[0]
     dtype = logit_dtype(at_least_float32(z1, z2), 2.0, temperature)
     z = unit_rows(torch.cat([z1, z2]).to(dtype))
-    logits = z @ z.t() / temperature
+    with torch.autocast(z.device.type, enabled=False):  # autocast would run the matmul in bf16 / fp16
+        logits = z @ z.t() / temperature
     # A row is never its own negative: remove the diagonal before the softmax.
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)

@@ -8,6 +8,7 @@ is downloaded). Every backbone takes images [b, C, H, W] (already resized and no
 """
 from __future__ import annotations
 
+import numbers
 import os
 
 import torch
@@ -72,7 +73,7 @@ class ViTBackbone(nn.Module):
         if embed_dim % num_heads:
             raise ValueError(f"num_heads ({num_heads}) must divide embed_dim ({embed_dim})")
         check_positive("mlp_ratio", mlp_ratio)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.pool = pool
         from timm.models.vision_transformer import VisionTransformer

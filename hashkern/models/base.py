@@ -1,12 +1,10 @@
 """What every deep hashing model shares: a backbone, a hash head, ``loss(view1, view2)`` and ``encode(x)``."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 
-from hashkern._validation import check_int, check_tensor
+from hashkern._validation import check_float, check_int, check_tensor
 from hashkern.codes import sign_ste
 
 HEAD_INITS = ("official", "torch")
@@ -66,11 +64,7 @@ class HashModel(nn.Module):
 
 def check_loss_weight(name: str, value) -> float:
     """A loss weight: a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return float(value)
+    return check_float(name, value, low=0)
 
 
 def check_choice(name: str, value, choices: tuple) -> str:

@@ -63,8 +63,12 @@ class ITQ(_SignProjection):
         x = as_features(x)
         if self.nbits > min(x.shape):
             raise ValueError(f"ITQ needs nbits <= min(n, d) = {min(x.shape)}, got {self.nbits}")
-        self.mean = x.mean(0)
-        xc = x - self.mean
+        # Features divided by their largest magnitude first: the signs do not depend on the scale,
+        # and the mean and xcᵀ xc would overflow at 1e160 and underflow at 1e-300 otherwise.
+        scale = x.abs().max().clamp(min=torch.finfo(torch.float64).tiny)
+        unit_mean = (x / scale).mean(0)
+        self.mean = unit_mean * scale
+        xc = x / scale - unit_mean
         # Top-K principal directions from the covariance [d, d] (cheap for d in the thousands).
         evals, evecs = torch.linalg.eigh(xc.t() @ xc)
         self.pca = evecs[:, torch.argsort(evals, descending=True)[:self.nbits]]

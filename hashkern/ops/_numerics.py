@@ -45,3 +45,10 @@ def unit_rows(z: torch.Tensor) -> torch.Tensor:
     scale = z.detach().abs().amax(dim=-1, keepdim=True)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     return F.normalize(z / scale, dim=-1)
+
+
+def unit_tokens(x: torch.Tensor) -> torch.Tensor:
+    """``unit_rows`` in the input's dtype: half inputs are normalised in fp32 and rounded once (the tokens
+    patch similarity and MaxSim compare by cosine)."""
+    wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    return unit_rows(wide).to(x.dtype)

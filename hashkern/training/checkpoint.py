@@ -5,21 +5,25 @@ File format (container version 2)::
     magic b"HKCKPT\\r\\n" | version u32 little-endian | payload: torch.save(state) bytes
     | SHA-256 of everything before it (32 bytes)
 
-``load_checkpoint`` verifies the digest before unpickling anything, so a flipped byte, a
-truncated file or a file of another format is refused with a :class:`CheckpointError` naming
-the file. :func:`check_fits` then refuses a state whose tensors do not fit the model,
-optimizer and scheduler it is about to be loaded into (missing or extra keys, other shapes or
+``load_checkpoint`` reads and checks the header first, then streams the payload through the
+digest (memory O(1 MiB) until torch reads the verified payload), and verifies the digest before
+unpickling anything, so a flipped byte, a truncated file, a file of another format or an endless
+device (``/dev/zero``) is refused with a :class:`CheckpointError` naming the file; so is a path
+that is not a regular file. ``save_checkpoint`` raises a full disk as ``OSError`` naming the
+file. :func:`check_fits` then refuses a state whose tensors do not fit the model, optimizer and
+scheduler it is about to be loaded into (missing or extra keys, other shapes or
 dtypes, missing optimizer state), before anything is modified.
 """
 from __future__ import annotations
 
-import io
+import hashlib
 import os
+import stat
 import struct
 
 import torch
 
-from hashkern._io import SEAL_SIZE, check_path, seal_matches, sealed_write
+from hashkern._io import SEAL_SIZE, FileWindow, check_path, read_through, sealed_write
 from hashkern.models import build_model
 
 __all__ = ["CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "check_fits",
@@ -45,42 +49,54 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
         torch.save(state, f)
 
 
-def _read_verified(path: str) -> bytes:
-    """The payload of a checkpoint file whose container and digest check out."""
+def _open_verified(path: str):
+    """The open checkpoint file, after its header, size and digest check out (the payload is not kept)."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path!r} is a directory, not a file")
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        f = open(path, "rb")
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path!r} cannot be read: {exc.strerror or exc}") from exc
-    if data[:2] == b"PK":  # a bare torch.save zip: version 1, or not written by hashkern
-        raise CheckpointError(f"{path!r} is a plain torch file without hashkern's checksum: not a hashkern "
-                              f"checkpoint, or one written before checkpoint version {CHECKPOINT_VERSION}")
-    if len(data) < _HEADER.size + SEAL_SIZE or not data.startswith(_MAGIC):
-        if _MAGIC.startswith(data[:len(_MAGIC)]) and data:
-            raise CheckpointError(f"checkpoint {path!r} is truncated: {len(data)} bytes")
-        raise CheckpointError(f"{path!r} is not a hashkern checkpoint (no checkpoint header)")
-    _, version = _HEADER.unpack_from(data)
-    if version != CHECKPOINT_VERSION:
-        raise CheckpointError(f"checkpoint {path!r} has format version {version}; this hashkern reads "
-                              f"version {CHECKPOINT_VERSION}")
-    if not seal_matches(data):
-        raise CheckpointError(f"checkpoint {path!r} is corrupted or truncated: its SHA-256 checksum does not "
-                              "match its contents")
-    return data[_HEADER.size:-SEAL_SIZE]
+    try:
+        info = os.fstat(f.fileno())
+        head = f.read(_HEADER.size)
+        if head[:2] == b"PK":  # a bare torch.save zip: version 1, or not written by hashkern
+            raise CheckpointError(f"{path!r} is a plain torch file without hashkern's checksum: not a hashkern "
+                                  f"checkpoint, or one written before checkpoint version {CHECKPOINT_VERSION}")
+        if not head.startswith(_MAGIC[:len(head)]) or not head:
+            raise CheckpointError(f"{path!r} is not a hashkern checkpoint (no checkpoint header)")
+        if not stat.S_ISREG(info.st_mode):
+            raise CheckpointError(f"checkpoint {path!r} is not a regular file (a FIFO or device): its size, and "
+                                  "so its checksum's place, is unknown")
+        if len(head) < _HEADER.size or info.st_size < _HEADER.size + SEAL_SIZE:
+            raise CheckpointError(f"checkpoint {path!r} is truncated: {info.st_size} bytes")
+        _, version = _HEADER.unpack(head)
+        if version != CHECKPOINT_VERSION:
+            raise CheckpointError(f"checkpoint {path!r} has format version {version}; this hashkern reads "
+                                  f"version {CHECKPOINT_VERSION}")
+        payload_size = info.st_size - _HEADER.size - SEAL_SIZE
+        digest = hashlib.sha256(head)
+        if read_through(f, digest, payload_size) != payload_size or digest.digest() != f.read(SEAL_SIZE):
+            raise CheckpointError(f"checkpoint {path!r} is corrupted or truncated: its SHA-256 checksum does not "
+                                  "match its contents")
+        return f, payload_size
+    except BaseException:
+        f.close()
+        raise
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read and verify a checkpoint written by :func:`save_checkpoint`; a clear ``CheckpointError`` otherwise."""
     path = check_path(path)
-    payload = _read_verified(path)
-    try:
-        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)  # tensors and plain data
-    except Exception as exc:  # digest matched, so the writer produced something torch cannot read
-        raise CheckpointError(f"checkpoint {path!r} has a valid checksum but torch cannot read it: {exc}") from exc
+    f, payload_size = _open_verified(path)
+    with f:
+        try:  # tensors and plain data, read straight from the verified part of the file
+            state = torch.load(FileWindow(f, _HEADER.size, payload_size), map_location="cpu", weights_only=True)
+        except Exception as exc:  # digest matched, so the writer produced something torch cannot read
+            raise CheckpointError(f"checkpoint {path!r} has a valid checksum but torch cannot read it: "
+                                  f"{exc}") from exc
     if not isinstance(state, dict) or state.get("format") != _FORMAT:
         raise CheckpointError(f"{path!r} is not a hashkern checkpoint (no 'format' marker)")
     if state.get("version") != CHECKPOINT_VERSION:

@@ -1,4 +1,4 @@
-"""``hashkern train | eval | encode | export | plot | pretrain | bench | demo``: the command line (console script
+"""``hashkern info | train | eval | encode | export | plot | pretrain | bench | demo``: the command line (console script
 ``hashkern = hashkern.training.cli:main``; ``python -m hashkern``). The train and pretrain flags are
 generated from :class:`~hashkern.training.train.TrainConfig` and
 :class:`~hashkern.training.pretrain.PretrainConfig` (:mod:`hashkern.training.config`), plus ``--config FILE``."""
@@ -9,6 +9,8 @@ import os
 import sys
 from dataclasses import replace
 
+from hashkern import _info
+from hashkern._version import __version__
 from hashkern.training.config import add_config_arguments, config_from_args
 from hashkern.training.pretrain import PretrainConfig
 from hashkern.training.train import TrainConfig
@@ -25,12 +27,18 @@ def _add_run_args(p: argparse.ArgumentParser, out_help: str, out_default: str | 
                    "(imagelist / imagefolder; results do not depend on it)")
 
 
+def _check_max_steps(args) -> None:
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
+
+
 def cmd_train(args) -> int:
     from hashkern import distributed as hdist
     from hashkern.training.evaluate import plot_pr, write_json
     from hashkern.training.train import Trainer
 
     cfg = config_from_args(TrainConfig, args, args.parser)
+    _check_max_steps(args)
     hdist.init_from_env()
     out = args.out or os.path.join("runs", f"{cfg.method}-{cfg.bits}")
     trainer = Trainer(cfg, out, device=args.device, resume=args.resume, overwrite=args.overwrite,
@@ -137,6 +145,7 @@ def cmd_pretrain(args) -> int:
             raise ValueError(f"--threads must be a positive int, got {args.threads}")
         torch.set_num_threads(args.threads)
     cfg = config_from_args(PretrainConfig, args, args.parser)
+    _check_max_steps(args)
     trainer = Pretrainer(cfg, args.out, device=args.device, resume=args.resume, overwrite=args.overwrite,
                          progress=not args.no_progress, workers=args.workers)
     print(f"pretraining on {len(trainer.train_images)} unlabelled training images, {trainer.total_steps} steps "
@@ -166,7 +175,10 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hashkern", description="Deep unsupervised hashing: train, evaluate, "
                                      "benchmark.")
+    parser.add_argument("--version", action="version", version=f"hashkern {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions, the compiled kernels, and what backend='auto' uses on each device"
+                   ).set_defaults(func=lambda args: _info.main())
     p = sub.add_parser("train", help="train WCH / NSH / CIBHash (torchrun for several processes)")
     add_config_arguments(p, TrainConfig)
     _add_run_args(p, "run folder (default runs/<method>-<bits>)", None)
@@ -236,9 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     args.parser = parser._subparsers._group_actions[0].choices[args.command]  # for config_from_args' errors
     try:
         return args.func(args)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, FloatingPointError) as exc:
         # User errors (missing data, corrupt checkpoint, bad weights, unknown method, unwritable
-        # output): one clear line, exit status 2. HASHKERN_DEBUG=1 shows the traceback.
+        # output, full disk, a diverged run): one clear line, exit status 2. HASHKERN_DEBUG=1 shows
+        # the traceback.
         if os.environ.get("HASHKERN_DEBUG"):
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__

@@ -23,10 +23,12 @@ except ModuleNotFoundError:  # Python < 3.11: --config takes JSON only
 import torch
 
 from hashkern._io import atomic_write
+from hashkern._validation import check_float, check_int
 
 __all__ = ["ConfigFromDict", "LoopConfig", "PRECISIONS", "option", "add_config_arguments", "config_from_args",
-           "read_config_file", "write_config_toml"]
+           "read_config_file", "write_config_toml", "MAX_LR"]
 
+MAX_LR = 10.0  # Adam steps each weight by about lr: beyond this a run only diverges (1e300 overflows Adam)
 # --precision: the autocast dtype of the forward pass (None: plain fp32, no autocast).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -71,8 +73,16 @@ class LoopConfig(ConfigFromDict):
                             "scaler)", choices=tuple(PRECISIONS))
 
     def __post_init__(self):
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        """Every value checked before any work starts: a bad one is one clear ValueError / TypeError."""
+        check_int("epochs", self.epochs, low=1)
+        check_int("batch_size", self.batch_size, low=1)
+        check_float("lr", self.lr, low=0, low_open=True, high=MAX_LR)
+        check_float("weight_decay", self.weight_decay, low=0)
+        check_int("warmup_steps", self.warmup_steps, low=0)
+        check_int("seed", self.seed, low=0, high=2**62 - 1)
+        check_int("checkpoint_every", self.checkpoint_every, low=0)
+        if not isinstance(self.backbone_kwargs, dict):
+            raise TypeError(f"backbone_kwargs must be a dict, got {type(self.backbone_kwargs).__name__}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}")
 

@@ -66,7 +66,7 @@ def write_json(path: str, data: dict) -> None:
 
 
 def plot_pr(curves: dict, path: str, title: str = "Precision-recall (Hamming ranking)") -> None:
-    """curves: {label: {"precision": [...], "recall": [...]}} -> a PNG at ``path``."""
+    """curves: {label: {"precision": [...], "recall": [...]}} -> a PNG at ``path``, written atomically."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -83,5 +83,8 @@ def plot_pr(curves: dict, path: str, title: str = "Precision-recall (Hamming ran
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as f:  # a killed run never leaves half a PNG
+            fig.savefig(f, format="png")
+    finally:
+        plt.close(fig)

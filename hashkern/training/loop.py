@@ -14,6 +14,7 @@ before anything is loaded.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import sys
@@ -24,6 +25,7 @@ from dataclasses import asdict
 import torch
 
 from hashkern import distributed as hdist
+from hashkern._validation import check_int
 from hashkern.training.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
@@ -35,7 +37,11 @@ from hashkern.training.config import PRECISIONS, LoopConfig, write_config_toml
 from hashkern.training.data.streamed import step_batches
 from hashkern.training.runlog import MetricsLog
 
-__all__ = ["Task", "TrainingLoop", "epoch_order", "step_seed"]
+__all__ = ["Task", "TrainingLoop", "NonFiniteLoss", "epoch_order", "step_seed"]
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN or infinite: the run stops before the step is applied; the last checkpoint is kept."""
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -147,6 +153,9 @@ class TrainingLoop:
         self.progress, self.log, self.workers = progress, log, workers
         self.checkpoint_path = os.path.join(out_dir, "last.pt")
         self.config_path = os.path.join(out_dir, "config.toml")
+        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+            raise NotADirectoryError(errno.ENOTDIR, f"the run folder {out_dir!r} is an existing file, not a folder: "
+                                     "pass another --out", out_dir)
         self.distributed = hdist.is_distributed()
         self.rank, self.world = hdist.rank(), hdist.world_size()
         if not resume and not overwrite and os.path.exists(self.checkpoint_path):
@@ -248,9 +257,11 @@ class TrainingLoop:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
+            self._check_finite(float(loss.detach()), step)
             self.optimizer.step()
         else:  # fp16: scale the loss so small gradients survive; steps with inf/NaN gradients are skipped
             self.scaler.scale(loss).backward()
+            self._check_finite(float(loss.detach()), step)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         with warnings.catch_warnings():
@@ -271,7 +282,24 @@ class TrainingLoop:
         if self.metrics is not None:
             self.metrics.append(record)
 
+    def _check_finite(self, loss: float, step: int) -> None:
+        """Refuse a non-finite loss on any rank, before the step is applied (every rank raises alike)."""
+        finite = math.isfinite(loss)
+        if self.distributed:
+            import torch.distributed as dist
+
+            flag = torch.tensor([1.0 if finite else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = bool(flag.item())
+        if not finite:
+            kept = (f"the last checkpoint {self.checkpoint_path!r} (step {self.step}) is kept"
+                    if os.path.exists(self.checkpoint_path) else "no checkpoint was written")
+            raise NonFiniteLoss(f"the loss became non-finite ({loss}) at step {step + 1}: training stopped and {kept}; "
+                                f"lower --lr (now {self.config.lr}) or check the data")
+
     def fit(self, max_steps: int | None = None) -> dict:
+        if max_steps is not None:
+            check_int("max_steps", max_steps, low=1)
         cfg, stop = self.config, self.total_steps if max_steps is None else min(self.total_steps, max_steps)
         every = cfg.checkpoint_every or self.steps_per_epoch
         bar = _progress(range(self.step, stop), stop - self.step, self.task.describe(),

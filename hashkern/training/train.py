@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hashkern._validation import check_float, check_int
 from hashkern.models import BACKBONES, METHODS, build_model
 from hashkern.training.config import LoopConfig, option
 from hashkern.training.data import DATASETS, load_split, make_transforms
@@ -63,13 +64,15 @@ class TrainConfig(LoopConfig):
             raise ValueError(f"backbone: {exc}") from None
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {tuple(AUGMENTATIONS)}, got {self.augment!r}")
-        for name in ("bits", "epochs", "batch_size", "image_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        for name in ("bits", "query_per_class", "train_per_class", "topk", "image_size"):
+            check_int(name, getattr(self, name), low=1)
         super().__post_init__()
-        if isinstance(self.backbone_lr_scale, bool) or not isinstance(self.backbone_lr_scale, (int, float)) \
-                or not 0 <= self.backbone_lr_scale < float("inf"):
-            raise ValueError(f"backbone_lr_scale must be a finite number >= 0, got {self.backbone_lr_scale!r}")
+        check_float("backbone_lr_scale", self.backbone_lr_scale, low=0)
+        check_int("eval_every", self.eval_every, low=0)
+        if self.database_size is not None:
+            check_int("database_size", self.database_size, low=1)
+        if not isinstance(self.model_kwargs, dict):
+            raise TypeError(f"model_kwargs must be a dict, got {type(self.model_kwargs).__name__}")
 
 
 def config_split(config: TrainConfig, data_dir: str | None = None):

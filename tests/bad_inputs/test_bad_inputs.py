@@ -9,7 +9,11 @@ tests/bad_inputs/report.py`` prints the count of every outcome class. Areas cove
 - ``softsort``: soft_sort, soft_sort_gather, sorted_cosine (cpu, torch, triton);
 - ``losses``: NT-Xent, WCH (weights, loss, bit balance), SortedNCE, CIBHash's KL terms, mutual_attention;
 - ``models``: WCH, NSH, CIBHash (constructors, encode, loss), the backbones, LSH / ITQ;
-- ``patchsim``: patch_similarity (maxmean, softmaxmean, masks, temperature; torch, triton), patch_similarity_reference.
+- ``patchsim``: patch_similarity (maxmean, softmaxmean, masks, temperature; torch, triton), patch_similarity_reference;
+- ``maxsim``: maxsim, maxsim_paired (padded, masked, packed with offsets; cpu, torch, triton);
+- ``edges``: special file targets (FIFO, device node, trailing slash, endless files), numpy scalars,
+  integer label columns, NaN / non-binary multi-hot labels, 0-query metrics, unpacked uint8 codes,
+  extreme feature scales (ITQ).
 """
 import pytest
 from badinput import judge

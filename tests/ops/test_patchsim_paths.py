@@ -120,6 +120,7 @@ def test_cuda_hub_at_scale_matches_torch_path(dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.xdist_group("gpu_heavy")  # 45-55 GB of GPU memory
 def test_cuda_offsets_past_int32():
     """b1 P D > 2^31 elements (x1 is 4.3 GB in bf16): int64 addresses in the forward, dx1 and dx2."""
     x1 = torch.randn(14_300, 196, 768, device="cuda", dtype=torch.bfloat16)
@@ -148,3 +149,29 @@ def test_cuda_softmaxmean_low_temperature_bf16():
     torch.testing.assert_close(s.double(), ref, atol=3e-2, rtol=0)
     d1, d2 = torch.autograd.grad(s.sum(), (x1, x2))
     assert torch.isfinite(d1.float()).all() and torch.isfinite(d2.float()).all()
+
+
+def test_forward_variant_choice(monkeypatch):
+    """"gemm" runs maxmean with x2 images of at most MAX_EPILOGUE_Q patches; softmaxmean and larger Q stay fused."""
+    from hashkern.ops.patchsim import triton_launch as L
+
+    monkeypatch.setattr(L, "FORWARD_VARIANT", "gemm")
+    assert L.forward_variant(196, "maxmean") == "gemm"
+    assert L.forward_variant(196, "softmaxmean") == "fused"
+    assert L.forward_variant(L.MAX_EPILOGUE_Q + 1, "maxmean") == "fused"
+    monkeypatch.setattr(L, "FORWARD_VARIANT", "auto")
+    assert L.forward_variant(196, "maxmean") == L.AUTO_FORWARD
+    monkeypatch.setattr(L, "FORWARD_VARIANT", "fast")
+    with pytest.raises(ValueError, match="FORWARD_VARIANT must be one of"):
+        L.forward_variant(196, "maxmean")
+
+
+def test_gemm_chunks_cover_every_pair_once():
+    from hashkern.ops.patchsim import triton_launch as L
+
+    R1, b2, Q = 1000, 37, 49
+    seen = torch.zeros(R1, b2, dtype=torch.int32)
+    for r0, r1, m0, m1 in L.gemm_chunks(R1, b2, Q, limit=20_000, columns=512):
+        assert (r1 - r0) * (m1 - m0) * Q <= 20_000 and m1 - m0 == min(11, b2 - m0)
+        seen[r0:r1, m0:m1] += 1
+    assert (seen == 1).all()

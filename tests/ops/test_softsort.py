@@ -10,7 +10,7 @@ import torch
 from conftest import poison
 
 from hashkern.ops import softsort as ss
-from hashkern.ops.softsort import torch_impl, triton_launch
+from hashkern.ops.softsort import torch_impl, triton_forms, triton_launch
 from hashkern.ops.softsort.reference import (
     soft_sort_gather_reference,
     soft_sort_reference,
@@ -173,6 +173,7 @@ def test_row_blocks_do_not_change_the_result(monkeypatch):
     """The torch path and the Triton launcher split rows to bound their scratch; force tiny blocks."""
     monkeypatch.setattr(torch_impl, "SCRATCH_ELEMS", 40)
     monkeypatch.setattr(triton_launch, "SCRATCH_BYTES", 1)
+    monkeypatch.setattr(triton_forms, "SCRATCH_BYTES", 1)  # the chunked form: one row per launch
     for backend in ("torch", "triton"):
         _gather_case(torch.randn(35, 9, dtype=torch.float64), torch.randn(9, 3, dtype=torch.float64),
                      0.4, torch.float64, backend)
@@ -358,6 +359,7 @@ def test_opcheck_of_the_scan_ops():
 # ----------------------------------------------------------------------------- GPU
 
 @pytest.mark.gpu
+@pytest.mark.xdist_group("gpu_heavy")  # the dense fp64 reference at n = 1000 holds ~32 GB
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("n", [17, 129, 1000])
 def test_half_precision_on_gpu(dtype, n):
@@ -480,20 +482,3 @@ def test_bad_inputs():
         ss.soft_sort_gather(s, v, 1.0, backend="gpu")
     with pytest.raises(ValueError, match="backend='cuda' is not implemented"):
         ss.soft_sort_gather(s, v, 1.0, backend="cuda")
-
-
-# ----------------------------------------------------------------------------- GPU build (no GPU needed)
-
-def test_kernels_compile_for_hopper():
-    """The launches CUDA uses compile (PTX + ptxas, sm_90a) without spills. fp64 too:
-    ``python -m hashkern.ops.softsort._compile_check`` (~1 min)."""
-    pytest.importorskip("triton.backends.nvidia")
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = ("import sys, torch; from hashkern.ops.softsort._compile_check import compile_all; "
-            "sys.exit(0 if compile_all((torch.float32,)) else 1)")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("ok   _softsort_scan_bwd_kernel") == 6  # 3 modes x (d % 16 == 0, not)

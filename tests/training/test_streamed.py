@@ -126,7 +126,8 @@ first = time.time() - t0
 trainer.fit(max_steps=4)
 own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-print(json.dumps({"first_step_s": first, "peak_rss_mb": own, "worker_peak_rss_mb": worker, "n": len(trainer.train_images)}))
+print(json.dumps({"first_step_s": first, "peak_rss_mb": own, "worker_peak_rss_mb": worker,
+                  "n": len(trainer.train_images)}))
 """
 
 

@@ -3,8 +3,10 @@
 A batched all-pairs MaxSim (ColBERT late interaction) over ViT patch tokens, computed as one GEMM
 ``[b1 P, D] x [D, b2 Q]`` whose tiles are reduced at once to a max (or smooth max) per (patch, image),
 so that ``[b1, b2, P, Q]`` is never stored. Backends: ``triton`` (CUDA, or CPU tensors under
-``TRITON_INTERPRET=1``; cost model in ``benchmarks/notes/patchsim.md``) and ``torch`` (the same GEMM form with
-the BLAS, chunked over images so memory stays bounded; the CPU default).
+``TRITON_INTERPRET=1``; cost model in ``benchmarks/notes/patchsim.md``), ``torch`` (the same GEMM form with
+the BLAS, chunked over images so memory stays bounded). ``backend="auto"`` with ``maxmean`` runs
+``hashkern.maxsim(..., reduce="mean", normalize=normalize)``, which shares these kernels and adds a
+register-tiled C++ kernel, its choice on the CPU.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import torch
 
 from hashkern._dispatch import OpBackends, Support, declare, resolve_backend
 from hashkern._validation import FLOAT_DTYPES, check_bool, check_positive, check_same_device, check_tensor
-from hashkern.ops._numerics import unit_rows
+from hashkern.ops._numerics import unit_tokens
 from hashkern.ops.patchsim._common import acc_dtype
 from hashkern.ops.patchsim.autograd import PatchSimilarityFunction
 from hashkern.ops.patchsim.reference import REDUCTIONS, patch_similarity_reference
@@ -21,6 +23,7 @@ __all__ = ["PatchSimilarityFunction", "patch_similarity", "patch_similarity_refe
 
 # Triton first on CUDA, the BLAS (torch) first on the CPU. Triton: every float dtype, any size
 # (1-D grids, int64 offsets); bf16/fp16 tensor cores need sm_80+. Both backends are deterministic.
+# backend="auto" with reduce="maxmean" is hashkern.maxsim's own choice (its C++ kernel on the CPU).
 BACKENDS = declare(OpBackends("patch_similarity", preference=("torch", "triton"),
                               preference_by_device={"cuda": ("triton", "torch")},
                               support={"triton": Support(min_capability=(8, 0))}))
@@ -41,11 +44,7 @@ def _check_mask(name: str, mask, batch: int, patches: int, device: torch.device)
     return mask.contiguous()
 
 
-def _unit_rows(x: torch.Tensor) -> torch.Tensor:
-    """x / |x| along the last axis without overflow (``unit_rows``); half inputs are normalised in
-    fp32 and rounded once."""
-    wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    return unit_rows(wide).to(x.dtype)
+_unit_rows = unit_tokens  # x / |x| along the last axis without overflow, rounded once to x's dtype
 
 
 def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True, reduce: str = "maxmean",
@@ -63,7 +62,9 @@ def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True,
         temperature: > 0, used by ``softmaxmean``; below the smallest normal number of the compute dtype
             it acts as that number (the result is then the max, ties shared equally), above its inverse as
             that inverse (the result is then the mean).
-        backend: ``"auto" | "triton" | "torch"``.
+        backend: ``"auto" | "triton" | "torch"``. ``auto`` with ``maxmean`` is ``hashkern.maxsim(x1, x2, mask1,
+            mask2, reduce="mean", normalize=normalize)``: MaxSim's C++ kernel on the CPU, these Triton kernels on
+            CUDA.
     Returns:
         s [b1, b2] in the accumulation dtype (``ops._numerics.at_least_float32``): float64 for float64
         input, else float32.
@@ -89,6 +90,9 @@ def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True,
     temperature = check_positive("temperature", temperature)
     mask1 = _check_mask("mask1", mask1, b1, P, device)
     mask2 = _check_mask("mask2", mask2, b2, Q, device)
+    if backend == "auto" and reduce == "maxmean":  # MaxSim's mean of cosines: its kernels, its choice of them
+        from hashkern.ops.maxsim import maxsim
+        return maxsim(x1, x2, mask1, mask2, reduce="mean", normalize=normalize)
     backend = resolve_backend(backend, BACKENDS, device)
 
     acc = acc_dtype(x1.dtype)

@@ -101,7 +101,7 @@ def _patch_similarity_fwd_kernel(
     rows = row_tile.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < R1
     col_begin = run.to(tl.int64) * IMAGES * Q
-    col_end = tl.minimum(col_begin + IMAGES * Q, b2.to(tl.int64) * Q)
+    col_end = tl.minimum(col_begin + IMAGES * Q, tl.cast(b2, tl.int64) * Q)
     scale = tl.load(inv_t_ptr)
     if REDUCE_MAX:
         best = tl.full([BLOCK_M], float("-inf"), ACC)
@@ -149,7 +149,7 @@ def _patch_similarity_fwd_kernel(
                 run_max = new_max
                 tl.store(value_ptr + out, run_max + run_w / run_sum, mask=row_ok & closes)
                 tl.store(stat_ptr + out, run_max, mask=row_ok & closes)
-                tl.store(stat_ptr + b2.to(tl.int64) * R1 + out, tl.log(run_sum), mask=row_ok & closes)
+                tl.store(stat_ptr + tl.cast(b2, tl.int64) * R1 + out, tl.log(run_sum), mask=row_ok & closes)
                 run_max = tl.where(closes, float("-inf"), run_max)
                 run_sum = tl.where(closes, 0.0, run_sum)
                 run_w = tl.where(closes, 0.0, run_w)
@@ -179,7 +179,7 @@ def _patch_similarity_softmax_weights_kernel(
     ok = row_ok[:, None] & col_ok[None, :]
     stat = (cols // Q)[None, :] * R1 + rows[:, None]  # [BLOCK_M, BLOCK_N] index into [b2, R1]
     row_max = tl.load(stat_ptr + stat, mask=ok, other=0.0)
-    log_sum = tl.load(stat_ptr + b2.to(tl.int64) * R1 + stat, mask=ok, other=0.0)
+    log_sum = tl.load(stat_ptr + tl.cast(b2, tl.int64) * R1 + stat, mask=ok, other=0.0)
     f = tl.load(smooth_ptr + stat, mask=ok, other=0.0)
     c = tl.load(coef_ptr + stat, mask=ok, other=0.0)
     scale = tl.load(inv_t_ptr)

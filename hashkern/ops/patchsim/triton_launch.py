@@ -2,7 +2,7 @@
 
 One fixed tile set per (kernel, dtype) on CUDA, no autotuning: the same inputs give bitwise-identical
 results in every process (reduction orders never depend on a timing run). ``cuda_tiles`` lists them and
-``tests/ops/test_patchsim_compile.py`` compiles every one for sm_90 with the JIT's real specialisation.
+``tests/test_triton_aot.py`` compiles every one for sm_90 with the JIT's real specialisation.
 CPU tensors (the interpreter) get small tiles: few programs, few loop trips. Every launch runs under
 ``on_device_of`` (tensors on ``cuda:1`` launch there). This module imports triton; import it lazily.
 """
@@ -24,30 +24,44 @@ from hashkern.ops.patchsim._common import (
     row_coefficients,
     softmax_backward,
 )
+from hashkern.ops.patchsim.triton_epilogue import _patch_similarity_epilogue_kernel
 
 SPLIT = 1024         # rows of a dx2 segment one program sums; longer (hub) segments are split
 CSR_WINDOW = 4096    # rows of x1 per counting-sort program
 MAX_CSR_BINS = 4096  # larger Q (more patches than that) falls back to a torch sort for the CSR
 DS_CHUNK_ELEMENTS = 1 << 25  # softmaxmean backward: dS entries per chunk on CUDA (<= 128 MiB in fp32)
+# The maxmean forward: "fused" (GEMM tiles reduced in registers, triton_kernels.py) or "gemm" (BLAS chunks of
+# fp32 similarities, then the triton_epilogue.py pass; x2 images of at most MAX_EPILOGUE_Q patches). "auto" takes
+# AUTO_FORWARD, which one GPU run of `make gpu-check` decides (benchmarks/notes/patchsim.md).
+# softmaxmean always runs the fused forward (triton_epilogue.py says why).
+FORWARD_VARIANTS = ("auto", "fused", "gemm")
+FORWARD_VARIANT = "auto"
+AUTO_FORWARD = "fused"
+MAX_EPILOGUE_Q = 4096
+GEMM_CHUNK_ELEMENTS = 1 << 23  # similarities of one BLAS chunk on CUDA: 32 MiB in fp32, read back from L2
+GEMM_CHUNK_COLUMNS = 2048      # columns (whole x2 images) of a chunk: a GEMM wide enough for cuBLAS's tiles
 
 
-def cuda_tiles(kind: str, dtype: torch.dtype) -> dict:
-    """The tile constexprs, num_warps and num_stages of kernel ``kind`` for CUDA inputs of ``dtype``."""
+def cuda_tiles(kind: str, dtype: torch.dtype, D: int | None = None) -> dict:
+    """The tile constexprs, num_warps and num_stages of kernel ``kind`` for CUDA inputs of ``dtype`` and ``D``
+    features (None: large)."""
     k = 32 if dtype == torch.float32 else 64  # 4-byte operands: half the K step, the same shared memory
     if dtype == torch.float64:  # for checking, not speed: small FMA tiles
         fwd = dss = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)
-    else:  # the largest tiles ptxas keeps free of spills (128 x 128 spills in the epilogue; dS holds 4 gathers)
+    else:  # the largest tiles ptxas keeps free of spills (128 x 128 spills in the epilogue; dS holds 4 gathers,
+        # and spills at 4 warps once sizes of 1 become constants)
         fwd = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=k, num_warps=8, num_stages=3)
-        dss = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=k, num_warps=4, num_stages=3)
+        dss = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=k, num_warps=8, num_stages=3)
+    block_d = 128 if D is None else max(16, min(128, triton.next_power_of_2(D)))  # D = 1 spills at 128
     return {"fwd": dict(fwd, GROUP_M=8), "softmax_weights": dss,
-            "dx1": dict(BLOCK_M=64, BLOCK_D=128, num_warps=4, num_stages=2),
+            "dx1": dict(BLOCK_M=64, BLOCK_D=block_d, num_warps=4, num_stages=2),
             "csr": dict(BLOCK_T=32, num_warps=4, num_stages=1),
-            "dx2": dict(BLOCK_T=32, BLOCK_D=128, num_warps=4, num_stages=2)}[kind]
+            "dx2": dict(BLOCK_T=32, BLOCK_D=block_d, num_warps=4, num_stages=2)}[kind]
 
 
 def _tiles(kind: str, u: torch.Tensor, D: int) -> dict:
     if u.is_cuda:
-        return cuda_tiles(kind, u.dtype)
+        return cuda_tiles(kind, u.dtype, D)
     block_d = max(16, min(128, triton.next_power_of_2(D)))  # few programs: ~1 ms each in the interpreter
     return {"fwd": dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=block_d, GROUP_M=2),
             "softmax_weights": dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=block_d),
@@ -89,6 +103,59 @@ def _precision(u: torch.Tensor) -> tuple:
     return (tl.float64 if u.dtype == torch.float64 else tl.float32), dot
 
 
+def forward_variant(Q: int, reduce: str) -> str:
+    """The forward that runs for x2 images of Q patches: FORWARD_VARIANT, "auto" resolved to AUTO_FORWARD."""
+    if FORWARD_VARIANT not in FORWARD_VARIANTS:
+        raise ValueError(f"FORWARD_VARIANT must be one of {FORWARD_VARIANTS}, got {FORWARD_VARIANT!r}")
+    variant = AUTO_FORWARD if FORWARD_VARIANT == "auto" else FORWARD_VARIANT
+    return "fused" if variant == "gemm" and (Q > MAX_EPILOGUE_Q or reduce != "maxmean") else variant
+
+
+def epilogue_tiles(Q: int, acc: torch.dtype, cuda: bool) -> dict:
+    """BLOCK_Q covers an image's Q columns; BLOCK_M rows keep a program's tile at 4096 fp32 / 2048 fp64 entries on
+    CUDA (16 a thread at 8 warps: spill-free, tools/aot_specs.py), 4096 in the interpreter."""
+    block_q = triton.next_power_of_2(Q)
+    if not cuda:
+        return dict(BLOCK_M=max(2, min(32, 4096 // block_q)), BLOCK_Q=block_q)
+    entries = 2048 if acc == torch.float64 else 4096
+    return dict(BLOCK_M=max(2, min(64, entries // block_q)), BLOCK_Q=block_q, num_warps=8, num_stages=1)
+
+
+def _similarities(a: torch.Tensor, b: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """a [r, D] . b [c, D]ᵀ in ``acc`` (fp32 / fp64): half inputs on CUDA multiply on tensor cores with fp32
+    output (cuBLAS; torch without ``out_dtype`` widens the operands instead), elsewhere in acc."""
+    if a.is_cuda and a.dtype in (torch.float16, torch.bfloat16):
+        try:
+            return torch.mm(a, b.t(), out_dtype=acc)
+        except (TypeError, RuntimeError):
+            pass
+    return a.to(acc) @ b.to(acc).t()
+
+
+def gemm_chunks(R1: int, b2: int, Q: int, limit: int, columns: int = GEMM_CHUNK_COLUMNS):
+    """(r0, r1, m0, m1): rows r0:r1 of X1 (any rows: the epilogue reduces each row alone) by whole x2 images
+    m0:m1 of about ``columns`` columns, at most ``limit`` similarities (or one row by one image)."""
+    images = max(1, min(b2, -(-columns // Q)))
+    rows = max(1, limit // (images * Q))
+    for r0 in range(0, R1, rows):
+        for m0 in range(0, b2, images):
+            yield r0, min(r0 + rows, R1), m0, min(m0 + images, b2)
+
+
+def _patch_similarity_fwd_gemm(X1, X2, mask1, mask2, values, argmax, b1, P, b2, Q):
+    acc = values.dtype
+    meta = epilogue_tiles(Q, acc, X1.is_cuda)
+    chunks = gemm_chunks(b1 * P, b2, Q, GEMM_CHUNK_ELEMENTS) if X1.is_cuda else gemm_chunks(b1 * P, b2, Q, 1 << 12, 64)
+    for r0, r1, m0, m1 in chunks:
+        sim = _similarities(X1[r0:r1], X2[m0 * Q:m1 * Q], acc)
+        grid = (triton.cdiv(r1 - r0, meta["BLOCK_M"]) * (m1 - m0),)
+        with on_device_of(X1):
+            _patch_similarity_epilogue_kernel[grid](
+                sim, _mask_arg(mask1, X1), _mask_arg(mask2, X1), values, argmax, r0, r1 - r0, m0, m1 - m0, b1 * P, Q,
+                HAS_MASK1=mask1 is not None, HAS_MASK2=mask2 is not None,
+                ACC=tl.float64 if acc == torch.float64 else tl.float32, **meta)
+
+
 def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperature: float):
     """u1 [b1, P, D], u2 [b2, Q, D] -> s [b1, b2] (fp32; fp64 for fp64 input), aux_a, aux_b (``empty_stats``)."""
     (b1, P, D), (b2, Q, _) = u1.shape, u2.shape
@@ -97,11 +164,14 @@ def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperatu
     aux_a, aux_b = empty_stats(reduce, b2, R1, acc, u1.device)
     # per-(image, patch) values: the max, or the smooth max that softmaxmean also saves for backward
     values = torch.empty(b2, R1, dtype=acc, device=u1.device) if reduce == "maxmean" else aux_b
+    if forward_variant(Q, reduce) == "gemm":
+        _patch_similarity_fwd_gemm(X1, X2, mask1, mask2, values, aux_a, b1, P, b2, Q)
+        return mean_over_patches(values, inv_count, mask1, b1, P), aux_a, aux_b
+    inv_t = _inverse_temperature_arg(temperature, acc, u1)
     acc_tl, dot = _precision(u1)
     meta = _tiles("fwd", u1, D)
     images = images_per_program(b2, Q, meta["BLOCK_N"])
     grid = (triton.cdiv(R1, meta["BLOCK_M"]) * triton.cdiv(b2, images),)
-    inv_t = _inverse_temperature_arg(temperature, acc, u1)
     with on_device_of(u1):
         kernels._patch_similarity_fwd_kernel[grid](
             X1, X2, _mask_arg(mask1, X1), _mask_arg(mask2, X1), values, aux_a, inv_t, R1, b2, Q, D, *X1.stride(),

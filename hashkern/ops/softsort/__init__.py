@@ -99,6 +99,8 @@ def soft_sort_gather(s: torch.Tensor, v: torch.Tensor, tau: float, descending: b
     tau = check_positive("tau", tau)
     check_bool("descending", descending)
     backend = resolve_backend(backend, SOFT_SORT_GATHER_BACKENDS, device)
+    if b == 0:  # nothing to sort; per-row values would reach reductions over 0 rows
+        return v.new_zeros((0, n, v.shape[-1]))
     return SoftSortGatherFunction.apply(s, v, tau, descending, backend)
 
 

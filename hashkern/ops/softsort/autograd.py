@@ -38,8 +38,8 @@ def _impl(backend: str):
     if backend == "cpu":
         return _cpu_fwd, _cpu_bwd
     if backend == "triton":
-        from hashkern.ops.softsort import triton_launch  # lazy: the package imports without triton
-        return triton_launch.softsort_scan_fwd, triton_launch.softsort_scan_bwd
+        from hashkern.ops.softsort import triton_forms  # lazy: the package imports without triton
+        return triton_forms.scan_fwd, triton_forms.scan_bwd
     return torch_impl.softsort_scan_torch_fwd, torch_impl.softsort_scan_torch_bwd
 
 

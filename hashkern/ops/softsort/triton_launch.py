@@ -29,7 +29,7 @@ class ScanConfig:
 
     def num_warps_bwd(self, cosine: bool, dtype: torch.dtype) -> int:
         """The backward keeps ~3x the forward's live tiles; 8 warps (fewer registers per thread) keep
-        the cosine and fp64 variants spill-free on sm_90, 4 the fp32 gather (ptxas -v, _compile_check)."""
+        the cosine and fp64 variants spill-free on sm_90, 4 the fp32 gather (ptxas -v, tools/aot_specs.py)."""
         return 8 if cosine or dtype == torch.float64 else 4
 
     def blocks_d(self, d: int) -> int:

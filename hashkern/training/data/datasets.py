@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,8 +66,11 @@ def _missing(what: str, path: str, how: str) -> FileNotFoundError:
 def _read_idx(path: str) -> np.ndarray:
     """An idx file (optionally .gz): big-endian header, magic 0x0000 08 <ndim>, then uint8 data."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # gzip names no file
+        raise ValueError(f"{path} is truncated or not a valid gzip file ({exc}); download it again") from exc
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path} is not an idx file of unsigned bytes (bad magic number)")
     ndim = data[3]

@@ -13,8 +13,10 @@ shared memory, whether it uses tensor cores, and the registers and spill bytes `
 reports. This catches what the interpreter lets through and a GPU would refuse: dot shapes under
 16, bad layouts, type errors, too much shared memory. It cannot check numerics or speed.
 
-``python -m hashkern.ops._triton_aot`` is the compile process: it reads ``{"launches": [...],
-"archs": [...]}`` as JSON on stdin and prints the reports as one JSON line.
+``python -m tools.triton_aot`` is the compile process: it reads ``{"launches": [...], "archs": [...]}``
+or ``{"families": [...] | null, "which": [...], "archs": [...]}`` (launches built there from
+``tools.aot_specs``, with that process's Triton) as JSON on stdin and prints ``{"triton": version,
+"reports": [...]}`` as one JSON line.
 """
 from __future__ import annotations
 
@@ -148,27 +150,43 @@ def record_launches():
 
 
 def unique(launches):
+    """The launches that compile to different code (the ``sizes`` label of a launch is not part of it)."""
     seen, result = set(), []
     for launch in launches:
-        key = json.dumps(launch, sort_keys=True, default=str)
+        key = json.dumps({k: v for k, v in launch.items() if k != "sizes"}, sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
             result.append(launch)
     return result
 
 
-def compile_for_gpus(launches, archs=(80, 90), timeout=900):
-    """Compile each distinct launch for each arch in a fresh process; returns one report per
-    (launch, arch): kernel, arch, constexprs, options, signature, ok, and when ok shared (bytes),
-    tensor_cores, cubin_bytes, registers and spill_bytes (None where ptxas does not say), else error."""
+def _compile_process(request: dict, triton_path: str | None, timeout: float) -> dict:
+    """Run this module as the compile process on ``request``; ``triton_path`` goes first on its path."""
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    payload = json.dumps({"launches": unique(launches), "archs": list(archs)})
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    result = subprocess.run([sys.executable, "-m", "hashkern.ops._triton_aot"], input=payload, capture_output=True,
-                            text=True, env=env, timeout=timeout, cwd=package_root)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (triton_path, repo_root, env.get("PYTHONPATH")) if p)
+    result = subprocess.run([sys.executable, "-m", "tools.triton_aot"], input=json.dumps(request),
+                            capture_output=True, text=True, env=env, timeout=timeout, cwd=repo_root)
     if result.returncode != 0:
         raise RuntimeError(f"the compile process failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def compile_for_gpus(launches, archs=(80, 90), timeout=900, triton_path: str | None = None):
+    """Compile each distinct launch for each arch in a fresh process; returns one report per
+    (launch, arch): kernel, arch, constexprs, options, signature, ok, and when ok shared (bytes),
+    tensor_cores, cubin_bytes, registers and spill_bytes (None where ptxas does not say), else error."""
+    return _compile_process({"launches": unique(launches), "archs": list(archs)}, triton_path, timeout)["reports"]
+
+
+def compile_families(names=None, which=("real", "ones"), archs=(90,), triton_path: str | None = None,
+                     all_dtypes: bool = True, timeout=1800) -> tuple[list[dict], str]:
+    """(reports, Triton version) of the kernel families of ``tools.aot_specs`` (all when ``names`` is None),
+    built and compiled in one fresh process, so the launches carry the specialisation of the Triton found
+    there (``triton_path`` first on its path: another version than the installed one)."""
+    request = {"families": names, "which": list(which), "all_dtypes": all_dtypes, "archs": list(archs)}
+    answer = _compile_process(request, triton_path, timeout)
+    return answer["reports"], answer["triton"]
 
 
 def _ptxas_usage(ptx: str, arch: int) -> tuple[int | None, int | None]:
@@ -187,35 +205,53 @@ def _ptxas_usage(ptx: str, arch: int) -> tuple[int | None, int | None]:
     return (int(registers.group(1)) if registers else None, int(spills.group(1)) if spills else None)
 
 
-def _compile_all(request):
+def _compile_one(job) -> dict:
+    """Compile one (launch, arch) to a cubin; its report."""
     import importlib
 
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    reports = []
-    for launch in request["launches"]:
+    launch, arch = job
+    report = {"kernel": f"{launch['module']}.{launch['kernel']}", "arch": arch, "sizes": launch.get("sizes", ""),
+              "constexprs": launch["constexprs"], "options": launch["options"], "signature": launch["signature"]}
+    try:
         kernel = getattr(importlib.import_module(launch["module"]), launch["kernel"])
-        for arch in request["archs"]:
-            report = {"kernel": f"{launch['module']}.{launch['kernel']}", "arch": arch,
-                      "constexprs": launch["constexprs"], "options": launch["options"],
-                      "signature": launch["signature"]}
-            try:
-                constexprs = {name: _decode_constexpr(v) for name, v in launch["constexprs"].items()}
-                attrs = {(index,): attr for index, attr in launch.get("attrs", [])}
-                source = ASTSource(fn=kernel, signature=launch["signature"], constexprs=constexprs, attrs=attrs)
-                compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=launch["options"])
-                ptx = compiled.asm["ptx"]
-                registers, spill_bytes = _ptxas_usage(ptx, arch)
-                report.update(ok=True, shared=compiled.metadata.shared,
-                              tensor_cores="mma" in ptx, cubin_bytes=len(compiled.asm["cubin"]),
-                              registers=registers, spill_bytes=spill_bytes)
-            except Exception as error:  # reported per launch, so one failure shows them all
-                report.update(ok=False, error=f"{type(error).__name__}: {str(error)[-1500:]}")
-            reports.append(report)
-    return reports
+        constexprs = {name: _decode_constexpr(v) for name, v in launch["constexprs"].items()}
+        attrs = {(index,): attr for index, attr in launch.get("attrs", [])}
+        source = ASTSource(fn=kernel, signature=launch["signature"], constexprs=constexprs, attrs=attrs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=launch["options"])
+        ptx = compiled.asm["ptx"]
+        registers, spill_bytes = _ptxas_usage(ptx, arch)
+        report.update(ok=True, shared=compiled.metadata.shared, tensor_cores="mma" in ptx,
+                      cubin_bytes=len(compiled.asm["cubin"]), registers=registers, spill_bytes=spill_bytes)
+    except Exception as error:  # reported per launch, so one failure shows them all
+        report.update(ok=False, error=f"{type(error).__name__}: {str(error)[-1500:]}")
+    return report
+
+
+def _compile_all(request):
+    """Every (launch, arch), on all cores (fork: each worker imports the kernel modules once)."""
+    import multiprocessing
+
+    jobs = [(launch, arch) for launch in request["launches"] for arch in request["archs"]]
+    workers = min(len(jobs), len(os.sched_getaffinity(0)))
+    if workers <= 1:
+        return [_compile_one(job) for job in jobs]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return pool.map(_compile_one, jobs, chunksize=1)
+
+
+def _serve(request: dict) -> dict:
+    import triton
+
+    if "families" in request:
+        from tools.aot_specs import build
+
+        request = dict(request, launches=unique(build(request["families"], request["which"], request["all_dtypes"])))
+    return {"triton": triton.__version__, "reports": _compile_all(request)}
 
 
 if __name__ == "__main__":
-    print(json.dumps(_compile_all(json.loads(sys.stdin.read()))))
+    print(json.dumps(_serve(json.loads(sys.stdin.read()))))
