@@ -116,7 +116,7 @@ def test_config_validation(split, tmp_path):
         TrainConfig(method="hashnet")
     with pytest.raises(ValueError, match="bits must be >= 1"):
         TrainConfig(bits=0)
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         TrainConfig(lr=0.0)
     with pytest.raises(ValueError, match="unknown config keys"):
         TrainConfig.from_dict({"method": "nsh", "colour": 1})
