@@ -23,6 +23,16 @@ from hashkern.ops.patchsim import patch_similarity
 from hashkern.ops.search import hamming_radius, hamming_topk
 from hashkern.ops.softsort import soft_sort, soft_sort_gather, sorted_cosine
 
+
+def load_model(path, device="cpu"):
+    """A trained hashing model and its preprocessing from a checkpoint or an export: ``(model, preprocess)``.
+
+    See :func:`hashkern.training.retrieval.load_model` (imported on first call: ``import hashkern``
+    stays free of the training application)."""
+    from hashkern.training.retrieval import load_model as load
+
+    return load(path, device)
+
 _moved.install()  # old paths such as hashkern.train keep working for one release
 
 __all__ = [
@@ -31,5 +41,5 @@ __all__ = [
     "mean_average_precision", "precision_recall_curve", "precision_recall_at_ranks", "precision_at_radius",
     "soft_sort", "soft_sort_gather", "sorted_cosine", "patch_similarity", "mutual_attention",
     "maxsim", "maxsim_paired",
-    "__version__",
+    "load_model", "__version__",
 ]

@@ -131,9 +131,8 @@ def vit_b16(weights: str | None = None, dropout: float = 0.1) -> ViTBackbone:
         if weights.endswith(".npz"):
             if not os.path.isfile(weights):
                 raise FileNotFoundError(f"weights file {weights!r} does not exist")
-            from timm.models.vision_transformer import _load_weights
             try:
-                _load_weights(model.vit, weights)
+                model.vit.load_pretrained(weights)  # timm's public loader of Google's .npz files
             except (KeyError, ValueError, RuntimeError) as exc:
                 raise ValueError(f"weights file {weights!r} is not a ViT-B/16 .npz checkpoint: {exc}") from exc
         else:
@@ -185,7 +184,13 @@ class VGG16Backbone(nn.Module):
 def build_backbone(name: str, weights: str | None = None, in_chans: int = 3, img_size: int | None = None,
                    **kwargs) -> nn.Module:
     """A backbone by name: "small-vit" (from scratch), "fmnist-vit" (shipped weights, ``pretrained=True``),
-    "vit-b16" or "vgg16" (local weights)."""
+    "vit-b16" or "vgg16" (local weights), or "timm:<model name>" (any timm model,
+    :class:`~hashkern.models.timm_backbone.TimmBackbone`; ``kwargs`` go to ``timm.create_model``)."""
+    if isinstance(name, str) and name.startswith("timm:"):
+        from hashkern.models.timm_backbone import TimmBackbone
+
+        return TimmBackbone(name[len("timm:"):], weights, in_chans=in_chans,
+                            **({} if img_size is None else {"img_size": img_size}), **kwargs)
     if name == "fmnist-vit":
         if weights is not None:
             raise ValueError("fmnist-vit loads the weights shipped with hashkern: pass pretrained=True, not weights")

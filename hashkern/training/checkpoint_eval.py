@@ -6,9 +6,9 @@ import os
 import torch
 
 from hashkern.training.checkpoint import load_checkpoint, model_from_checkpoint
-from hashkern.training.data import load_split, make_transforms
+from hashkern.training.data import make_transforms
 from hashkern.training.evaluate import encode_images, evaluate_codes, subset_database
-from hashkern.training.train import TrainConfig
+from hashkern.training.train import TrainConfig, config_split
 
 __all__ = ["evaluate_checkpoint"]
 
@@ -23,8 +23,7 @@ def evaluate_checkpoint(path: str, *, data_dir: str | None = None, topk: int | N
     cfg = TrainConfig.from_dict(state["train_config"])
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model_from_checkpoint(state, path).to(dev)
-    split = split or load_split(cfg.dataset, data_dir or cfg.data_dir, seed=cfg.seed,
-                                query_per_class=cfg.query_per_class, train_per_class=cfg.train_per_class)
+    split = split or config_split(cfg, data_dir)
     _, normalize = make_transforms(cfg.dataset, model.backbone.input_size, split.train.images.shape[1])
     db = subset_database(split.database, cfg.database_size if database_size == -1 else database_size, cfg.seed)
 

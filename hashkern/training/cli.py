@@ -1,4 +1,4 @@
-"""``hashkern info | train | eval | pretrain | bench | demo``: the command line (console script
+"""``hashkern info | train | eval | encode | export | plot | pretrain | bench | demo``: the command line (console script
 ``hashkern = hashkern.training.cli:main``; ``python -m hashkern``). The train and pretrain flags are
 generated from :class:`~hashkern.training.train.TrainConfig` and
 :class:`~hashkern.training.pretrain.PretrainConfig` (:mod:`hashkern.training.config`), plus ``--config FILE``."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 
 from hashkern import _info
 from hashkern._version import __version__
@@ -22,6 +23,8 @@ def _add_run_args(p: argparse.ArgumentParser, out_help: str, out_default: str | 
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --out has a checkpoint")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
     p.add_argument("--device", default=None)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding image files ahead "
+                   "(imagelist / imagefolder; results do not depend on it)")
 
 
 def _check_max_steps(args) -> None:
@@ -39,7 +42,7 @@ def cmd_train(args) -> int:
     hdist.init_from_env()
     out = args.out or os.path.join("runs", f"{cfg.method}-{cfg.bits}")
     trainer = Trainer(cfg, out, device=args.device, resume=args.resume, overwrite=args.overwrite,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, workers=args.workers)
     history = trainer.fit(max_steps=args.max_steps)
     if hdist.rank() != 0:
         return 0
@@ -49,6 +52,8 @@ def cmd_train(args) -> int:
     if trainer.step == trainer.total_steps:
         result = trainer.evaluate()
         write_json(os.path.join(out, "eval.json"), result)
+        trainer.log_metrics({"step": trainer.step, "epoch": cfg.epochs, f"map@{cfg.topk}": result[f"map@{cfg.topk}"],
+                             "p@r2": result["p@r2"]})
         plot_pr({f"{cfg.method} {cfg.bits} bits": result["pr"]}, os.path.join(out, "pr.png"))
         print(f"mAP@{cfg.topk} {result[f'map@{cfg.topk}']:.4f}  P@H<=2 {result['p@r2']:.4f}  "
               f"({os.path.join(out, 'eval.json')}, pr.png)")
@@ -72,6 +77,64 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _encode_data(args, state: dict):
+    """(images, labels, ids) of ``--data``: a part of the checkpoint's split, a list file or an image folder."""
+    import torch
+
+    from hashkern.training.data.datasets import ImageSet, image_list
+    from hashkern.training.data.streamed import ImageFiles, read_image_folder
+    from hashkern.training.evaluate import subset_database
+    from hashkern.training.train import TrainConfig, config_split
+
+    cfg = TrainConfig.from_dict(state["train_config"])
+    size = args.image_size or cfg.image_size
+    if args.data in ("query", "train", "database"):
+        part = getattr(config_split(replace(cfg, image_size=size), args.data_dir), args.data)
+        if args.data == "database":  # the database `hashkern eval` measures
+            part = subset_database(part, cfg.database_size, cfg.seed)
+    elif os.path.isdir(args.data):
+        paths, labels, _ = read_image_folder(args.data)
+        part = ImageSet(ImageFiles(args.data, paths, size), labels)
+    else:
+        part = image_list(args.data_dir or os.path.dirname(os.path.abspath(args.data)), args.data, size)
+    ids = part.images.paths if isinstance(part.images, ImageFiles) else torch.arange(len(part))
+    return part.images, part.labels, ids
+
+
+def cmd_encode(args) -> int:
+    from hashkern.training.checkpoint import load_checkpoint
+    from hashkern.training.retrieval import encode_to_file, load_model
+
+    device = args.device or "cpu"
+    model, preprocess = load_model(args.checkpoint, device)
+    images, labels, ids = _encode_data(args, load_checkpoint(args.checkpoint))
+    codes = encode_to_file(model, preprocess, images, labels, ids, args.out, device=device,
+                           batch_size=args.batch_size, workers=args.workers)
+    print(f"encoded {codes.shape[0]} images to {codes.shape[1]}-bit codes: {args.out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from hashkern.training.retrieval import export_model
+
+    sha = export_model(args.checkpoint, args.out)
+    print(f"wrote {args.out} (SHA-256 {sha}) and {args.out}.json")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from hashkern.training.runlog import plot_metrics, read_metrics
+
+    runs = {}
+    for run in args.runs:
+        path = os.path.join(run, "metrics.jsonl") if os.path.isdir(run) else run
+        runs[os.path.basename(os.path.dirname(os.path.abspath(path)))] = read_metrics(path)
+    out = args.out or os.path.join(args.runs[0] if os.path.isdir(args.runs[0]) else ".", "curves.png")
+    plot_metrics(runs, out)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_pretrain(args) -> int:
     import torch
 
@@ -84,7 +147,7 @@ def cmd_pretrain(args) -> int:
     cfg = config_from_args(PretrainConfig, args, args.parser)
     _check_max_steps(args)
     trainer = Pretrainer(cfg, args.out, device=args.device, resume=args.resume, overwrite=args.overwrite,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, workers=args.workers)
     print(f"pretraining on {len(trainer.train_images)} unlabelled training images, {trainer.total_steps} steps "
           f"({torch.get_num_threads()} thread(s)); checkpoint {trainer.checkpoint_path}", flush=True)
     history = trainer.fit(max_steps=args.max_steps)
@@ -130,6 +193,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="default: <checkpoint>-pr.png")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("encode", help="encode images with a trained model: packed codes (.pt) or a HammingIndex "
+                       "(.hidx)")
+    p.add_argument("checkpoint", help="a checkpoint (last.pt) or an export")
+    p.add_argument("--data", required=True, help="query | train | database (the run's split), a DeepHash-pytorch "
+                   "list file, or an ImageFolder directory")
+    p.add_argument("--data-dir", default=None, help="image root (default: the run's, or the list file's folder)")
+    p.add_argument("--image-size", type=int, default=None, help="decode size of image files (default: the run's)")
+    p.add_argument("--out", required=True, help="codes.pt (packed codes, labels, ids) or index.hidx "
+                   "(+ index.meta.pt with labels and ids)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding image files")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_encode)
+    p = sub.add_parser("export", help="a checkpoint's model weights as a plain state dict (torch.load with "
+                       "weights_only=True; safetensors for *.safetensors) + <out>.json")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("plot", help="loss and mAP curves of runs' metrics.jsonl as a PNG")
+    p.add_argument("runs", nargs="+", help="run folders or metrics.jsonl files")
+    p.add_argument("--out", default=None, help="default: <first run>/curves.png")
+    p.set_defaults(func=cmd_plot)
     p = sub.add_parser("pretrain", help="self-supervised pretraining of the demo backbone (Fashion-MNIST "
                        "training split, no labels)")
     add_config_arguments(p, PretrainConfig)

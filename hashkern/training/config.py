@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -19,16 +20,22 @@ try:
 except ModuleNotFoundError:  # Python < 3.11: --config takes JSON only
     tomllib = None
 
+import torch
+
+from hashkern._io import atomic_write
 from hashkern._validation import check_float, check_int
 
-__all__ = ["ConfigFromDict", "LoopConfig", "option", "add_config_arguments", "config_from_args", "read_config_file",
-           "MAX_LR"]
+__all__ = ["ConfigFromDict", "LoopConfig", "PRECISIONS", "option", "add_config_arguments", "config_from_args",
+           "read_config_file", "write_config_toml", "MAX_LR"]
 
 MAX_LR = 10.0  # Adam steps each weight by about lr: beyond this a run only diverges (1e300 overflows Adam)
+# --precision: the autocast dtype of the forward pass (None: plain fp32, no autocast).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def option(default: Any = MISSING, *, help: str = "", factory=MISSING, **cli) -> Any:
-    """A config field with its command-line help; ``cli`` may set ``flag`` (its name), ``choices``,
+    """A config field with its command-line help; ``cli`` may set ``flag`` (its name), ``aliases``, ``choices``,
+    ``parse`` (the flag's argparse ``type``: a function that raises on a bad value),
     ``required`` (on the command line, when no ``--config`` gives it) and ``metavar``."""
     return field(default=default, default_factory=factory, metadata={"help": help, **cli})
 
@@ -62,6 +69,8 @@ class LoopConfig(ConfigFromDict):
     warmup_steps: int = option(0, help="linear warm-up steps before the cosine decay")
     seed: int = option(0, help="seeds the weights, the batch order and every step's randomness")
     checkpoint_every: int = option(0, help="steps between checkpoints (0: every epoch)")
+    precision: str = option("fp32", help="forward pass precision: autocast to bf16 or fp16 (fp16 adds a gradient "
+                            "scaler)", choices=tuple(PRECISIONS))
 
     def __post_init__(self):
         """Every value checked before any work starts: a bad one is one clear ValueError / TypeError."""
@@ -74,6 +83,8 @@ class LoopConfig(ConfigFromDict):
         check_int("checkpoint_every", self.checkpoint_every, low=0)
         if not isinstance(self.backbone_kwargs, dict):
             raise TypeError(f"backbone_kwargs must be a dict, got {type(self.backbone_kwargs).__name__}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}")
 
 
 def _base_type(f) -> str:
@@ -112,11 +123,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if kind == "dict":
             kwargs.update(action="append", metavar="KEY=VALUE")
         else:
-            kwargs.update(type={"int": int, "float": float, "str": str}[kind])
+            kwargs.update(type=meta.get("parse") or {"int": int, "float": float, "str": str}[kind])
             for key in ("choices", "metavar"):
                 if key in meta:
                     kwargs[key] = meta[key]
-        parser.add_argument(f"--{flag}", **kwargs)
+        parser.add_argument(f"--{flag}", *(f"--{alias}" for alias in meta.get("aliases", ())), **kwargs)
 
 
 def read_config_file(path: str | os.PathLike) -> dict:
@@ -160,3 +171,41 @@ def config_from_args(cls: type, args: argparse.Namespace, parser: argparse.Argum
             parser.error(message)
         raise ValueError(message)
     return cls.from_dict(values)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return {"inf": "inf", "-inf": "-inf"}.get(repr(value), "nan")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"config value {value!r} ({type(value).__name__}) has no TOML form")
+
+
+def config_toml(config) -> str:
+    """``config`` (a config dataclass) as TOML that :func:`read_config_file` reads back to an equal config.
+
+    TOML has no null: a field that is None is left out, which is only allowed where None is the default."""
+    lines = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if value is None:
+            default = f.default if f.default is not MISSING else None
+            if default is not None:
+                raise ValueError(f"config field {f.name!r} is None but defaults to {default!r}: TOML cannot say so")
+            continue
+        lines.append(f"{f.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_config_toml(path: str | os.PathLike, config) -> None:
+    """Write :func:`config_toml` of ``config`` to ``path`` atomically."""
+    with atomic_write(path) as f:
+        f.write(config_toml(config).encode())

@@ -8,16 +8,23 @@ import torch
 
 from hashkern._io import atomic_write
 from hashkern.metrics import mean_average_precision, precision_at_radius, precision_recall_curve
+from hashkern.training.data.streamed import step_batches
 
 METRICS = ("map", "p@r2", "pr")
 
 
 @torch.no_grad()
-def encode_images(encode, images: torch.Tensor, *, normalize, device, batch_size: int = 1024) -> torch.Tensor:
+def encode_images(encode, images: torch.Tensor, *, normalize, device, batch_size: int = 1024,
+                  workers: int = 0) -> torch.Tensor:
     """``encode(normalize(chunk))`` over ``images`` uint8 [n, C, H, W] in chunks of ``batch_size`` on ``device``
-    -> [n, D] float32 on the CPU (D: what ``encode`` returns per image, e.g. K ±1 codes or features)."""
-    return torch.cat([encode(normalize(images[i:i + batch_size].to(device))).float().cpu()
-                      for i in range(0, images.shape[0], batch_size)])
+    -> [n, D] float32 on the CPU (D: what ``encode`` returns per image, e.g. K ±1 codes or features).
+
+    ``images`` may be an :class:`~hashkern.training.data.streamed.ImageFiles`: ``workers`` processes then
+    decode the chunks ahead."""
+    chunks = [slice(i, i + batch_size) for i in range(0, images.shape[0], batch_size)]
+    return torch.cat([encode(normalize(chunk.to(device))).float().cpu()
+                      for chunk in step_batches(images, chunks, workers=workers if not isinstance(
+                          images, torch.Tensor) else 0, pin_memory=torch.device(device).type == "cuda")])
 
 
 def subset_database(database, size: int | None, seed: int = 0):

@@ -13,11 +13,13 @@ before anything is loaded.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict
 
 import torch
@@ -31,7 +33,9 @@ from hashkern.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from hashkern.training.config import LoopConfig
+from hashkern.training.config import PRECISIONS, LoopConfig, write_config_toml
+from hashkern.training.data.streamed import step_batches
+from hashkern.training.runlog import MetricsLog
 
 __all__ = ["Task", "TrainingLoop", "NonFiniteLoss", "epoch_order", "step_seed"]
 
@@ -48,6 +52,41 @@ def step_seed(seed: int, step: int) -> int:
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The training set's order in ``epoch``: a permutation that depends only on (seed, epoch)."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(seed, -1 - epoch)))
+
+
+class StepIndices:
+    """Item ``j``: the training-set positions of this process's share of global batch ``start + j``.
+
+    A plain picklable object, so DataLoader workers compute the same batches as the main process."""
+
+    def __init__(self, n: int, seed: int, steps_per_epoch: int, global_batch: int, batch_size: int, rank: int,
+                 start: int, stop: int):
+        self.n, self.seed, self.steps_per_epoch = n, seed, steps_per_epoch
+        self.global_batch, self.batch_size, self.rank, self.start, self.stop = global_batch, batch_size, rank, \
+            start, stop
+        self._epoch, self._order = None, None
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        epoch, i = divmod(self.start + j, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, epoch_order(self.n, self.seed, epoch)
+        first = i * self.global_batch + self.rank * self.batch_size
+        return self._order[first:first + self.batch_size]
+
+
+def _canonical(obj):
+    """``obj`` rebuilt with fresh containers and interned strings, so that pickle (which shares
+    repeated objects by identity) writes the same bytes for equal states, resumed or not."""
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_canonical(v) for v in obj)
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    return obj
 
 
 def _lr_lambda(total: int, warmup: int):
@@ -100,16 +139,20 @@ class TrainingLoop:
 
     ``resume=True`` continues from ``out_dir/last.pt`` (refused if its config differs from the
     task's); ``max_steps`` stops early (the run can be resumed); ``overwrite=True`` starts afresh
-    over an existing checkpoint, which is refused otherwise.
+    over an existing checkpoint, which is refused otherwise. Training images that are not a tensor
+    (:class:`~hashkern.training.data.streamed.ImageFiles`) are decoded ahead by ``workers``
+    DataLoader processes; the results do not depend on ``workers``. Each save also writes the
+    resolved config (``config.toml``) beside the checkpoint; rank 0 logs every step to ``metrics.jsonl``.
     """
 
     def __init__(self, task: Task, out_dir: str, *, device: str | torch.device | None = None, resume: bool = False,
-                 overwrite: bool = False, progress: bool = True, log=print):
+                 overwrite: bool = False, progress: bool = True, log=print, workers: int = 0):
         config = task.config
         self.task, self.config, self.out_dir = task, config, out_dir
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.progress, self.log = progress, log
+        self.progress, self.log, self.workers = progress, log, workers
         self.checkpoint_path = os.path.join(out_dir, "last.pt")
+        self.config_path = os.path.join(out_dir, "config.toml")
         if os.path.exists(out_dir) and not os.path.isdir(out_dir):
             raise NotADirectoryError(errno.ENOTDIR, f"the run folder {out_dir!r} is an existing file, not a folder: "
                                      "pass another --out", out_dir)
@@ -125,7 +168,7 @@ class TrainingLoop:
                 diff = {k: (v, getattr(config, k)) for k, v in asdict(saved).items() if getattr(config, k) != v}
                 raise ValueError(f"--resume with a different configuration than the checkpoint's: {diff}")
         task.build(self.device, resuming=state is not None)
-        n = self.train_images.shape[0]
+        n = len(self.train_images)
         self.global_batch = config.batch_size * self.world
         if n < self.global_batch:
             raise ValueError(f"the training set ({n} images) is smaller than one global batch ({self.global_batch})")
@@ -135,8 +178,13 @@ class TrainingLoop:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            _lr_lambda(self.total_steps, config.warmup_steps))
         self.step, self.history = 0, {"loss": [], "eval": []}
+        self.autocast_dtype = PRECISIONS[config.precision]
+        self.scaler = torch.amp.GradScaler(self.device.type) if config.precision == "fp16" else None
         if state is not None:
             self._restore(state)
+        self.metrics = MetricsLog(os.path.join(out_dir, "metrics.jsonl")) if self.rank == 0 else None
+        if self.metrics is not None:
+            self.metrics.keep_until(self.step)  # drop what a stopped run logged after its last checkpoint
         self.ddp = self.model
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -164,39 +212,75 @@ class TrainingLoop:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.history = state["step"], state["history"]
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
     def state(self) -> dict:
         return {"format": "hashkern-checkpoint", "version": CHECKPOINT_VERSION, "train_config": asdict(self.config),
                 "model_config": self.model_config, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "step": self.step, "history": self.history}
+                "step": self.step, "history": self.history,
+                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})}
 
     def save(self) -> None:
         if self.rank == 0:
             os.makedirs(self.out_dir, exist_ok=True)  # the run folder is ours to create
-            save_checkpoint(self.checkpoint_path, self.state())
+            save_checkpoint(self.checkpoint_path, _canonical(self.state()))
+            write_config_toml(self.config_path, self.config)
 
-    def batch(self, step: int):
-        """The two augmented views of this process's share of global batch ``step``."""
-        epoch, i = divmod(step, self.steps_per_epoch)
-        order = epoch_order(self.train_images.shape[0], self.config.seed, epoch)
-        start = i * self.global_batch + self.rank * self.config.batch_size
-        idx = order[start:start + self.config.batch_size]
-        images = self.train_images[idx].to(self.device, non_blocking=True)
+    def step_indices(self, start: int, stop: int) -> StepIndices:
+        """The training-set positions of this process's share of global batches ``start..stop-1``."""
+        return StepIndices(len(self.train_images), self.config.seed, self.steps_per_epoch, self.global_batch,
+                           self.config.batch_size, self.rank, start, stop)
+
+    def batch(self, step: int, images: torch.Tensor | None = None):
+        """The two augmented views of this process's share of global batch ``step`` (``images``: its
+        images, uint8 [b, C, H, W], when already loaded)."""
+        if images is None:
+            images = self.train_images[self.step_indices(step, step + 1)[0]]
+        images = images.to(self.device, non_blocking=True)
         gen = torch.Generator().manual_seed(step_seed(self.config.seed, step))
         return self.task.augment(images, gen)
 
-    def train_step(self, step: int) -> float:
+    def autocast(self):
+        """The forward pass's mixed-precision context (none for fp32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def train_step(self, step: int, images: torch.Tensor | None = None) -> float:
         self.model.train()
-        view1, view2 = self.batch(step)
+        view1, view2 = self.batch(step, images)
         torch.manual_seed(step_seed(self.config.seed, step) + 1 + self.rank)  # stochastic codes (CIBHash)
-        out = self.ddp(view1, view2)
+        with self.autocast():
+            loss = self.ddp(view1, view2)["loss"]
         self.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        self._check_finite(float(out["loss"].detach()), step)
-        self.optimizer.step()
-        self.scheduler.step()
-        return float(out["loss"].detach())
+        if self.scaler is None:
+            loss.backward()
+            self._check_finite(float(loss.detach()), step)
+            self.optimizer.step()
+        else:  # fp16: scale the loss so small gradients survive; steps with inf/NaN gradients are skipped
+            self.scaler.scale(loss).backward()
+            self._check_finite(float(loss.detach()), step)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        with warnings.catch_warnings():
+            if self.scaler is not None:  # a step the scaler skipped still advances the schedule, on purpose
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
+        return float(loss.detach())
+
+    def _images_of_steps(self, start: int, stop: int):
+        """Per step, None (images in memory: sliced in the step) or its images decoded ahead by workers."""
+        if isinstance(self.train_images, torch.Tensor):
+            return (None for _ in range(start, stop))
+        return step_batches(self.train_images, self.step_indices(start, stop), workers=self.workers,
+                            pin_memory=self.device.type == "cuda")
+
+    def log_metrics(self, record: dict) -> None:
+        """Append one record to ``metrics.jsonl`` (rank 0)."""
+        if self.metrics is not None:
+            self.metrics.append(record)
 
     def _check_finite(self, loss: float, step: int) -> None:
         """Refuse a non-finite loss on any rank, before the step is applied (every rank raises alike)."""
@@ -221,10 +305,12 @@ class TrainingLoop:
         bar = _progress(range(self.step, stop), stop - self.step, self.task.describe(),
                         self.progress and self.rank == 0)
         start = time.time()
-        for step in bar:
-            loss = self.train_step(step)
+        for step, images in zip(bar, self._images_of_steps(self.step, stop)):
+            lr = self.scheduler.get_last_lr()[0]
+            loss = self.train_step(step, images)
             self.step = step + 1
             self.history["loss"].append(loss)
+            self.log_metrics({"step": self.step, "epoch": self.step / self.steps_per_epoch, "loss": loss, "lr": lr})
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss:.4f}", epoch=step // self.steps_per_epoch + 1)
             end_of_epoch = self.step % self.steps_per_epoch == 0

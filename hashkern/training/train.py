@@ -6,6 +6,7 @@ precision-recall curve of the trained codes.
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 import torch
@@ -14,19 +15,33 @@ from hashkern._validation import check_float, check_int
 from hashkern.models import BACKBONES, METHODS, build_model
 from hashkern.training.config import LoopConfig, option
 from hashkern.training.data import DATASETS, load_split, make_transforms
+from hashkern.training.data.augment import AUGMENTATIONS
 from hashkern.training.evaluate import METRICS, encode_images, evaluate_codes, subset_database
 from hashkern.training.loop import Task, TrainingLoop, epoch_order
 
-__all__ = ["TrainConfig", "HashingTask", "Trainer", "epoch_order"]
+__all__ = ["TrainConfig", "HashingTask", "Trainer", "config_split", "epoch_order"]
+
+
+def _backbone_name(name: str) -> str:
+    """``--backbone``'s value, refused by argparse unless a built-in backbone or ``timm:<name>``."""
+    if name in BACKBONES or (isinstance(name, str) and name.startswith("timm:") and len(name) > 5):
+        return name
+    raise argparse.ArgumentTypeError(f"choose from {', '.join(BACKBONES)} or timm:<model name>, got {name!r}")
 
 
 @dataclass
 class TrainConfig(LoopConfig):
     method: str = option("nsh", help=f"one of {', '.join(METHODS)}", required=True)
     dataset: str = option("fashion-mnist", help=f"dataset: {', '.join(DATASETS)}", flag="data")
-    backbone: str = option("small-vit", help="backbone", choices=BACKBONES)
-    weights: str | None = option(None, help="local weights file for vit-b16 (.npz or state dict) / vgg16 "
-                                 "(fmnist-vit: --backbone-arg pretrained=true loads the weights shipped with hashkern)")
+    backbone: str = option("small-vit", help=f"backbone: {', '.join(BACKBONES)}, or timm:<model name> (any timm "
+                           "model; WCH needs one with patch tokens)", parse=lambda name: _backbone_name(name))
+    weights: str | None = option(None, help="local weights file for vit-b16 (.npz or state dict) / vgg16 / timm:<name> "
+                                 "(fmnist-vit: --backbone-arg pretrained=true loads the weights shipped with hashkern)",
+                                 aliases=("backbone-weights",))
+    image_size: int = option(224, help="imagelist / imagefolder: images are decoded at this size²")
+    train_list: str | None = option(None, help="imagelist: training list file (default <data-dir>/train.txt)")
+    query_list: str | None = option(None, help="imagelist: query list file (default <data-dir>/test.txt)")
+    database_list: str | None = option(None, help="imagelist: database list file (default <data-dir>/database.txt)")
     bits: int = option(64, help="code length K")
     backbone_lr_scale: float = option(1.0, help="the backbone learns at lr × this (e.g. 0.1 to fine-tune "
                                       "pretrained weights gently)")
@@ -35,13 +50,21 @@ class TrainConfig(LoopConfig):
     database_size: int | None = option(None, help="evaluate on a seeded subset of the database (None: all)")
     topk: int = option(1000, help="mAP@k cut-off")
     eval_every: int = option(0, help="epochs between mAP evaluations (0: only at the end)")
+    augment: str = option("hashkern", help="two-view augmentations: hashkern (seeded per sample) or cibhash "
+                          "(CIBHash's official pipeline, also seeded)", choices=tuple(AUGMENTATIONS))
     model_kwargs: dict = option(factory=dict, flag="model-arg",
                                 help="extra model argument, e.g. num_positives=4 (JSON values); repeatable")
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {tuple(METHODS)}")
-        for name in ("bits", "query_per_class", "train_per_class", "topk"):
+        try:
+            _backbone_name(self.backbone)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"backbone: {exc}") from None
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {tuple(AUGMENTATIONS)}, got {self.augment!r}")
+        for name in ("bits", "query_per_class", "train_per_class", "topk", "image_size"):
             check_int(name, getattr(self, name), low=1)
         super().__post_init__()
         check_float("backbone_lr_scale", self.backbone_lr_scale, low=0)
@@ -50,6 +73,14 @@ class TrainConfig(LoopConfig):
             check_int("database_size", self.database_size, low=1)
         if not isinstance(self.model_kwargs, dict):
             raise TypeError(f"model_kwargs must be a dict, got {type(self.model_kwargs).__name__}")
+
+
+def config_split(config: TrainConfig, data_dir: str | None = None):
+    """The data split ``config`` describes (``data_dir`` overrides its folder)."""
+    return load_split(config.dataset, data_dir or config.data_dir, seed=config.seed,
+                      query_per_class=config.query_per_class, train_per_class=config.train_per_class,
+                      image_size=config.image_size, lists={"query": config.query_list, "train": config.train_list,
+                                                           "database": config.database_list})
 
 
 class HashingTask(Task):
@@ -63,9 +94,7 @@ class HashingTask(Task):
 
     def build(self, device: torch.device, resuming: bool) -> None:
         config = self.config
-        self.split = self.split or load_split(config.dataset, config.data_dir, seed=config.seed,
-                                              query_per_class=config.query_per_class,
-                                              train_per_class=config.train_per_class)
+        self.split = self.split or config_split(config)
         self.train_images = self.split.train.images
         channels = self.train_images.shape[1]
         bb = {"name": config.backbone, "weights": config.weights, **config.backbone_kwargs}
@@ -76,7 +105,8 @@ class HashingTask(Task):
         torch.manual_seed(config.seed)  # the initial weights
         self.model = build_model(load_weights=not resuming, **self.model_config).to(device)
         self.device = device
-        self.augment, self.normalize = make_transforms(config.dataset, self.model.backbone.input_size, channels)
+        self.augment, self.normalize = make_transforms(config.dataset, self.model.backbone.input_size, channels,
+                                                       augment=config.augment)
 
     def parameter_groups(self) -> list:
         scale = self.config.backbone_lr_scale
@@ -95,6 +125,7 @@ class HashingTask(Task):
         """The mAP every ``eval_every`` epochs (not after the last: the caller evaluates the final model)."""
         if self.config.eval_every and epoch % self.config.eval_every == 0 and loop.step < loop.total_steps:
             loop.history["eval"].append({"step": loop.step, **self.evaluate(metrics=("map",))})
+            loop.log_metrics({"epoch": epoch, **loop.history["eval"][-1]})
             loop.log(f"epoch {epoch}: {loop.history['eval'][-1]}")
 
     def encode(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:

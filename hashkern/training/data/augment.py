@@ -30,6 +30,27 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return x.mean(1, keepdim=True)
 
 
+def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """RGB [b, 3, H, W] in [0, 1] with each image's hue turned by ``shift`` [b] (in turns, e.g. ±0.1)."""
+    r, g, b = x.unbind(1)
+    value, _ = x.max(1)
+    delta = value - x.min(1).values
+    sat = torch.where(value > 0, delta / value.clamp_min(1e-12), torch.zeros_like(value))
+    d = torch.where(delta > 0, delta, torch.ones_like(delta))
+    rc, gc, bc = (value - r) / d, (value - g) / d, (value - b) / d
+    hue = torch.where(value == r, bc - gc, torch.where(value == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    hue = torch.where(delta > 0, (hue / 6.0) % 1.0, torch.zeros_like(hue))
+    hue = (hue + shift.view(-1, 1, 1)) % 1.0
+    sector = torch.floor(hue * 6.0)
+    frac = hue * 6.0 - sector
+    p, q, t = value * (1 - sat), value * (1 - sat * frac), value * (1 - sat * (1 - frac))
+    # (r, g, b) per hue sector 0..5, as colorsys.hsv_to_rgb
+    table = torch.stack([torch.stack(c, 1) for c in ((value, t, p), (q, value, p), (p, value, t), (p, q, value),
+                                                       (t, p, value), (value, p, q))], 1)  # [b, 6, 3, H, W]
+    index = (sector.long() % 6).unsqueeze(1).unsqueeze(1).expand(-1, 1, 3, -1, -1)
+    return table.gather(1, index).squeeze(1)
+
+
 class Normalize:
     """Resize to ``size``² and standardise with per-channel ``mean`` / ``std``."""
 
@@ -50,16 +71,22 @@ class TwoViewAugment:
 
     Per sample: random resized crop (``crop_scale`` of the area, aspect 3/4..4/3), horizontal
     flip (p=0.5), colour jitter (brightness, contrast, saturation ±``jitter``, p=0.8), grayscale
-    (p=0.2, RGB only), Gaussian blur (σ in 0.1..2, p=``blur_p``). Hue jitter is not applied.
+    (p=0.2, RGB only), Gaussian blur (σ in 0.1..2, p=``blur_p``, kernel ``blur_kernel`` or ~10 %% of
+    the size). ``hue`` > 0 adds a hue turn in ±``hue`` to the jitter (RGB only; none by default).
     """
 
     def __init__(self, size: int, mean, std, crop_scale=(0.5, 1.0), jitter: float = 0.4,
-                 jitter_p: float = 0.8, gray_p: float = 0.2, blur_p: float = 0.5, flip: bool = True):
+                 jitter_p: float = 0.8, gray_p: float = 0.2, blur_p: float = 0.5, flip: bool = True,
+                 hue: float = 0.0, blur_kernel: int | None = None):
         check_int("size", size, low=1)
         if not (0 < crop_scale[0] <= crop_scale[1] <= 1):
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
         self.size, self.crop_scale, self.jitter = size, tuple(crop_scale), float(jitter)
         self.jitter_p, self.gray_p, self.blur_p, self.flip = jitter_p, gray_p, blur_p, flip
+        if not 0 <= hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {hue}")
+        self.hue = float(hue)
+        self.blur_kernel = None if blur_kernel is None else check_int("blur_kernel", blur_kernel, low=1)
         self.normalize = Normalize(size, mean, std)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None):
@@ -105,12 +132,16 @@ class TwoViewAugment:
         if y.shape[1] == 3:
             g = _gray(y)
             y = ((y - g) * sat + g).clamp(0, 1)
+        if self.hue > 0:  # drawn only when asked, so the default pipeline's draws are unchanged
+            turn = _uniform(gen, b, -self.hue, self.hue, dev)
+            if y.shape[1] == 3:
+                y = shift_hue(y, turn).clamp(0, 1)
         return torch.where(on, y, x)
 
     def _blur(self, x, b, dev, gen):
         on = (_uniform(gen, b, 0, 1, dev) < self.blur_p).view(-1, 1, 1, 1)
         sigma = _uniform(gen, b, 0.1, 2.0, dev)
-        k = max(3, int(0.1 * self.size) | 1)
+        k = self.blur_kernel or max(3, int(0.1 * self.size) | 1)
         r = torch.arange(k, device=dev, dtype=x.dtype) - k // 2
         kern = torch.exp(-(r.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))
         kern = kern / kern.sum(1, keepdim=True)  # [b, k]
@@ -127,17 +158,36 @@ class TwoViewAugment:
 STATS = {
     "fashion-mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar10-1": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 
-def make_transforms(dataset: str, size: int, channels: int, crop_scale: tuple | None = None):
+# Named two-view pipelines (``--augment``): TwoViewAugment arguments over the defaults.
+AUGMENTATIONS = {
+    # hashkern's own: jitter p=0.8 without hue, blur kernel ~10 % of the size, crops (0.5|0.3, 1)
+    "hashkern": {},
+    # CIBHash's official train_transform: RandomResizedCrop(scale 0.08..1), flip, ColorJitter(0.4, 0.4,
+    # 0.4, 0.1) at p=0.7, RandomGrayscale(0.2), GaussianBlur(3) with σ in 0.1..2 at p=0.5
+    "cibhash": {"crop_scale": (0.08, 1.0), "jitter": 0.4, "hue": 0.1, "jitter_p": 0.7, "gray_p": 0.2,
+                "blur_p": 0.5, "blur_kernel": 3},
+}
+
+
+def make_transforms(dataset: str, size: int, channels: int, crop_scale: tuple | None = None,
+                    augment: str = "hashkern"):
     """(TwoViewAugment for training, Normalize for encoding) for a dataset and backbone input size.
 
-    ``crop_scale``: the random crops' share of the image (default (0.5, 1) below 64 pixels, else (0.3, 1))."""
+    ``crop_scale``: the random crops' share of the image (default (0.5, 1) below 64 pixels, else (0.3, 1)).
+    ``augment``: a pipeline of :data:`AUGMENTATIONS` (its own crop scale wins over the default)."""
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {tuple(AUGMENTATIONS)}, got {augment!r}")
+    preset = dict(AUGMENTATIONS[augment])
+    crop_scale = crop_scale or preset.pop("crop_scale", None)
+    preset.pop("crop_scale", None)
     mean, std = STATS.get(dataset, STATS["imagenet"])
     if len(mean) != channels:  # e.g. grayscale images into an RGB backbone: broadcast the first channel
         mean, std = (mean[0],) * channels, (std[0],) * channels
     if crop_scale is None:
         crop_scale = (0.5, 1.0) if size < 64 else (0.3, 1.0)
-    return TwoViewAugment(size, mean, std, crop_scale=crop_scale), Normalize(size, mean, std)
+    return TwoViewAugment(size, mean, std, crop_scale=crop_scale, **preset), Normalize(size, mean, std)

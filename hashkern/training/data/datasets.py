@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hashkern.training.data.streamed import ImageFiles
+
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
@@ -23,9 +25,10 @@ FASHION_MNIST_FILES = {
 
 @dataclass
 class ImageSet:
-    """Images held in memory.
+    """A labelled image set.
 
-    images: [N, C, H, W] uint8; labels: [N] int64 class ids, or [N, L] multi-hot (multi-label sets);
+    images: [N, C, H, W] uint8 in memory, or an :class:`~hashkern.training.data.streamed.ImageFiles`
+    (the same, decoded from files on demand); labels: [N] int64 class ids, or [N, L] multi-hot (multi-label sets);
     official_test: [N] bool, the images of the dataset's official test split (None: not known).
     """
     images: torch.Tensor
@@ -34,7 +37,8 @@ class ImageSet:
     official_test: torch.Tensor | None = None
 
     def __post_init__(self):
-        if self.images.dim() != 4 or self.images.dtype != torch.uint8:
+        if not isinstance(self.images, (torch.Tensor, ImageFiles)) or self.images.dim() != 4 \
+                or self.images.dtype != torch.uint8:
             raise ValueError(f"images must be [N, C, H, W] uint8, got {tuple(self.images.shape)} {self.images.dtype}")
         if self.labels.shape[0] != self.images.shape[0]:
             raise ValueError(f"labels has {self.labels.shape[0]} rows but images has {self.images.shape[0]}")
@@ -47,7 +51,8 @@ class ImageSet:
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
         test = None if self.official_test is None else self.official_test[index]
-        return ImageSet(self.images[index], self.labels[index], self.name, test)
+        images = self.images.subset(index) if isinstance(self.images, ImageFiles) else self.images[index]
+        return ImageSet(images, self.labels[index], self.name, test)
 
     @property
     def num_classes(self) -> int:
@@ -148,15 +153,13 @@ def read_image_list(list_file: str) -> tuple[list[str], torch.Tensor]:
 
 def load_image_list(image_root: str, list_file: str, image_size: int = 224) -> ImageSet:
     """Decode every image of a list (resized to ``image_size``²) into memory: images [N, 3, S, S]."""
-    from PIL import Image
+    streamed = image_list(image_root, list_file, image_size)
+    return ImageSet(streamed.images[:], streamed.labels, streamed.name)
 
+
+def image_list(image_root: str, list_file: str, image_size: int = 224) -> ImageSet:
+    """A DeepHash-pytorch list whose images stay on disk (:class:`ImageFiles`, decoded on demand);
+    paths are relative to ``image_root``, the list file may be anywhere."""
     paths, labels = read_image_list(list_file)
-    images = torch.empty(len(paths), 3, image_size, image_size, dtype=torch.uint8)
-    for i, rel in enumerate(paths):
-        path = os.path.join(image_root, rel)
-        if not os.path.isfile(path):
-            raise _missing("image", path, f"Listed in {list_file}; check --data-dir points at the image root.")
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-            images[i] = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
-    return ImageSet(images, labels, os.path.basename(os.path.dirname(os.path.abspath(list_file))))
+    return ImageSet(ImageFiles(image_root, paths, image_size), labels,
+                    os.path.basename(os.path.dirname(os.path.abspath(list_file))))

@@ -10,13 +10,15 @@ from hashkern._validation import check_int, check_tensor
 from hashkern.training.data.datasets import (
     FASHION_MNIST_DIR,
     ImageSet,
+    image_list,
     load_cifar10,
     load_fashion_mnist,
     load_fashion_mnist_train_images,
-    load_image_list,
 )
+from hashkern.training.data.streamed import ImageFiles, read_image_folder
 
-DATASETS = ("fashion-mnist", "cifar10", "imagelist")
+DATASETS = ("fashion-mnist", "cifar10", "cifar10-1", "imagelist", "imagefolder")
+LIST_PARTS = {"query": "test", "train": "train", "database": "database"}  # DeepHash-pytorch's file names
 
 
 @dataclass
@@ -71,31 +73,44 @@ def standard_split(labels: torch.Tensor, query_per_class: int = 100, train_per_c
 
 
 def load_split(dataset: str, data_dir: str | None = None, *, seed: int = 0, query_per_class: int = 100,
-               train_per_class: int = 500, image_size: int = 224) -> Split:
-    """Load ``dataset`` ("fashion-mnist", "cifar10" or "imagelist") and split it.
+               train_per_class: int = 500, image_size: int = 224, lists: dict | None = None) -> Split:
+    """Load ``dataset`` (one of :data:`DATASETS`) and split it.
 
-    Single-label sets get :func:`standard_split`; an image-list folder brings its own
-    ``test.txt`` (queries), ``train.txt`` and ``database.txt``. Fashion-MNIST takes its queries from
+    Single-label sets get :func:`standard_split`; ``"cifar10-1"`` is DeepHash-pytorch's variant
+    whose database also holds the training images (59,000 with the defaults). ``"imagelist"``
+    brings its own DeepHash-pytorch lists: ``lists`` maps "query", "train", "database" to list
+    files anywhere (default ``data_dir``/test.txt, train.txt, database.txt), paths inside relative to
+    ``data_dir``. ``"imagefolder"``: ``data_dir/<class>/<image>``, split by :func:`standard_split`.
+    Both keep their images on disk (:class:`ImageFiles`, decoded to ``image_size``² on demand).
+    Fashion-MNIST takes its queries from
     the official test split and its training images from the training split (so a backbone
     pretrained on the training split, see :func:`load_pretraining_images`, has never seen a query);
     CIFAR-10 draws both from all 60,000 images, as CIBHash, NSH and WCH do.
     """
     if dataset == "fashion-mnist":
         full = load_fashion_mnist(data_dir or FASHION_MNIST_DIR)
-    elif dataset == "cifar10":
+    elif dataset in ("cifar10", "cifar10-1"):
         if data_dir is None:
-            raise ValueError("cifar10 needs --data-dir: the cifar-10-batches-py folder")
+            raise ValueError(f"{dataset} needs --data-dir: the cifar-10-batches-py folder")
         full = load_cifar10(data_dir)
     elif dataset == "imagelist":
+        lists = {**{part: None for part in LIST_PARTS}, **(lists or {})}
         if data_dir is None:
-            raise ValueError("imagelist needs --data-dir: a folder with train.txt, test.txt, database.txt")
-        sets = [load_image_list(data_dir, os.path.join(data_dir, f"{n}.txt"), image_size)
-                for n in ("test", "train", "database")]
+            raise ValueError("imagelist needs --data-dir: the folder the listed image paths are relative to")
+        sets = [image_list(data_dir, lists[part] or os.path.join(data_dir, f"{name}.txt"), image_size)
+                for part, name in LIST_PARTS.items()]
         return Split(*sets)
+    elif dataset == "imagefolder":
+        if data_dir is None:
+            raise ValueError("imagefolder needs --data-dir: a folder of <class>/<image> files")
+        paths, labels, _ = read_image_folder(data_dir)
+        full = ImageSet(ImageFiles(data_dir, paths, image_size), labels, os.path.basename(data_dir))
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     query_from = full.official_test if dataset == "fashion-mnist" else None
     q, t, d = standard_split(full.labels, query_per_class, train_per_class, seed, query_from=query_from)
+    if dataset == "cifar10-1":  # the database is every image but the queries
+        d = torch.cat([t, d])
     return Split(full.subset(q), full.subset(t), full.subset(d))
 
 

@@ -80,3 +80,39 @@ def test_cuda_matches_cpu():
     g1, g2 = aug(images.cuda(), _gen(9))
     torch.testing.assert_close(g1.cpu(), c1, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(g2.cpu(), c2, atol=1e-4, rtol=1e-4)
+
+
+def test_shift_hue_matches_colorsys():
+    import colorsys
+
+    from hashkern.training.data.augment import shift_hue
+
+    x = torch.rand(3, 3, 4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x[0, :, 0, 0] = torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64)  # gray: no hue
+    turn = torch.tensor([0.0, 0.1, -0.25], dtype=torch.float64)
+    got = shift_hue(x, turn)
+    for i in range(3):
+        for r in range(4):
+            for c in range(5):
+                h, s, v = colorsys.rgb_to_hsv(*x[i, :, r, c].tolist())
+                want = colorsys.hsv_to_rgb((h + float(turn[i])) % 1.0, s, v)
+                assert torch.allclose(got[i, :, r, c], torch.tensor(want, dtype=torch.float64), atol=1e-9)
+
+
+def test_cibhash_pipeline_is_seeded_and_leaves_the_default_draws_alone():
+    from hashkern.training.data.augment import AUGMENTATIONS
+
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    default, _ = make_transforms("cifar10", 32, 3)
+    named, _ = make_transforms("cifar10", 32, 3, augment="hashkern")
+    cib, _ = make_transforms("cifar10", 32, 3, augment="cibhash")
+    assert (cib.hue, cib.jitter_p, cib.blur_kernel, cib.crop_scale) == (0.1, 0.7, 3, (0.08, 1.0))
+    assert AUGMENTATIONS["hashkern"] == {} and default.hue == 0
+    for a, b in zip(default(images, torch.Generator().manual_seed(4)), named(images, torch.Generator().manual_seed(4))):
+        assert torch.equal(a, b)
+    v1 = cib(images, torch.Generator().manual_seed(4))
+    v2 = cib(images, torch.Generator().manual_seed(4))
+    assert all(torch.equal(a, b) for a, b in zip(v1, v2))
+    assert not torch.equal(v1[0], default(images, torch.Generator().manual_seed(4))[0])
+    with pytest.raises(ValueError, match="augment must be one of"):
+        make_transforms("cifar10", 32, 3, augment="simclr")
