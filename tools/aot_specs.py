@@ -277,6 +277,8 @@ KNOWN_PROBLEMS = [
      "these scans are being replaced by the grouped / chunked kernels (issue 22 item 3, branch i22b)"),
     ("_softsort_grouped_bwd_kernel", "'G': 128", "the grouped backward at G = 128 (64-bit codes) spills ~2 KB in "
      "fp32: [G, G] Laplace tables split for tf32x3 beside [G, BD] tiles (benchmarks/notes/softsort.md)"),
+    ("_softsort_grouped_fwd_kernel", "'G': 128", "the grouped forward at G = 128 spills 4-40 B in fp32 at some "
+     "sizes of one (the [G, G] table beside the [G, BD] tiles; benchmarks/notes/softsort.md)"),
     ("_softsort_chunked_bwd_kernel", "'C': 32", "the chunked backward spills 48-88 B in fp32 at C = 32, BD = 64: "
      "eight carries and two [C, C] blocks live in the right walk (benchmarks/notes/softsort.md)"),
     *((kernel, "fp64]", "fp64 tables take twice the registers; fp64 is exact, not a speed target") for kernel in (
