@@ -35,6 +35,8 @@ KERNEL_USERS = {
     "softsort_scan_fwd": ("soft_sort_gather", "sorted_cosine"),
     "softsort_scan_bwd": ("soft_sort_gather", "sorted_cosine"),
     "sort_rows_descending": ("soft_sort_gather", "sorted_cosine"),
+    "maxsim": ("maxsim", "maxsim_paired", "patch_similarity"),
+    "maxsim_backward": ("maxsim", "maxsim_paired", "patch_similarity"),
 }
 
 
