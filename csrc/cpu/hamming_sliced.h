@@ -29,7 +29,10 @@ struct SlicedQuery {
   bool complement = false;
 };
 
-// Whether this CPU and width take the bit-sliced search (AVX2, 16- or 32-byte rows).
+// Queries that share one transposed block (the search's query tile when it slices).
+constexpr int64_t kSlicedTile = 128;
+
+// Whether this CPU and width can take the bit-sliced search (AVX2, 16- or 32-byte rows).
 bool sliced_search_supported(int64_t width);
 
 void slice_query(const uint8_t* q, int64_t width, SlicedQuery& out);

@@ -115,7 +115,7 @@ HK_SLICED void sliced_sub(const V* a, int a_planes, const V* b, int b_planes, V*
 
 bool sliced_search_supported(int64_t width) {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
-  return avx2 && (width == 16 || width == 32) && std::strcmp(hamming_kernels().name, "avx2") == 0;
+  return avx2 && (width == 16 || width == 32);
 }
 
 void slice_query(const uint8_t* q, int64_t width, SlicedQuery& out) {

@@ -9,10 +9,11 @@
 //    straight to its final slot (a counting sort over distances).
 // Both give the k nearest by (distance, index) ascending, in O(N + k + 8W) per query.
 // Few queries: the database is split into chunks searched in parallel, then merged by counting.
-// Distances come a block of rows at a time from the instruction set's kernels
+// Distances come a block of rows at a time from the kernels chosen for the code width
 // (hamming_kernels.h) into a buffer in L1, which the selection scans with vector compares. With
-// AVX2, 128- and 256-bit codes after a chunk's first block take the bit-sliced search
-// (hamming_sliced.h), which finds the rows within the selector's limit without a popcount per row.
+// AVX2, 128- and 256-bit codes after a chunk's first block may take the bit-sliced search
+// (hamming_sliced.h), which finds the rows within the selector's limit without a popcount per
+// row, when enough queries share the block (the choice says how many: measured, or forced).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -40,8 +41,8 @@ struct Codes {
 // fewer times, but each holds a selector of ~2k items, so large k gets fewer.
 // The bit-sliced search shares each block's transposition among the tile, so it takes more
 // queries; with k > 4096 the tile is too small for it to pay (and it is not measured there).
-inline bool use_sliced(int64_t k, int64_t width) { return k <= 4096 && sliced_search_supported(width); }
-inline int64_t query_tile(int64_t k, bool sliced) { return k <= 4096 ? (sliced ? 128 : 32) : 8; }
+inline bool use_sliced(int64_t k, const KernelChoice& choice) { return k <= 4096 && choice.sliced_min_queries > 0; }
+inline int64_t query_tile(int64_t k, bool sliced) { return k <= 4096 ? (sliced ? kSlicedTile : 32) : 8; }
 
 // Exact top-k by (distance, index) of a stream of items that arrive in increasing index order.
 class Selector {
@@ -138,10 +139,11 @@ inline void select_block(const HammingKernels& kernels, const int32_t* d, int64_
 
 // Streaming top-k of every (query tile, database chunk): candidates [nq, chunks, k], each list
 // sorted by (distance, index) and min(k, chunk rows) long.
-void stream_topk(const HammingKernels& kernels, const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k,
+void stream_topk(const KernelChoice& choice, const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k,
                  int64_t chunk_rows, int64_t chunks, int32_t* cand_d, int64_t* cand_i) {
+  const HammingKernels& kernels = choice.kernels;
   const int32_t max_d = static_cast<int32_t>(8 * db.width);
-  const bool sliced = use_sliced(k, db.width);
+  const bool sliced = use_sliced(k, choice);
   const int64_t tile = query_tile(k, sliced), tiles = (nq + tile - 1) / tile;
   at::parallel_for(0, tiles * chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<Selector> sel(tile);
@@ -153,12 +155,13 @@ void stream_topk(const HammingKernels& kernels, const uint8_t* q, int64_t nq, co
       const int64_t chunk = task % chunks;
       const int64_t j0 = chunk * chunk_rows, j1 = std::min(n, j0 + chunk_rows);
       for (int64_t i = q0; i < q1; ++i) sel[i - q0].reset(std::min(k, j1 - j0), max_d);
-      if (sliced) {
+      const bool slice_tile = sliced && q1 - q0 >= choice.sliced_min_queries;
+      if (slice_tile) {
         for (int64_t i = q0; i < q1; ++i) slice_query(q + i * db.width, db.width, query_bits[i - q0]);
       }
       for (int64_t b = j0; b < j1; b += kBlockRows) {
         const int64_t len = std::min(j1, b + kBlockRows) - b;
-        if (sliced && b > j0) {  // the first block takes every row: all distances are needed
+        if (slice_tile && b > j0) {  // the first block takes every row: all distances are needed
           slice_block(db.row(b), db.width, len, planes);
           for (int64_t i = q0; i < q1; ++i) {
             Selector& s = sel[i - q0];
@@ -281,8 +284,9 @@ int64_t two_pass(const HammingKernels& kernels, const uint8_t* q, const Codes& d
   return limit;
 }
 
-void topk_impl(const HammingKernels& kernels, const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k,
+void topk_impl(const KernelChoice& choice, const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k,
                int32_t* out_d, int64_t* out_i) {
+  const HammingKernels& kernels = choice.kernels;
   const int32_t max_d = static_cast<int32_t>(8 * db.width);
   if (8 * k > n) {  // large k: the counting sort over all N is cheaper than streaming
     at::parallel_for(0, nq, 1, [&](int64_t begin, int64_t end) {
@@ -293,15 +297,15 @@ void topk_impl(const HammingKernels& kernels, const uint8_t* q, int64_t nq, cons
     return;
   }
   // Enough independent tasks for every thread even with a few queries: split the database.
-  const int64_t tile = query_tile(k, use_sliced(k, db.width)), tiles = (nq + tile - 1) / tile;
+  const int64_t tile = query_tile(k, use_sliced(k, choice)), tiles = (nq + tile - 1) / tile;
   const int64_t want = (4 * at::get_num_threads() + tiles - 1) / tiles;
   int64_t chunks = std::max<int64_t>(1, std::min(want, n / kMinChunkRows));
   const int64_t chunk_rows = (n + chunks - 1) / chunks;
   chunks = (n + chunk_rows - 1) / chunk_rows;
-  if (chunks == 1) return stream_topk(kernels, q, nq, db, n, k, chunk_rows, 1, out_d, out_i);
+  if (chunks == 1) return stream_topk(choice, q, nq, db, n, k, chunk_rows, 1, out_d, out_i);
   std::vector<int32_t> cand_d(nq * chunks * k);
   std::vector<int64_t> cand_i(nq * chunks * k);
-  stream_topk(kernels, q, nq, db, n, k, chunk_rows, chunks, cand_d.data(), cand_i.data());
+  stream_topk(choice, q, nq, db, n, k, chunk_rows, chunks, cand_d.data(), cand_i.data());
   merge_chunks(nq, n, k, chunk_rows, chunks, max_d, cand_d.data(), cand_i.data(), out_d, out_i);
 }
 
@@ -311,7 +315,7 @@ void hamming_topk_cpu(const at::Tensor& q, const at::Tensor& db, int64_t k, at::
   check_topk_args(q, db, k, dist, idx);
   const int64_t nq = q.size(0), n = db.size(0);
   if (nq == 0) return;
-  topk_impl(hamming_kernels(), q.const_data_ptr<uint8_t>(), nq, codes_of(db), n, k, dist.data_ptr<int32_t>(),
+  topk_impl(kernel_choice(db.size(1)), q.const_data_ptr<uint8_t>(), nq, codes_of(db), n, k, dist.data_ptr<int32_t>(),
             idx.data_ptr<int64_t>());
 }
 
@@ -322,7 +326,7 @@ void hamming_radius_count_cpu(const at::Tensor& q, const at::Tensor& db, int64_t
   const int32_t radius = static_cast<int32_t>(std::min<int64_t>(r, 8 * codes.width));
   const uint8_t* pq = q.const_data_ptr<uint8_t>();
   int64_t* out = counts.data_ptr<int64_t>();
-  const HammingKernels& kernels = hamming_kernels();
+  const HammingKernels kernels = kernel_choice(codes.width).kernels;
   at::parallel_for(0, q.size(0), 1, [&](int64_t begin, int64_t end) {
     std::vector<int32_t> dist(kBlockRows);
     for (int64_t i = begin; i < end; ++i) {
@@ -346,7 +350,7 @@ void hamming_radius_fill_cpu(const at::Tensor& q, const at::Tensor& db, int64_t 
   const Codes codes = codes_of(db);
   const int32_t radius = static_cast<int32_t>(std::min<int64_t>(r, 8 * codes.width));
   const uint8_t* pq = q.const_data_ptr<uint8_t>();
-  const HammingKernels& kernels = hamming_kernels();
+  const HammingKernels kernels = kernel_choice(codes.width).kernels;
   at::parallel_for(0, nq, 1, [&](int64_t begin, int64_t end) {
     Scratch scratch(static_cast<int32_t>(8 * codes.width));
     for (int64_t i = begin; i < end; ++i) {
