@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
 import torch
 
 
@@ -54,8 +55,17 @@ def check_bool(name: str, value) -> bool:
     return value
 
 
+def as_tensor(value):
+    """A NumPy array as a tensor sharing its memory (copied only if not contiguous); anything else unchanged."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    return value
+
+
 def check_int(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
-    """An int within [low, high] (inclusive where given)."""
+    """An int within [low, high] (inclusive where given); NumPy integer scalars count as ints."""
+    if isinstance(value, np.integer):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if low is not None and value < low:

@@ -1,8 +1,18 @@
 """HammingIndex: an exact, growable Hamming-distance index over packed binary codes.
 
 Codes are stored packed (``ceil(nbits/8)`` bytes each) in one buffer that grows by doubling,
-so ``add`` is amortised O(n) and ids never change: the i-th code ever added has id i.
-``search`` and ``radius_search`` run the exact kernels of :mod:`hashkern.ops.search`.
+so ``add`` is amortised O(n) and ids never change: the i-th code ever added has id i, unless
+``add_with_ids`` gives its own. ``search`` and ``radius_search`` run the exact kernels of
+:mod:`hashkern.ops.search`.
+
+For faiss users: the packed layout is faiss's (least significant bit first), and the index
+speaks ``IndexBinaryFlat`` / ``IndexBinaryIDMap``'s language: ``ntotal``, ``d``, ``code_size``,
+``reset()``, ``add_with_ids``, ``remove_ids``, ``search`` padding with id -1 and distance
+2**31 - 1 when k exceeds ``ntotal``, and ``to_faiss()`` / ``from_faiss()``. Codes, ids and
+queries may be NumPy arrays (results are tensors). Radius semantics differ::
+
+    hashkern  index.radius_search(q, r)    every code with distance <= r
+    faiss     index.range_search(q, r + 1) every code with distance <  r + 1  (the same set)
 
 File format (version 1), little-endian::
 
@@ -19,10 +29,11 @@ import hashlib
 import os
 import struct
 
+import numpy as np
 import torch
 
 from hashkern._io import atomic_write, check_path
-from hashkern._validation import check_int, check_tensor
+from hashkern._validation import as_tensor, check_int, check_tensor
 from hashkern.ops.packbits import pack_codes
 from hashkern.ops.search import hamming_radius, hamming_topk
 
@@ -32,6 +43,7 @@ _MAGIC = b"HKINDEX\0"
 _VERSION = 1
 _HEADER = struct.Struct("<8sIIQQ")
 _DIGEST = 32
+_PAD_DISTANCE = 2**31 - 1  # faiss's distance for the slots beyond ntotal (with id -1)
 
 
 class IndexFileError(ValueError):
@@ -76,6 +88,8 @@ class HammingIndex:
         self._buffer = torch.empty(0, self.width, dtype=torch.uint8, device=_check_device(device))
         self._device = self._buffer.device  # "cuda" resolved to "cuda:<current>"
         self._count = 0
+        self._id_buffer: torch.Tensor | None = None  # None: each code's id is its position
+        self._next_id = 0  # one past the largest id given so far: add() continues from here
 
     @property
     def device(self) -> torch.device:
@@ -86,6 +100,28 @@ class HammingIndex:
         """The stored packed codes, uint8 ``[len(self), ceil(nbits/8)]`` (a view: do not modify)."""
         return self._buffer[: self._count]
 
+    @property
+    def ids(self) -> torch.Tensor:
+        """The id of each stored code, int64 ``[len(self)]``, in storage order."""
+        if self._id_buffer is None:
+            return torch.arange(self._count, device=self._device)
+        return self._id_buffer[: self._count]
+
+    @property
+    def ntotal(self) -> int:
+        """faiss's name for ``len(self)``."""
+        return self._count
+
+    @property
+    def d(self) -> int:
+        """Bits per code (faiss's ``IndexBinary.d``): ``nbits``."""
+        return self.nbits
+
+    @property
+    def code_size(self) -> int:
+        """Bytes per packed code (faiss's ``code_size``): ``ceil(nbits / 8)``."""
+        return self.width
+
     def __len__(self) -> int:
         return self._count
 
@@ -93,7 +129,11 @@ class HammingIndex:
         return f"HammingIndex(nbits={self.nbits}, size={self._count}, device={self._device})"
 
     def _pack(self, name: str, codes) -> torch.Tensor:
-        """±1 / {0,1} / bool ``[n, nbits]``, or packed uint8 ``[n, ceil(nbits/8)]`` -> packed, on our device."""
+        """±1 / {0,1} / bool ``[n, nbits]``, or packed uint8 ``[n, ceil(nbits/8)]`` -> packed, on our device.
+
+        A NumPy array is host memory by nature: it is taken to the index's device."""
+        if isinstance(codes, np.ndarray):
+            codes = as_tensor(codes).to(self._device)
         check_tensor(name, codes, ndim=2)
         if codes.device != self._device:
             raise ValueError(f"{name} must be on the index's device {self._device}, got {codes.device}")
@@ -112,47 +152,167 @@ class HammingIndex:
             packed = pack_codes(name, codes)
         return packed.contiguous()
 
-    def add(self, codes) -> torch.Tensor:
-        """Append codes; returns their ids, int64 ``[n]`` (``len(self)`` before the call onwards)."""
-        packed = self._pack("codes", codes)
+    def _append(self, packed: torch.Tensor, ids: torch.Tensor | None) -> None:
+        """Stores packed codes with their ids (None: ids equal to their positions)."""
         n = packed.shape[0]
         start = self._count
+        if ids is not None and self._id_buffer is None and torch.equal(ids.cpu(), torch.arange(start, start + n)):
+            ids = None  # still positional
+        if ids is not None and self._id_buffer is None:
+            self._id_buffer = torch.arange(self._buffer.shape[0], device=self._device)
         if start + n > self._buffer.shape[0]:
             capacity = max(start + n, 2 * self._buffer.shape[0], 1024)
             grown = torch.empty(capacity, self.width, dtype=torch.uint8, device=self._device)
             grown[:start] = self._buffer[:start]
             self._buffer = grown
+            if self._id_buffer is not None:
+                grown_ids = torch.empty(capacity, dtype=torch.int64, device=self._device)
+                grown_ids[:start] = self._id_buffer[:start]
+                self._id_buffer = grown_ids
         self._buffer[start:start + n] = packed
+        if self._id_buffer is not None:
+            self._id_buffer[start:start + n] = torch.arange(start, start + n, device=self._device) if ids is None else ids
         self._count = start + n
-        return torch.arange(start, start + n, device=self._device)
 
-    def _check_nonempty(self) -> None:
-        if self._count == 0:
-            raise ValueError("the index is empty: add codes before searching")
+    def add(self, codes) -> torch.Tensor:
+        """Append codes; returns their ids, int64 ``[n]``: one past the largest id given so far
+        onwards (``len(self)`` before the call, unless ``add_with_ids`` gave larger ones)."""
+        packed = self._pack("codes", codes)
+        ids = torch.arange(self._next_id, self._next_id + packed.shape[0], device=self._device)
+        self._append(packed, None if self._next_id == self._count else ids)
+        self._next_id += packed.shape[0]
+        return ids
+
+    def _id_tensor(self, name: str, ids) -> torch.Tensor:
+        """ids as int64 ``[n]`` on our device: a 1-D integer tensor or array, a sequence or one int."""
+        if isinstance(ids, (list, tuple)) or not hasattr(ids, "__len__"):
+            ids = torch.tensor([check_int(name, i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])],
+                               dtype=torch.int64)
+        ids = as_tensor(ids)
+        check_tensor(name, ids, ndim=1)
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integers, got dtype {str(ids.dtype).replace('torch.', '')}")
+        return ids.to(device=self._device, dtype=torch.int64)
+
+    def add_with_ids(self, codes, ids) -> None:
+        """Append codes with the caller's ids (int64 ``[n]``, each >= 0: -1 marks padding in ``search``).
+
+        Ids need not be unique or ordered; ``search`` reports them in place of positions, and
+        ties are still broken by storage order."""
+        packed = self._pack("codes", codes)
+        ids = self._id_tensor("ids", ids)
+        if ids.shape[0] != packed.shape[0]:
+            raise ValueError(f"ids must have one entry per code ({packed.shape[0]}), got {ids.shape[0]}")
+        if ids.numel() and int(ids.min()) < 0:
+            raise ValueError(f"ids must be >= 0 (-1 marks the padding of search), got {int(ids.min())}")
+        self._append(packed, ids)
+        if ids.numel():
+            self._next_id = max(self._next_id, int(ids.max()) + 1)
+
+    def remove_ids(self, ids) -> int:
+        """Removes every stored code whose id is in ``ids``; returns how many were removed.
+
+        The other codes keep their ids and their order."""
+        ids = self._id_tensor("ids", ids)
+        current = self.ids
+        keep = ~torch.isin(current, ids)
+        kept = int(keep.sum())
+        removed = self._count - kept
+        if removed:
+            codes, kept_ids = self.codes[keep].clone(), current[keep].clone()
+            self._buffer, self._count = codes, kept
+            self._id_buffer = None if torch.equal(kept_ids.cpu(), torch.arange(kept)) else kept_ids
+        return removed
+
+    def reset(self) -> None:
+        """Removes every code; ids start from 0 again."""
+        self._buffer = torch.empty(0, self.width, dtype=torch.uint8, device=self._device)
+        self._count, self._id_buffer, self._next_id = 0, None, 0
+
+    def _ids_of(self, positions: torch.Tensor) -> torch.Tensor:
+        return positions if self._id_buffer is None else self._id_buffer[positions]
 
     def search(self, queries, k: int, *, backend: str = "auto"):
         """The k nearest stored codes of each query.
 
         Args:
-            queries: ``[nq, nbits]`` ±1 / {0,1} / bool, or packed uint8 ``[nq, ceil(nbits/8)]``.
-            k: ``1 <= k <= len(self)``.
+            queries: ``[nq, nbits]`` ±1 / {0,1} / bool, or packed uint8 ``[nq, ceil(nbits/8)]``
+                (tensor or NumPy array).
+            k: ``k >= 1``; beyond ``len(self)`` the slots are padded as faiss does: id -1,
+                distance ``2**31 - 1``.
         Returns:
-            ``(dist int32 [nq, k], idx int64 [nq, k])`` ordered by (distance, id).
+            ``(dist int32 [nq, k], idx int64 [nq, k])`` ordered by (distance, storage order);
+            ``idx`` holds ids (positions unless ``add_with_ids`` / ``remove_ids`` changed them).
         """
-        self._check_nonempty()
-        return hamming_topk(self._pack("queries", queries), self.codes, k, backend=backend)
+        k = check_int("k", k, low=1)
+        packed = self._pack("queries", queries)
+        found = min(k, self._count)
+        if found == k:
+            dist, idx = hamming_topk(packed, self.codes, k, backend=backend)
+            return dist, self._ids_of(idx)
+        dist = torch.full((packed.shape[0], k), _PAD_DISTANCE, dtype=torch.int32, device=self._device)
+        idx = torch.full((packed.shape[0], k), -1, dtype=torch.int64, device=self._device)
+        if found:
+            dist[:, :found], positions = hamming_topk(packed, self.codes, found, backend=backend)
+            idx[:, :found] = self._ids_of(positions)
+        return dist, idx
 
     def radius_search(self, queries, r: int, *, backend: str = "auto"):
-        """Every stored code within distance r: ``(offsets [nq+1], idx [nnz], dist [nnz])``, CSR style."""
-        self._check_nonempty()
-        return hamming_radius(self._pack("queries", queries), self.codes, r, backend=backend)
+        """Every stored code within distance ``r`` inclusive (faiss's ``range_search`` excludes
+        ``r``: its radius ``r + 1`` gives the same set): ``(offsets [nq+1], idx [nnz], dist [nnz])``,
+        CSR style, ``idx`` holding ids."""
+        packed = self._pack("queries", queries)
+        if self._count == 0:
+            check_int("r", r, low=0)
+            return (torch.zeros(packed.shape[0] + 1, dtype=torch.int64, device=self._device),
+                    torch.empty(0, dtype=torch.int64, device=self._device),
+                    torch.empty(0, dtype=torch.int32, device=self._device))
+        offsets, idx, dist = hamming_radius(packed, self.codes, r, backend=backend)
+        return offsets, self._ids_of(idx), dist
 
     def to(self, device: torch.device | str) -> "HammingIndex":
         """Move the codes to ``device`` (in place, like ``nn.Module.to``); returns self."""
         moved = self.codes.to(_check_device(device))
         if moved.device != self._device:
             self._buffer, self._device = moved.clone(), moved.device
+            if self._id_buffer is not None:
+                self._id_buffer = self._id_buffer[: self._count].to(moved.device)
         return self
+
+    def to_faiss(self):
+        """This index as a faiss ``IndexBinaryFlat`` (an ``IndexBinaryIDMap`` over one when ids are
+        not positions), with a copy of the codes on the CPU. Needs ``faiss`` and nbits % 8 == 0."""
+        faiss = _import_faiss()
+        if self.nbits % 8:
+            raise ValueError(f"faiss binary indexes take whole bytes per code; this index has nbits={self.nbits}")
+        flat = faiss.IndexBinaryFlat(self.nbits)
+        codes = self.codes.cpu().contiguous().numpy()
+        if self._id_buffer is None:
+            flat.add(codes)
+            return flat
+        index = faiss.IndexBinaryIDMap(flat)
+        index.add_with_ids(codes, self.ids.cpu().numpy())
+        return index
+
+    @classmethod
+    def from_faiss(cls, index, device: torch.device | str = "cpu") -> "HammingIndex":
+        """A HammingIndex with the codes (and ids) of a faiss ``IndexBinaryFlat`` or an
+        ``IndexBinaryIDMap`` over one; the codes are copied."""
+        faiss = _import_faiss()
+        ids = None
+        if isinstance(index, faiss.IndexBinaryIDMap):
+            ids = faiss.vector_to_array(index.id_map).astype("int64")
+            index = faiss.downcast_IndexBinary(index.index)
+        if not isinstance(index, faiss.IndexBinaryFlat):
+            raise TypeError("from_faiss takes a faiss.IndexBinaryFlat or an IndexBinaryIDMap over one, got "
+                            f"{type(index).__name__}")
+        codes = faiss.vector_to_array(index.xb).reshape(index.ntotal, index.code_size)
+        out = cls(index.d, device=device)
+        if ids is None:
+            out.add(codes)
+        else:
+            out.add_with_ids(codes, ids)
+        return out
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the index to ``path`` atomically (a temporary file, then a rename).
@@ -160,6 +320,9 @@ class HammingIndex:
         An existing file keeps its permissions and a symlink is written through; the folder
         must exist (see :mod:`hashkern._io`).
         """
+        if self._id_buffer is not None:
+            raise ValueError("save writes format version 1, whose ids are the codes' positions; this index has "
+                             "ids from add_with_ids or remove_ids, which it cannot keep")
         payload = self.codes.cpu().contiguous().numpy().tobytes()
         header = _HEADER.pack(_MAGIC, _VERSION, self.nbits, self._count, len(payload))
         digest = hashlib.sha256(header)
@@ -203,3 +366,11 @@ class HammingIndex:
         codes = torch.frombuffer(payload, dtype=torch.uint8) if payload else torch.empty(0, dtype=torch.uint8)
         index.add(codes.view(count, width).to(index.device))
         return index
+
+
+def _import_faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError("to_faiss / from_faiss need faiss: pip install faiss-cpu") from None
+    return faiss

@@ -20,7 +20,7 @@ import operator
 
 import torch
 
-from hashkern._validation import check_int, check_tensor
+from hashkern._validation import as_tensor, check_int, check_tensor
 from hashkern.codes import hamming_distance
 from hashkern.ops.packbits import pack_codes
 from hashkern.ops.search import check_search_inputs, hamming_topk
@@ -31,7 +31,8 @@ _BUDGET = 1 << 26  # elements per block of query x database work
 
 
 def _packed(name: str, codes, nbits: int | None) -> tuple[torch.Tensor, int]:
-    """±1 / {0,1} / bool codes ``[n, K]`` -> (packed uint8 ``[n, ceil(K/8)]``, K)."""
+    """±1 / {0,1} / bool codes ``[n, K]`` (tensor or NumPy array) -> (packed uint8 ``[n, ceil(K/8)]``, K)."""
+    codes = as_tensor(codes)
     check_tensor(name, codes, ndim=2)
     if codes.device.type == "meta":
         raise ValueError(f"{name} is a meta tensor (no data): metrics need code values")
@@ -49,6 +50,7 @@ def _packed(name: str, codes, nbits: int | None) -> tuple[torch.Tensor, int]:
 
 
 def _labels(name: str, labels, n: int, codes_name: str) -> torch.Tensor:
+    labels = as_tensor(labels)
     check_tensor(name, labels, ndim=(1, 2))
     if labels.shape[0] != n:
         raise ValueError(f"{name} must have one row per code of {codes_name} ({n}), got {labels.shape[0]}")
