@@ -90,15 +90,27 @@ def test_wide_codes_across_query_tiles_and_blocks(kernels, nbits, tied):
     assert_all_ops_match(packed[:70], db, (1, 37, 500), radius=nbits // 3)
 
 
-def test_few_queries_split_database(kernels):
-    # One query, 40,000 codes: the database is split across threads and the parts merged.
-    g = torch.Generator().manual_seed(0)
-    packed = pack_bits(codes(40001, 16, True, g))
-    q, db = packed[:1], packed[1:]
-    for k in (1, 1000, 4999):
-        dist, idx = hamming_topk(q, db, k, backend="cpu")
-        ref_dist, ref_idx = hamming_topk_reference(q, db, k)
-        assert torch.equal(dist, ref_dist) and torch.equal(idx, ref_idx)
+@pytest.mark.parametrize("threads", [2, 3])
+def test_few_queries_split_database(kernels, threads):
+    # One query (and 2 < 3 threads), 40,000 codes with many ties: the database is split across
+    # threads, the streaming parts merged (k <= N / 8), the two-pass parts (larger k, radius)
+    # each given their slots after the ties of the parts before them.
+    g = torch.Generator().manual_seed(threads)
+    packed = pack_bits(codes(40002, 16, True, g))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for q in (packed[:1], packed[:2]):
+            db = packed[2:]
+            for k in (1, 1000, 4999, 5001, 40000):
+                dist, idx = hamming_topk(q, db, k, backend="cpu")
+                ref_dist, ref_idx = hamming_topk_reference(q, db, k)
+                assert torch.equal(dist, ref_dist) and torch.equal(idx, ref_idx), k
+            for r in (0, 2, 16):
+                for got, want in zip(hamming_radius(q, db, r, backend="cpu"), hamming_radius_reference(q, db, r)):
+                    assert torch.equal(got, want), r
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_unaligned_rows(kernels):
