@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # The CUDA 13 build of torch, so the CUDA kernels compile and link even without a GPU.
 TORCH_SPEC ?= torch==2.14.1
-DEPS ?= triton numpy pytest ninja torchvision==0.29.1 timm tqdm matplotlib
+DEPS ?= triton numpy pytest ninja torchvision==0.29.1 timm tqdm matplotlib ruff
 BENCH_DEPS ?= faiss-cpu
 export CUDA_HOME ?= /usr/local/cuda
 EXPECT_CUDA := $(if $(wildcard $(CUDA_HOME)/bin/nvcc),1,0)
@@ -18,15 +18,16 @@ test: $(VENV)/.installed
 
 FMNIST := /usr/share/datasets/fashion-mnist
 
-# Debian's dataset-fashion-mnist package holds the data; installed here when missing and possible.
+# Debian's dataset-fashion-mnist package holds the data; without it the demo says where to get it.
 demo: $(VENV)/.installed
-	@test -d $(FMNIST) || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || \
-		echo "could not install dataset-fashion-mnist: pass --data-dir to 'hashkern demo'"
-	$(PY) -m hashkern.cli demo
+	@test -d $(FMNIST) || { echo "Fashion-MNIST is not in $(FMNIST): install it with" \
+		"'sudo apt-get install dataset-fashion-mnist', or run '$(PY) -m hashkern demo --data-dir DIR'" \
+		"on a folder of its four idx files"; exit 1; }
+	$(PY) -m hashkern demo
 
 bench: $(VENV)/.installed
 	$(PIP) install -q $(BENCH_DEPS)
-	$(PY) -m hashkern.cli bench
+	$(PY) -m benchmarks
 
 install: $(VENV)/.installed
 

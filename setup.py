@@ -86,5 +86,5 @@ setup(
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,
-    entry_points={"console_scripts": ["hashkern=hashkern.cli:main"]},
+    entry_points={"console_scripts": ["hashkern=hashkern.training.cli:main"]},
 )

@@ -15,7 +15,7 @@ TOL = {torch.float32: 5e-3, torch.bfloat16: 5e-2}
 
 
 def sizes(device: torch.device, quick: bool):
-    """(b, P, D, dtype) rows: the issue's sizes, and the demo's own (hashkern/demo.py: a small ViT on 28 x 28
+    """(b, P, D, dtype) rows: the issue's sizes, and the demo's own (hashkern/training/demo.py: a small ViT on 28 x 28
     images, patch 7 -> P = 16, D = 64, batch 64 on the CPU; patch 4 -> P = 49, D = 192, batch 128 on a GPU).
     The naive version is O(b² P² D) in time and b² P² in memory, so the CPU rows stop at b = 128."""
     if quick:
@@ -80,8 +80,8 @@ def main(argv=None):
     notes = ("Op: s[n, m] = mean_i max_j cos(x1[n, i], x2[m, j]) over all b × b image pairs (reduce='maxmean'), "
              "then the gradients of both inputs. Peak extra memory includes the two input gradients; the last "
              "column leaves them out (the issue's budget: <= 0.5 GiB at b = 256, P = 196, D = 768). "
-             "Every result is checked against the first method that ran (the naive version) before timing; a failed row (e.g. out of "
-             "memory) is reported, not hidden.")
+             "Every result is checked against the first method that ran (the naive version) before timing; "
+             "a failed row (e.g. out of memory) is reported, not hidden.")
     return run_tables([("patch_similarity", run, header, notes)], __doc__, argv)
 
 

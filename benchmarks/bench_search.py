@@ -100,14 +100,14 @@ def topk_notes(device: torch.device) -> str:
     threads = torch.get_num_threads()
     floors = "; ".join(f"{bits} bits {ns:.3f} ns ({kernel_choice(bits).split(',')[0]}) → "
                        f"{ns * 1e9 / threads / 1e6:,.0f} ms" for bits, ns in sorted(_KERNEL_NS.items()))
-    load = f" Load average at the start of the run: {_LOAD_AT_START:.1f} on {os.cpu_count()} cores." \
-        if _LOAD_AT_START is not None else ""
+    load = (f" Load average at the start of the run: {_LOAD_AT_START:.1f} on {os.cpu_count()} cores."
+            if _LOAD_AT_START is not None else "")
     faiss_version = faiss.__version__ if faiss is not None else "not installed"
     cpu = (f"**CPU**: {torch.ops.hashkern._cpu_identity()} (vendor, family, model, the vector flags the "
            f"kernels use); faiss-cpu {faiss_version}. **kernels**: what hamming_topk ran for the row's code "
            "length: chosen per width by timing every set this CPU runs at first use (avx512: AVX-512 "
            "VPOPCNTDQ, avx2-rows: AVX2 vpshufb per row, portable: scalar popcount), and the query count per "
-           "block from which 128/256-bit codes take the bit-sliced search instead.")
+           "block from which codes of 16m bytes up to 1536 bits take the bit-sliced search instead.")
     return (f"{notes}\n\n{cpu}\n\n**Machine limit** per width: xor + popcount + one compare per pair with the "
             "kernels chosen, the minimum of any search that computes every distance, measured alone on codes "
             f"in L1/L2 (CPU time per pair on one core) and as the floor of 1,000 × 1,000,000 pairs on "

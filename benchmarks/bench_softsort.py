@@ -82,7 +82,8 @@ def _time_variants(variants, inputs, grad, device, check_tol, slow_n):
                 if expected is None:
                     expected = out
                 elif not torch.allclose(out, expected, atol=check_tol, rtol=0):
-                    raise AssertionError(f"disagrees with the first variant by {(out - expected).abs().max().item():.2e}")
+                    raise AssertionError("disagrees with the first variant by "
+                                         f"{(out - expected).abs().max().item():.2e}")
                 step = lambda: torch.autograd.grad(fn(*inputs), inputs, grad)  # noqa: E731
                 runs = (3 if i == len(variants) - 1 else 1) if slow_n else 5  # baselines there take ~40 s a call
                 ms, peak = measure(step, device, min_runs=runs, budget_s=0.0 if slow_n else 2.0)
@@ -150,7 +151,8 @@ def run(device: torch.device, quick: bool):
         grad = torch.randn(b, n, d, device=device, dtype=dtype)
         gather = lambda s, v: soft_sort_gather_reference(s, v, TAU)  # noqa: E731
         results = _time_variants([
-            ("definition, eager", gather if _dense_fits(n, b, device) else "its [b, n, n] tensors do not fit in memory"),
+            ("definition, eager",
+             gather if _dense_fits(n, b, device) else "its [b, n, n] tensors do not fit in memory"),
             *_position_scans_variant(device, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend)),
             (ours, lambda s, v: soft_sort_gather(s, v, TAU, backend=backend)),
         ], (sg, z1), grad, device, TOL[dtype], slow_n=False)
@@ -166,8 +168,8 @@ def main(argv=None):
              "the same function by Laplace scans, O(n^2 d) per batch instead of O(n^3 d). On the CPU a row "
              f"whose similarities take g <= n / 2 distinct values (here at most {BITS + 1}) runs the grouped "
              "kernel: the scans run over the g tie groups and the n x d work is one pass over z1 forward "
-             "and two backward (z1, then z1 and dz1 together); the 'position scans only' row turns it off, which is what "
-             "similarities with many distinct values cost. Every result is "
+             "and two backward (z1, then z1 and dz1 together); the 'position scans only' row turns it off, "
+             "which is what similarities with many distinct values cost. Every result is "
              "checked against the first variant that ran before timing. At n >= 1024 on the CPU, hashkern's "
              "rows are the median of 3 timed calls after a warm-up, the baselines' one call. Peak extra "
              "memory includes the input gradients.")

@@ -1,6 +1,7 @@
-// Op schemas of the hashkern library and the Python module hashkern._C.
-// Kernels register per device in csrc/cpu and csrc/cuda; fake (meta) implementations
-// live in Python (torch.library.register_fake), so torch.compile can trace every op.
+// Op schemas of the hashkern library (every m.def lives here) and the Python module hashkern._C.
+// Kernels only register implementations (TORCH_LIBRARY_IMPL) in csrc/cpu and csrc/cuda; fake
+// (meta) implementations live in Python (torch.library.register_fake), so torch.compile can
+// trace every op.
 // Ops write into caller-allocated outputs (`out`), which lets tests poison them first.
 #include <Python.h>
 #include <torch/library.h>
@@ -30,6 +31,18 @@ TORCH_LIBRARY(hashkern, m) {
   // grad = dE [b, n, d] (gather) or dc [b, n] (cosine, with the forward's c and norms) ->
   // ds [b, n] (unsorted order), dv like v, du [b, d] (cosine only).
   m.def("softsort_scan_bwd(Tensor q, Tensor idx, Tensor v, float tau, Tensor? u, float eps, Tensor grad, Tensor? c, Tensor? norms, Tensor(a!) ds, Tensor(b!) dv, Tensor(c!) du) -> ()");
+  // s [b, n] float32/64 -> q [b, n] each row sorted descending, idx [b, n] int64 with
+  // q[i, r] = s[i, idx[i, r]]; stable, as torch.sort(s, -1, descending=True, stable=True). CPU only.
+  m.def("sort_rows_descending(Tensor s, Tensor(a!) q, Tensor(b!) idx) -> ()");
+  // Developer switches of the CPU kernels, no tensors (csrc/cpu/hamming_dispatch.cpp,
+  // csrc/cpu/softsort_scan.cpp): `use` = "" reads the kernels in use, other values select.
+  m.def("_cpu_kernels(str use) -> str[]");
+  // The CPU Hamming kernels chosen for codes of `width` bytes: [kernels, the query count from
+  // which the bit-sliced search runs (0: never), "forced" | "measured" | "cache"].
+  m.def("_cpu_kernel_choice(int width) -> str[]");
+  // The CPU identity the calibration cache is keyed by: vendor, family, model, vector flags.
+  m.def("_cpu_identity() -> str");
+  m.def("_softsort_groups(str use) -> str");
 }
 
 // Importing hashkern._C runs the registrations above; the module itself is empty.

@@ -12,18 +12,26 @@ How ``atomic_write(path)`` treats the file system, as a careful text editor does
   save to the same target: their name records host and process id, and a temporary whose
   process is gone on this host is stale. Temporaries of live processes (concurrent saves) and
   of other hosts (a shared file system) are left alone.
+
+Sealed files (checkpoints, ``HammingIndex`` files) are ``header | payload | SHA-256 of header and
+payload`` (32 bytes), written by :func:`sealed_write` and checked by :func:`seal_matches`; each
+format's header starts with its own magic bytes and version.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import socket
 import stat
 from typing import BinaryIO, Iterator
 
-__all__ = ["atomic_write", "check_path", "resolve_target", "temporary_prefix"]
+__all__ = ["atomic_write", "check_path", "resolve_target", "temporary_prefix", "sealed_write", "seal_matches",
+           "SEAL_SIZE"]
+
+SEAL_SIZE = 32  # bytes of the SHA-256 trailer of a sealed file
 
 
 def check_path(path, name: str = "path") -> str:
@@ -124,3 +132,34 @@ def atomic_write(path: str | os.PathLike, *, name: str = "path") -> Iterator[Bin
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+class _HashingWriter:
+    """A write-only file object that hashes what passes through it (``torch.save`` can stream into it)."""
+
+    def __init__(self, f, digest):
+        self.f, self.digest = f, digest
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+@contextlib.contextmanager
+def sealed_write(path: str | os.PathLike, header: bytes, *, name: str = "path") -> Iterator[_HashingWriter]:
+    """Atomically write ``header``, then what the caller writes to the yielded file, then the SHA-256 of both."""
+    digest = hashlib.sha256()
+    with atomic_write(path, name=name) as f:
+        writer = _HashingWriter(f, digest)
+        writer.write(header)
+        yield writer
+        f.write(digest.digest())
+
+
+def seal_matches(data: bytes | memoryview) -> bool:
+    """Whether the last :data:`SEAL_SIZE` bytes of ``data`` are the SHA-256 of the bytes before them."""
+    body = memoryview(data)
+    return len(body) >= SEAL_SIZE and hashlib.sha256(body[:-SEAL_SIZE]).digest() == bytes(body[-SEAL_SIZE:])

@@ -6,6 +6,14 @@ from typing import Iterable
 import numpy as np
 import torch
 
+# The floating dtypes every float op takes; half inputs accumulate in fp32 (ops/_numerics.at_least_float32).
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"``, for error messages."""
+    return str(dtype).replace("torch.", "")
+
 
 def check_tensor(name: str, value, *, ndim: int | Iterable[int] | None = None,
                  dtypes: Iterable[torch.dtype] | None = None, floating: bool = False) -> torch.Tensor:
@@ -20,10 +28,10 @@ def check_tensor(name: str, value, *, ndim: int | Iterable[int] | None = None,
     if dtypes is not None:
         dtypes = tuple(dtypes)
         if value.dtype not in dtypes:
-            names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
-            raise TypeError(f"{name} must have dtype {names}, got {str(value.dtype).replace('torch.', '')}")
+            names = ", ".join(dtype_name(d) for d in dtypes)
+            raise TypeError(f"{name} must have dtype {names}, got {dtype_name(value.dtype)}")
     if floating and not value.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {str(value.dtype).replace('torch.', '')}")
+        raise TypeError(f"{name} must be a floating-point tensor, got {dtype_name(value.dtype)}")
     return value
 
 
@@ -33,7 +41,8 @@ def check_same_device(**tensors: torch.Tensor) -> torch.device:
     first_name, first = items[0]
     for name, tensor in items[1:]:
         if tensor.device != first.device:
-            raise ValueError(f"{first_name} and {name} must be on the same device, got {first.device} and {tensor.device}")
+            raise ValueError(f"{first_name} and {name} must be on the same device, "
+                             f"got {first.device} and {tensor.device}")
     return first.device
 
 

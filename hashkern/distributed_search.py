@@ -49,7 +49,7 @@ def sharded_hamming_topk(q_packed: torch.Tensor, db_shard: torch.Tensor, k: int,
                            "(torch.distributed.init_process_group)")
     check_packed_pair("q_packed", q_packed, "db_shard", db_shard)
     k = check_int("k", k, low=1)
-    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    rank = dist.get_rank(group)
     device = q_packed.device
     # Every rank learns every shard's size, and that all ranks agree on the queries' shape and k.
     meta = torch.tensor([db_shard.shape[0], q_packed.shape[0], q_packed.shape[1], k], dtype=torch.int64, device=device)

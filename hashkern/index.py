@@ -19,20 +19,20 @@ File format (version 1), little-endian::
     magic b"HKINDEX\\0" | version u32 | nbits u32 | count u64 | payload bytes u64
     | payload: count x ceil(nbits/8) packed bytes | SHA-256 of everything before it (32 bytes)
 
-``save`` writes a temporary file beside the target and renames it over the target, so the
-target is either the old file or the complete new one. ``load`` refuses a file whose size,
+The trailer is :func:`hashkern._io.sealed_write`'s, as for checkpoints. ``save`` writes a
+temporary file beside the target and renames it over the target, so the target is either the old
+file or the complete new one. ``load`` refuses a file whose size,
 header or checksum do not match, with an :class:`IndexFileError` that says which.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 
 import numpy as np
 import torch
 
-from hashkern._io import atomic_write, check_path
+from hashkern._io import SEAL_SIZE, check_path, seal_matches, sealed_write
 from hashkern._validation import as_tensor, check_int, check_tensor
 from hashkern.ops.packbits import pack_codes
 from hashkern.ops.search import hamming_radius, hamming_topk
@@ -42,7 +42,6 @@ __all__ = ["HammingIndex", "IndexFileError"]
 _MAGIC = b"HKINDEX\0"
 _VERSION = 1
 _HEADER = struct.Struct("<8sIIQQ")
-_DIGEST = 32
 _PAD_DISTANCE = 2**31 - 1  # faiss's distance for the slots beyond ntotal (with id -1)
 
 
@@ -324,13 +323,8 @@ class HammingIndex:
             raise ValueError("save writes format version 1, whose ids are the codes' positions; this index has "
                              "ids from add_with_ids or remove_ids, which it cannot keep")
         payload = self.codes.cpu().contiguous().numpy().tobytes()
-        header = _HEADER.pack(_MAGIC, _VERSION, self.nbits, self._count, len(payload))
-        digest = hashlib.sha256(header)
-        digest.update(payload)
-        with atomic_write(path) as f:
-            f.write(header)
+        with sealed_write(path, _HEADER.pack(_MAGIC, _VERSION, self.nbits, self._count, len(payload))) as f:
             f.write(payload)
-            f.write(digest.digest())
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "HammingIndex":
@@ -339,7 +333,7 @@ class HammingIndex:
         _check_device(device)
         with open(path, "rb") as f:
             data = f.read()
-        if len(data) < _HEADER.size + _DIGEST:
+        if len(data) < _HEADER.size + SEAL_SIZE:
             if not data.startswith(_MAGIC[: len(data)]) or not data:
                 raise IndexFileError(f"{path} is not a HammingIndex file (no hashkern index header)")
             raise IndexFileError(f"{path} is truncated: {len(data)} bytes, shorter than the header")
@@ -351,18 +345,18 @@ class HammingIndex:
                 f"{path} has index format version {version}; this hashkern reads version {_VERSION}"
             )
         width = (nbits + 7) // 8
-        expected = _HEADER.size + payload_len + _DIGEST
+        expected = _HEADER.size + payload_len + SEAL_SIZE
         if nbits < 1 or payload_len != count * width:
-            raise IndexFileError(f"{path} is corrupted: header says {count} codes of {nbits} bits in {payload_len} bytes")
+            raise IndexFileError(f"{path} is corrupted: header says {count} codes of {nbits} bits in "
+                                 f"{payload_len} bytes")
         if len(data) < expected:
             raise IndexFileError(f"{path} is truncated: {len(data)} bytes, the header announces {expected}")
         if len(data) > expected:
             raise IndexFileError(f"{path} is corrupted: {len(data) - expected} unexpected bytes after the checksum")
-        body = memoryview(data)[: expected - _DIGEST]
-        if hashlib.sha256(body).digest() != data[expected - _DIGEST:]:
+        if not seal_matches(data):
             raise IndexFileError(f"{path} is corrupted: its SHA-256 checksum does not match its contents")
         index = cls(nbits, device=device)
-        payload = bytearray(body[_HEADER.size:])
+        payload = bytearray(data[_HEADER.size:expected - SEAL_SIZE])
         codes = torch.frombuffer(payload, dtype=torch.uint8) if payload else torch.empty(0, dtype=torch.uint8)
         index.add(codes.view(count, width).to(index.device))
         return index

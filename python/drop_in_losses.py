@@ -12,7 +12,6 @@ import argparse
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from hashkern.codes import sign_ste
 from hashkern.losses import BitBalanceLoss, SortedNCELoss, WCHLoss
@@ -46,7 +45,7 @@ def two_views(x):
 
 def load_images(data, n):
     if data == "fashion-mnist":
-        from hashkern.data import load_fashion_mnist
+        from hashkern.training.data import load_fashion_mnist
         images = load_fashion_mnist().images[:n]
         return images.float() / 255
     # synthetic (runs anywhere): a bright rectangle of random place and size on noise

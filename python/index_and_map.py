@@ -36,7 +36,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     if args.data == "fashion-mnist":
-        from hashkern.data import load_split
+        from hashkern.training.data import load_split
         split = load_split("fashion-mnist")
         xq, yq, xdb, ydb, xtrain = (split.query.images, split.query.labels, split.database.images,
                                     split.database.labels, split.train.images)
@@ -44,8 +44,8 @@ def main(argv=None):
         xq, yq, xdb, ydb, xtrain = synthetic()
 
     if args.checkpoint:
-        from hashkern.data import make_transforms
-        from hashkern.train import load_checkpoint, model_from_checkpoint
+        from hashkern.training.checkpoint import load_checkpoint, model_from_checkpoint
+        from hashkern.training.data import make_transforms
         state = load_checkpoint(args.checkpoint)
         model = model_from_checkpoint(state, args.checkpoint)
         _, normalize = make_transforms(state["train_config"]["dataset"], model.backbone.input_size, xq.shape[1])

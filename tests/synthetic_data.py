@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import torch
 
-from hashkern.data import ImageSet, Split
+from hashkern.training.data import ImageSet, Split
 
 
 def write_idx(path: str, array: np.ndarray, compress: bool = True) -> None:
@@ -66,6 +66,7 @@ def tiny_split(n_query: int = 2, n_train: int = 4, n_db: int = 4, classes: int =
     images, labels = class_images(n_query + n_train + n_db, classes, size, channels, seed)
     images, labels = torch.from_numpy(images), torch.from_numpy(labels).long()
     order = torch.argsort(labels, stable=True).view(classes, -1)
-    q, t, d = order[:, :n_query].flatten(), order[:, n_query:n_query + n_train].flatten(), order[:, n_query + n_train:].flatten()
+    q, t = order[:, :n_query].flatten(), order[:, n_query:n_query + n_train].flatten()
+    d = order[:, n_query + n_train:].flatten()
     whole = ImageSet(images, labels, "fashion-mnist")
     return Split(whole.subset(q), whole.subset(t), whole.subset(d))

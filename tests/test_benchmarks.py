@@ -19,3 +19,13 @@ def test_measure_reports_time_and_peak_memory():
     ms, peak = measure(lambda: torch.ones(1 << 20), torch.device("cpu"), min_runs=3, budget_s=0.05)
     assert ms > 0
     assert peak >= 4 << 20  # the 4 MiB the call allocates
+
+
+def test_python_m_benchmarks_selects_by_name(capsys):
+    from benchmarks.__main__ import benchmark_names, main, select
+
+    assert "bench_hamming" in benchmark_names()
+    assert select(["hamming"]) == select(["bench_hamming"]) == ["bench_hamming"]
+    assert select(None) == benchmark_names()
+    assert main(["--only", "no_such_benchmark"]) == 2
+    assert "no benchmark named" in capsys.readouterr().err

@@ -3,7 +3,6 @@ parameter gradients (after DDP's averaging) equal one process's on the whole bat
 import os
 import socket
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp

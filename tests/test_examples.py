@@ -18,7 +18,7 @@ def _load(name):
 def test_drop_in_losses(loss, capsys):
     losses = _load("drop_in_losses").main(["--loss", loss, "--steps", "3", "--batch-size", "6", "--images", "24",
                                            "--bits", "8"])
-    assert len(losses) == 3 and all(l == l for l in losses)  # finite, not NaN
+    assert len(losses) == 3 and all(x == x for x in losses)  # finite, not NaN
     assert f"{loss} loss" in capsys.readouterr().out
 
 

@@ -4,7 +4,6 @@ import json
 import sys
 import time
 
-import pytest
 import torch
 
 from benchmarks import _runner, bench_hamming, gpu_check

@@ -1,9 +1,11 @@
 """The test harness itself, on a simulated GPU machine: Triton on CPU tensors skips, never errors."""
+import conftest
 import pytest
 import torch
 
-import conftest
-from hashkern._dispatch import BackendUnavailableError, resolve_backend
+from hashkern._dispatch import BackendUnavailableError, OpBackends, resolve_backend
+
+FAKE_OP = OpBackends("fake_op", preference=("triton", "torch"))
 
 
 @pytest.fixture
@@ -22,7 +24,7 @@ def run_hook(error: BaseException):
 
 def triton_on_cpu_error() -> BackendUnavailableError:
     with pytest.raises(BackendUnavailableError) as caught:
-        resolve_backend("triton", "fake_op", torch.device("cpu"), ("triton", "torch"))
+        resolve_backend("triton", FAKE_OP, torch.device("cpu"))
     return caught.value
 
 
@@ -86,4 +88,4 @@ def test_triton_device_follows_the_machine(monkeypatch):
 
 
 def test_triton_device_runs_triton_here(triton_device):
-    assert resolve_backend("triton", "fake_op", triton_device, ("triton", "torch")) == "triton"
+    assert resolve_backend("triton", FAKE_OP, triton_device) == "triton"

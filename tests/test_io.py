@@ -11,7 +11,7 @@ import torch
 
 from hashkern import HammingIndex
 from hashkern._io import atomic_write, temporary_prefix
-from hashkern.train import save_checkpoint
+from hashkern.training.checkpoint import save_checkpoint
 
 IO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hashkern", "_io.py")
 
@@ -176,3 +176,34 @@ def test_concurrent_saves_from_threads(tmp_path):
         t.join()
     assert errors == []
     assert len(Index.load(path)) in {50, 51, 52, 53} and _temporaries(tmp_path) == []
+
+
+def test_sealed_files_keep_the_byte_format_both_writers_had(tmp_path):
+    # The layouts checkpoints and index files had before they shared _io.sealed_write, spelled out here:
+    # header | payload | SHA-256 of header and payload. Files written so must load, and saves must write them.
+    import hashlib
+    import io
+    import struct
+
+    from hashkern._io import seal_matches
+    from hashkern.training.checkpoint import load_checkpoint
+
+    codes = torch.tensor([[0x12, 0x34], [0xAB, 0xCD], [0xFF, 0x00]], dtype=torch.uint8)
+    body = struct.pack("<8sIIQQ", b"HKINDEX\0", 1, 16, 3, 6) + codes.numpy().tobytes()
+    (tmp_path / "old.idx").write_bytes(body + hashlib.sha256(body).digest())
+    assert torch.equal(HammingIndex.load(tmp_path / "old.idx").codes, codes)
+    HammingIndex.load(tmp_path / "old.idx").save(tmp_path / "new.idx")
+    assert (tmp_path / "new.idx").read_bytes() == (tmp_path / "old.idx").read_bytes()
+
+    state = {"format": "hashkern-checkpoint", "version": 2, "train_config": {}, "model_config": {},
+             "model": {"w": torch.arange(4.0)}, "optimizer": {}, "scheduler": {}, "step": 0,
+             "history": {"loss": []}}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    body = struct.pack("<8sI", b"HKCKPT\r\n", 2) + buffer.getvalue()
+    (tmp_path / "old.pt").write_bytes(body + hashlib.sha256(body).digest())
+    assert torch.equal(load_checkpoint(tmp_path / "old.pt")["model"]["w"], torch.arange(4.0))
+    save_checkpoint(tmp_path / "new.pt", state)
+    written = (tmp_path / "new.pt").read_bytes()
+    assert written.startswith(struct.pack("<8sI", b"HKCKPT\r\n", 2)) and seal_matches(written)
+    assert not seal_matches(written[:-1] + bytes([written[-1] ^ 1])) and not seal_matches(b"short")

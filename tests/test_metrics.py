@@ -6,8 +6,12 @@ import pytest
 import torch
 
 from hashkern.codes import pack_bits
-from hashkern.metrics import (mean_average_precision, precision_at_radius, precision_recall_at_ranks,
-                              precision_recall_curve)
+from hashkern.metrics import (
+    mean_average_precision,
+    precision_at_radius,
+    precision_recall_at_ranks,
+    precision_recall_curve,
+)
 
 
 # Positional shorthands for these tests (queries first); the library itself takes keywords only.

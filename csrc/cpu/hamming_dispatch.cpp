@@ -125,10 +125,11 @@ const HammingKernels& hamming_kernels() {
   return *(forced != nullptr ? forced : &supported_sets().front())->kernels;
 }
 
-TORCH_LIBRARY_FRAGMENT(hashkern, m) {
-  m.def("_cpu_kernels(str use) -> str[]", &cpu_kernels);
-  m.def("_cpu_kernel_choice(int width) -> str[]", &cpu_kernel_choice);
-  m.def("_cpu_identity() -> str", [] { return cpu_identity(); });
+// No tensor arguments: the implementations are the catch-all (CompositeImplicitAutograd) ones.
+TORCH_LIBRARY_IMPL(hashkern, CompositeImplicitAutograd, m) {
+  m.impl("_cpu_kernels", &cpu_kernels);
+  m.impl("_cpu_kernel_choice", &cpu_kernel_choice);
+  m.impl("_cpu_identity", [] { return cpu_identity(); });
 }
 
 }  // namespace hashkern

@@ -168,7 +168,8 @@ void softsort_scan_bwd_cpu(const at::Tensor& q, const at::Tensor& idx, const at:
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(hashkern, m) { m.def("_softsort_groups(str use) -> str", &softsort_groups); }
+// No tensor arguments: the implementation is the catch-all (CompositeImplicitAutograd) one.
+TORCH_LIBRARY_IMPL(hashkern, CompositeImplicitAutograd, m) { m.impl("_softsort_groups", &softsort_groups); }
 
 TORCH_LIBRARY_IMPL(hashkern, CPU, m) {
   m.impl("softsort_scan_fwd", &softsort_scan_fwd_cpu);

@@ -14,6 +14,23 @@
 //             values contribute sign(0) = 0. ds[σ(r)] = dq_r + dkey_r.
 //             R: B, b   F: A, E, G, left scans, dv's left part   R: right scans, dv's right part.
 // Every recurrence factor is γ <= 1 or a tie flag in {0, 1}: nothing can overflow.
+//
+// Glossary of the scan state names (the torch and Triton scans use the same names). Per sorted
+// position r: g = γ_r, t = tie_r (1 when q_{r-1} == q_r, i.e. r continues a tie group), Z = Zσ_r.
+//   A, a_vec, a   left scan (inclusive) of Z, of ones: A_r = γ_r A_{r-1} + Z_r
+//   B, w, bs, b   right scan (exclusive) of Z, of ones: B_r = γ_{r+1} (B_{r+1} + Z_{r+1})
+//   G, H, hs      G_r = dE_r / den_r ([d]), H_r = (dE_r . E_r) / den_r (scalar), den_r = a_r + b_r
+//   delta         dE_r . E_r (the numerator of H_r)
+//   gp_z, gp      tie-group prefix (inclusive) of Z, of ones: gp_r = t_r gp_{r-1} + 1
+//   il_g, il_h    inclusive left scans of G and H: il_g_r = γ_r il_g_{r-1} + G_r
+//   gp_g, gp_h    tie-group prefix (inclusive) of G and H: gp_g_r = t_r gp_g_{r-1} + G_r
+//   er_g, er_h    exclusive right scans of G and H: er_g_{r-1} = γ_r (er_g_r + G_r)
+//   gs_g, gs_h    tie-group suffix (exclusive) of G and H: gs_g_{r-1} = t_r (gs_g_r + G_r)
+//   gs_z, gs      tie-group suffix (exclusive) of Z, of ones
+//   pq, q2        the left / right pass parts of G_r.(SR(Z) - SL(Z))_r (dq_r before / τ)
+//   pk, k2        the left / right pass parts of Z_r.(SL(G) - SR(G))_r (dkey_r before / τ)
+//   acc           ds of the left pass per position, finished (and divided by τ) by the right pass
+// Subtracting a tie-group prefix/suffix from a Laplace scan leaves the strict sums SL / SR.
 
 template <typename T>
 struct Row {

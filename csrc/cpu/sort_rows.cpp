@@ -96,12 +96,6 @@ void sort_rows_descending_cpu(const at::Tensor& s, at::Tensor& q, at::Tensor& id
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(hashkern, m) {
-  // s [b, n] float32/64 -> q [b, n] each row sorted descending, idx [b, n] int64 with
-  // q[i, r] = s[i, idx[i, r]]; stable, as torch.sort(s, -1, descending=True, stable=True).
-  m.def("sort_rows_descending(Tensor s, Tensor(a!) q, Tensor(b!) idx) -> ()");
-}
-
 TORCH_LIBRARY_IMPL(hashkern, CPU, m) { m.impl("sort_rows_descending", &sort_rows_descending_cpu); }
 
 }  // namespace hashkern

@@ -20,13 +20,12 @@ import torch
 import torch.nn as nn
 
 from hashkern._dispatch import BACKENDS
-from hashkern._validation import check_int, check_positive, check_same_device, check_tensor
+from hashkern._validation import FLOAT_DTYPES, check_int, check_positive, check_same_device, check_tensor
 from hashkern.ops._numerics import check_temperature, logit_dtype
 from hashkern.ops.softsort import sorted_cosine
 
 __all__ = ["SortedNCELoss", "sorted_nce_loss", "code_similarity"]
 
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -74,13 +73,13 @@ def sorted_nce_loss(b1: torch.Tensor | None = None, b2: torch.Tensor | None = No
         sort_temperature = check_positive("sort_temperature", sort_temperature)
     if z1 is None or z2 is None:
         raise ValueError("z1 and z2 (the [n, dz] latents of the two views) are required")
-    check_tensor("z1", z1, ndim=2, dtypes=_FLOATS)
-    check_tensor("z2", z2, ndim=2, dtypes=_FLOATS)
+    check_tensor("z1", z1, ndim=2, dtypes=FLOAT_DTYPES)
+    check_tensor("z2", z2, ndim=2, dtypes=FLOAT_DTYPES)
     if s is None:
         if b1 is None or b2 is None:
             raise ValueError("pass either the codes b1 and b2 or a precomputed similarity s")
-        check_tensor("b1", b1, ndim=2, dtypes=_FLOATS)
-        check_tensor("b2", b2, ndim=2, dtypes=_FLOATS)
+        check_tensor("b1", b1, ndim=2, dtypes=FLOAT_DTYPES)
+        check_tensor("b2", b2, ndim=2, dtypes=FLOAT_DTYPES)
         check_same_device(b1=b1, b2=b2, z1=z1)
         if b1.shape != b2.shape or b1.shape[1] == 0:
             raise ValueError(f"b1 and b2 must be [n, K] codes of one shape with K >= 1, "
@@ -93,7 +92,7 @@ def sorted_nce_loss(b1: torch.Tensor | None = None, b2: torch.Tensor | None = No
     elif b1 is not None or b2 is not None:
         raise ValueError("pass either the codes b1 and b2 or a precomputed similarity s, not both")
     else:
-        check_tensor("s", s, ndim=2, dtypes=_FLOATS)
+        check_tensor("s", s, ndim=2, dtypes=FLOAT_DTYPES)
         if sort_temperature is None:
             raise ValueError("sort_temperature is required with a precomputed s (its default, 0.32/K, "
                              "needs the code length K)")

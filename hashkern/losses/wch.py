@@ -25,12 +25,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from hashkern._validation import check_bool, check_same_device, check_tensor
+from hashkern._validation import FLOAT_DTYPES, check_bool, check_same_device, check_tensor
 from hashkern.ops._numerics import at_least_float32, check_temperature, logit_dtype
 
 __all__ = ["WCHLoss", "BitBalanceLoss", "wch_loss", "wch_weights", "bit_balance_loss", "WEIGHT_NORMS"]
 
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 WEIGHT_NORMS = ("column", "row")
 
 
@@ -57,7 +56,7 @@ def wch_weights(s: torch.Tensor, weight_temperature: float = 0.2, clamp: bool = 
     uncapped row weight ``exp((s[n, m] - s[n, n]) / T_w)`` can reach ``exp(0.3 / 0.05) ≈ 400``).
     Computed in float64; returned in s's dtype (at least float32). Differentiable in s.
     """
-    check_tensor("s", s, ndim=2, dtypes=_FLOATS)
+    check_tensor("s", s, ndim=2, dtypes=FLOAT_DTYPES)
     if s.shape[0] != s.shape[1] or s.shape[0] < 1:
         raise ValueError(f"s must be a non-empty square [b, b] matrix, got shape {tuple(s.shape)}")
     weight_temperature = check_temperature("weight_temperature", weight_temperature)
@@ -75,9 +74,9 @@ def wch_loss(h1: torch.Tensor, h2: torch.Tensor, s: torch.Tensor, temperature: f
     ``detach_weights=True`` stops the gradient into ``s`` (pure distillation targets);
     ``clamp_weights=True`` caps the weights at 1; ``weight_norm="row"``: see ``wch_weights``.
     """
-    check_tensor("h1", h1, ndim=2, dtypes=_FLOATS)
-    check_tensor("h2", h2, ndim=2, dtypes=_FLOATS)
-    check_tensor("s", s, ndim=2, dtypes=_FLOATS)
+    check_tensor("h1", h1, ndim=2, dtypes=FLOAT_DTYPES)
+    check_tensor("h2", h2, ndim=2, dtypes=FLOAT_DTYPES)
+    check_tensor("s", s, ndim=2, dtypes=FLOAT_DTYPES)
     check_same_device(h1=h1, h2=h2, s=s)
     if h1.shape != h2.shape:
         raise ValueError(f"h1 and h2 must have the same shape [b, K], got {tuple(h1.shape)} and {tuple(h2.shape)}")
@@ -106,7 +105,7 @@ def bit_balance_loss(h: torch.Tensor) -> torch.Tensor:
     ``mean(h²) = 1`` in the forward pass but its gradient ``-2h/(bK)`` still pushes the tanh
     outputs outwards. Computed in float64, returned in h's dtype (at least float32).
     """
-    check_tensor("h", h, ndim=2, dtypes=_FLOATS)
+    check_tensor("h", h, ndim=2, dtypes=FLOAT_DTYPES)
     if h.shape[0] < 1 or h.shape[1] < 1:
         raise ValueError(f"h must be a non-empty [b, K] batch of codes, got shape {tuple(h.shape)}")
     h64 = h.double()

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 
 from hashkern._validation import check_bool, check_int, check_positive
+from hashkern.models.pretrained import PRETRAINED, pretrained_weights_path
+from hashkern.models.weights import load_strict, read_state_dict
 
 BACKBONES = ("small-vit", "fmnist-vit", "vit-b16", "vgg16")
 
@@ -34,45 +36,6 @@ def _weights_path(weights) -> str | None:
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"weights must be a path (str or os.PathLike) or None, got {type(weights).__name__}")
     return os.fspath(weights)
-
-
-def _read_state_dict(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file {path!r} does not exist (weights are never downloaded: "
-                                "pass the path of a local file)")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable / not a tensor file
-        raise ValueError(f"weights file {path!r} could not be read as a state dict: {exc}") from exc
-    for key in ("state_dict", "model"):  # common checkpoint wrappers
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"weights file {path!r} does not hold a state dict of tensors")
-    return state
-
-
-def _load_strict(module: nn.Module, state: dict, path: str, what: str, ignore_prefixes=()) -> None:
-    state = {k.removeprefix("module."): v for k, v in state.items()
-             if not any(k.startswith(p) for p in ignore_prefixes)}
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} keys (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
-        if wrong:
-            parts.append(f"wrong shapes for {wrong[:3]}")
-        raise ValueError(f"weights file {path!r} does not fit {what}: " + "; ".join(parts))
-    module.load_state_dict(state, strict=True)
 
 
 def _check_image_size(name: str, x: torch.Tensor, size: int, in_chans: int, exact: bool) -> None:
@@ -117,7 +80,8 @@ class ViTBackbone(nn.Module):
         self.vit = VisionTransformer(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0,
                                      embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
                                      pos_drop_rate=float(dropout), proj_drop_rate=float(dropout))
-        for block in self.vit.blocks:  # timm's proj_drop_rate also drops the attention output; the official ViT does not
+        # timm's proj_drop_rate also drops the attention output; the official ViT does not
+        for block in self.vit.blocks:
             block.attn.proj_drop = nn.Identity()
         self.dim, self.input_size, self.in_chans = embed_dim, img_size, in_chans
         self.num_patches = (img_size // patch_size) ** 2
@@ -172,7 +136,7 @@ def vit_b16(weights: str | None = None, dropout: float = 0.1) -> ViTBackbone:
             except (KeyError, ValueError, RuntimeError) as exc:
                 raise ValueError(f"weights file {weights!r} is not a ViT-B/16 .npz checkpoint: {exc}") from exc
         else:
-            _load_strict(model.vit, _read_state_dict(weights), weights, "ViT-B/16", ignore_prefixes=("head.",))
+            load_strict(model.vit, read_state_dict(weights), weights, "ViT-B/16", ignore_prefixes=("head.",))
     return model
 
 
@@ -195,7 +159,7 @@ class VGG16Backbone(nn.Module):
 
         net = vgg16(weights=None)
         if weights is not None:
-            _load_strict(net, _read_state_dict(weights), weights, "torchvision VGG-16")
+            load_strict(net, read_state_dict(weights), weights, "torchvision VGG-16")
         self.features, self.avgpool = net.features, net.avgpool
         self.fc7 = nn.Sequential(*list(net.classifier.children())[:6])  # fc6, relu, drop, fc7, relu, drop
         self.dim, self.input_size, self.in_chans, self.frozen, self.dropout = 4096, 224, 3, frozen, dropout
@@ -222,8 +186,6 @@ def build_backbone(name: str, weights: str | None = None, in_chans: int = 3, img
     """A backbone by name: "small-vit" (from scratch), "fmnist-vit" (shipped weights, ``pretrained=True``),
     "vit-b16" or "vgg16" (local weights)."""
     if name == "fmnist-vit":
-        from hashkern.models.pretrained import PRETRAINED, pretrained_backbone
-
         if weights is not None:
             raise ValueError("fmnist-vit loads the weights shipped with hashkern: pass pretrained=True, not weights")
         arch = PRETRAINED[name].arch
@@ -244,3 +206,16 @@ def build_backbone(name: str, weights: str | None = None, in_chans: int = 3, img
     if name == "vgg16":
         return VGG16Backbone(weights, **kwargs)
     raise ValueError(f"unknown backbone {name!r}; choose from {BACKBONES}")
+
+
+def pretrained_backbone(name: str, pretrained: bool = True, dropout: float = 0.0,
+                        weights_dir: str | None = None) -> nn.Module:
+    """Shipped backbone ``name`` with its weights (``pretrained=False``: the same architecture, random init)."""
+    check_bool("pretrained", pretrained)
+    if name not in PRETRAINED:
+        raise ValueError(f"unknown pretrained backbone {name!r}; choose from {tuple(PRETRAINED)}")
+    model = small_vit(**PRETRAINED[name].arch, dropout=dropout)
+    if pretrained:
+        path = pretrained_weights_path(name, weights_dir)
+        load_strict(model, read_state_dict(path), path, f"pretrained backbone {name!r}")
+    return model

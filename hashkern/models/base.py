@@ -46,7 +46,8 @@ class HashModel(nn.Module):
         self._check_images("view1", view1)
         self._check_images("view2", view2)
         if view1.shape != view2.shape:
-            raise ValueError(f"view1 and view2 must have the same shape, got {tuple(view1.shape)} and {tuple(view2.shape)}")
+            raise ValueError(f"view1 and view2 must have the same shape, got {tuple(view1.shape)} and "
+                             f"{tuple(view2.shape)}")
         if view1.shape[0] < 2:
             raise ValueError(f"a training batch needs at least 2 images (negatives), got {view1.shape[0]}")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from hashkern._validation import check_bool
 from hashkern.codes import sign_ste
 from hashkern.distributed import gather_batch
 from hashkern.losses.ntxent import NTXentLoss
-from hashkern._validation import check_bool
 from hashkern.models.base import HashModel, check_choice, check_loss_weight, mlp_head
 
 KL_FORMS = ("official", "full")

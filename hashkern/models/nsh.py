@@ -21,15 +21,13 @@ class NSH(HashModel):
     The defaults are the paper's loss, SortedNCE alone; there is no official code.
 
     ``sort_temperature=None`` takes ``SortedNCELoss``'s default, 0.32 / K, so the model and the loss used
-    on its own agree. Code similarities move in steps of 1/K, and a sharpness that follows K helps: on
-    the Fashion-MNIST demo at 64 bits, 0.32 / K = 0.005 gave mAP .41 where a fixed 0.1 gave .30.
+    on its own agree (code similarities move in steps of 1/K, so the sharpness follows K).
 
     ``instance_weight`` × NT-Xent(z1, z2) (temperature ``temperature``) is this library's option,
     added to SortedNCE (default 0, the paper's loss alone). From scratch the codes' first rankings
     are random, so SortedNCE's positives beyond the image itself pull unrelated latents together and
     the latents collapse (the loss climbs to log(1 + n - m)); the instance term keeps each image
-    apart until the codes rank well: on the Fashion-MNIST demo (64 bits, 8 epochs) ``instance_weight=1``
-    took mAP@1000 from .449 to .534, and with 16 epochs to .566.
+    apart until the codes rank well. The trials behind these options: benchmarks/notes/model_options.md.
     """
 
     def __init__(self, backbone: nn.Module, nbits: int, latent_dim: int = 128, num_positives: int = 4,

@@ -2,15 +2,18 @@
 
 ``build_backbone("fmnist-vit", pretrained=True)`` is the demo's small ViT with the weights that
 ``hashkern pretrain`` made on Fashion-MNIST's training split (self-supervised, no labels read).
-A missing or altered file is a clear error, never a silent random init.
+A missing or altered file is a clear error, never a silent random init. This module is the
+registry (names, files, digests, architectures); ``pretrained_backbone`` in the backbones module
+builds the model.
 """
 from __future__ import annotations
 
-import hashlib
 import os
+import sys
+import warnings
 from dataclasses import dataclass, field
 
-import torch.nn as nn
+from hashkern.models.weights import file_sha256
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 
@@ -37,14 +40,6 @@ PRETRAINED = {
 }
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pretrained_weights_path(name: str, weights_dir: str | None = None) -> str:
     """The verified path of shipped backbone ``name``'s weights (FileNotFoundError / ValueError otherwise)."""
     if name not in PRETRAINED:
@@ -61,17 +56,11 @@ def pretrained_weights_path(name: str, weights_dir: str | None = None) -> str:
     return path
 
 
-def pretrained_backbone(name: str, pretrained: bool = True, dropout: float = 0.0,
-                        weights_dir: str | None = None) -> nn.Module:
-    """Shipped backbone ``name`` with its weights (``pretrained=False``: the same architecture, random init)."""
-    from hashkern.models.backbones import _load_strict, _read_state_dict, small_vit
-    from hashkern._validation import check_bool
-
-    check_bool("pretrained", pretrained)
-    if name not in PRETRAINED:
-        raise ValueError(f"unknown pretrained backbone {name!r}; choose from {tuple(PRETRAINED)}")
-    model = small_vit(**PRETRAINED[name].arch, dropout=dropout)
-    if pretrained:
-        path = pretrained_weights_path(name, weights_dir)
-        _load_strict(model, _read_state_dict(path), path, f"pretrained backbone {name!r}")
-    return model
+def __getattr__(name: str):
+    # pretrained_backbone moved to models/backbones.py, so this registry imports no architecture; the
+    # package hashkern.models has imported that module before anyone can reach this one.
+    if name == "pretrained_backbone":
+        warnings.warn("hashkern.models.pretrained.pretrained_backbone moved to the backbones module of "
+                      "hashkern.models; the old path goes away in the next release", DeprecationWarning, stacklevel=2)
+        return getattr(sys.modules[f"{__package__}.backbones"], name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,11 +31,10 @@ class WCH(HashModel):
     (kaiming-uniform fan_out weights, N(0, 1) biases).
 
     This library's options: ``weight_norm="row"`` (W = exp((s[n, m] - s[n, n]) / T_w)) with
-    ``clamp_weights=True`` caps the weights at the positive pair's, 1: the patch similarity of a pair
+    ``clamp_weights=True`` caps the weights at the positive pair's, 1 (the patch similarity of a pair
     can exceed that of the two views of one image, and the uncapped row weight then grows without
-    bound (on the Fashion-MNIST demo, small ViT from scratch, 64 bits, 8 epochs, the capped row form
-    raised mAP@1000 from .471 to .518); ``balance_on="tanh"`` puts the balance term on the tanh
-    outputs; ``head_init="torch"`` keeps PyTorch's default init.
+    bound); ``balance_on="tanh"`` puts the balance term on the tanh outputs; ``head_init="torch"``
+    keeps PyTorch's default init. The trials behind these options: benchmarks/notes/model_options.md.
     """
 
     def __init__(self, backbone: nn.Module, nbits: int, temperature: float = 0.3, weight_temperature: float = 0.2,

@@ -19,11 +19,13 @@ def check_temperature(name: str, value) -> float:
     return value
 
 
-def at_least_float32(*tensors: torch.Tensor) -> torch.dtype:
-    """The promoted dtype of the tensors, and at least float32 (softmax and exp never in half precision)."""
+def at_least_float32(*tensors: torch.Tensor | torch.dtype) -> torch.dtype:
+    """The library's one accumulation rule: the promoted dtype of the tensors (or dtypes), and at least
+    float32. For float inputs: float64 if any is float64, else float32 (half inputs accumulate in fp32;
+    softmax and exp never run in half precision)."""
     dtype = torch.float32
     for tensor in tensors:
-        dtype = torch.promote_types(dtype, tensor.dtype)
+        dtype = torch.promote_types(dtype, tensor if isinstance(tensor, torch.dtype) else tensor.dtype)
     return dtype
 
 

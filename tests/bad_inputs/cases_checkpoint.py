@@ -6,10 +6,11 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
+from badinput import Case
 
 from hashkern.models import build_model
-from hashkern.train import TrainConfig, load_checkpoint, model_from_checkpoint, save_checkpoint
-from badinput import Case
+from hashkern.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from hashkern.training.train import TrainConfig
 
 TINY = {"patch_size": 14, "embed_dim": 4, "depth": 1, "num_heads": 1}
 MODEL_CONFIG = {"method": "cibhash", "nbits": 4, "hidden": 4,

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from badinput import Case, backend_cases, int_arg_cases, np_hamming, np_pack, tensor_arg_cases
 
 import hashkern
-from badinput import Case, backend_cases, int_arg_cases, np_hamming, np_pack, tensor_arg_cases
 
 RNG = np.random.default_rng(16)
 BITS = RNG.random((6, 13)) < 0.5                     # [6, 13] bool, 13 bits: a partial last byte

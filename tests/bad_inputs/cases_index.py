@@ -5,9 +5,9 @@ import os
 
 import numpy as np
 import torch
+from badinput import Case, int_arg_cases, np_pack, np_radius, np_topk, tensor_arg_cases
 
 from hashkern import HammingIndex
-from badinput import Case, int_arg_cases, np_pack, np_radius, np_topk, tensor_arg_cases
 
 RNG = np.random.default_rng(7)
 BITS = RNG.random((11, 12)) < 0.5

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-import hashkern.losses as L
 from badinput import Case, backend_cases, int_arg_cases, number_arg_cases, tensor_arg_cases
 from cases_softsort import np_sorted_cosine
+
+import hashkern.losses as L
 from hashkern.models.cibhash import bernoulli_kl, official_bernoulli_kl
 from hashkern.ops.mutual_attention import mutual_attention
 

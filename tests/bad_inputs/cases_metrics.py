@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from badinput import Case, int_arg_cases, np_map, np_pack, tensor_arg_cases
 
 import hashkern
-from badinput import Case, int_arg_cases, np_map, np_pack, tensor_arg_cases
 
 RNG = np.random.default_rng(3)
 Q_BITS, DB_BITS = RNG.random((5, 10)) < 0.5, RNG.random((14, 10)) < 0.5

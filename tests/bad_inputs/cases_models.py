@@ -13,9 +13,9 @@ import copy
 import numpy as np
 import torch
 import torch.nn as nn
-
 from badinput import Case, int_arg_cases, number_arg_cases, tensor_arg_cases
-from hashkern.models import CIBHash, ITQ, LSH, NSH, VGG16Backbone, WCH, build_backbone, small_vit, vit_b16
+
+from hashkern.models import ITQ, LSH, NSH, WCH, CIBHash, VGG16Backbone, build_backbone, small_vit, vit_b16
 
 TINY = {"in_chans": 1, "img_size": 8, "patch_size": 4, "embed_dim": 8, "depth": 1, "num_heads": 2}
 B = 4

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from badinput import Case, backend_cases, number_arg_cases, tensor_arg_cases
 from cases_losses import _seen, _t, _unit  # tensor from NumPy, values after rounding, overflow-safe rows
+
 from hashkern.ops.patchsim import patch_similarity, patch_similarity_reference
 
 RNG = np.random.default_rng(16)

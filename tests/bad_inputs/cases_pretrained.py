@@ -7,12 +7,13 @@ import shutil
 
 import numpy as np
 import torch
+from badinput import Case
 
+import hashkern.models.backbones as backbones
 import hashkern.models.pretrained as pretrained
 from hashkern.models import build_backbone
-from hashkern.pretrain import PretrainConfig, Pretrainer
-from hashkern.train import TrainConfig
-from badinput import Case
+from hashkern.training.pretrain import PretrainConfig, Pretrainer
+from hashkern.training.train import TrainConfig
 
 SHIPPED = os.path.join(pretrained.WEIGHTS_DIR, pretrained.PRETRAINED["fmnist-vit"].file)
 
@@ -42,14 +43,14 @@ def cases() -> list[Case]:
     size = os.path.getsize(SHIPPED)
     # One-bit flips spread over the file (zip records, pickle, tensor data); every one is refused by the SHA-256.
     for i in (0, 1, 30, 64, 500, size // 3, size // 2, size - 200, size - 22, size - 1):
-        out.append(Case(f"pretrained_backbone/weights/bit-flip-{i}", lambda tmp, i=i: pretrained.pretrained_backbone(
+        out.append(Case(f"pretrained_backbone/weights/bit-flip-{i}", lambda tmp, i=i: backbones.pretrained_backbone(
             "fmnist-vit", weights_dir=_damaged(tmp, _flip(i))), names=("SHA-256",)))
     for what, edit in (("truncated", lambda d: d[:-1]), ("appended", lambda d: d + b"\0"), ("empty", lambda d: b"")):
-        out.append(Case(f"pretrained_backbone/weights/{what}", lambda tmp, e=edit: pretrained.pretrained_backbone(
+        out.append(Case(f"pretrained_backbone/weights/{what}", lambda tmp, e=edit: backbones.pretrained_backbone(
             "fmnist-vit", weights_dir=_damaged(tmp, e)), names=("SHA-256",)))
-    out.append(Case("pretrained_backbone/weights/missing", lambda tmp: pretrained.pretrained_backbone(
+    out.append(Case("pretrained_backbone/weights/missing", lambda tmp: backbones.pretrained_backbone(
         "fmnist-vit", weights_dir=str(tmp)), names=("missing",), paths=True))
-    out.append(Case("pretrained_backbone/name/unknown", lambda tmp: pretrained.pretrained_backbone("vit-b16"),
+    out.append(Case("pretrained_backbone/name/unknown", lambda tmp: backbones.pretrained_backbone("vit-b16"),
                     names=("pretrained backbone",)))
     for what, value in (("str", "yes"), ("int", 1), ("None", None)):
         out.append(Case(f"build_backbone/pretrained/{what}", lambda tmp, v=value: build_backbone(

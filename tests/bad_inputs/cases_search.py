@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from badinput import Case, backend_cases, int_arg_cases, np_pack, np_radius, np_topk, tensor_arg_cases
 
 import hashkern
-from badinput import Case, backend_cases, int_arg_cases, np_pack, np_radius, np_topk, tensor_arg_cases
 
 RNG = np.random.default_rng(61)
 Q = np_pack(RNG.random((4, 21)) < 0.5)        # uint8 [4, 3]

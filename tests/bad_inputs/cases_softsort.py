@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from badinput import NOT_A_TENSOR, Case, backend_cases, number_arg_cases, tensor_arg_cases
 
-from badinput import Case, NOT_A_TENSOR, backend_cases, number_arg_cases, tensor_arg_cases
 from hashkern.ops.softsort import soft_sort, soft_sort_gather, sorted_cosine
 
 RNG = np.random.default_rng(7)

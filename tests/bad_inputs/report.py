@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import collections
 import os
+import pathlib
 import sys
 import tempfile
 import time
-import pathlib
 
 if not os.environ.get("CUDA_VISIBLE_DEVICES"):
     os.environ.setdefault("TRITON_INTERPRET", "1")  # as tests/conftest.py, before any kernel is imported

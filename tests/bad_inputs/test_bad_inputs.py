@@ -12,7 +12,6 @@ tests/bad_inputs/report.py`` prints the count of every outcome class. Areas cove
 - ``patchsim``: patch_similarity (maxmean, softmaxmean, masks, temperature; torch, triton), patch_similarity_reference.
 """
 import pytest
-
 from badinput import judge
 from collect import all_cases
 

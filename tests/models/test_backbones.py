@@ -159,3 +159,19 @@ def test_images_of_the_wrong_size_get_a_clear_error():
         vit.check_input("x", torch.randn(1, 1, 12, 12))
     with pytest.raises(ValueError, match="x must have 1 channels, got 2"):
         vit.check_input("x", torch.randn(1, 2, 8, 8))
+
+
+def test_weights_is_a_leaf_that_breaks_the_backbones_registry_circle():
+    import ast
+    import os
+
+    import hashkern.models as models
+
+    def imported(name):  # the hashkern.models modules a module imports, at any depth of its code
+        tree = ast.parse(open(os.path.join(os.path.dirname(models.__file__), f"{name}.py")).read())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+                and n.module.startswith("hashkern.models")}
+
+    assert imported("weights") == set()
+    assert imported("pretrained") == {"hashkern.models.weights"}
+    assert {"hashkern.models.weights", "hashkern.models.pretrained"} <= imported("backbones")

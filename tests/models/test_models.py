@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hashkern.models import CIBHash, NSH, WCH, build_model, small_vit
+from hashkern.models import NSH, WCH, CIBHash, build_model, small_vit
 from hashkern.models.cibhash import bernoulli_kl
 
 

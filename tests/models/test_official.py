@@ -7,9 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hashkern.models import CIBHash, WCH, small_vit
+from hashkern.models import WCH, CIBHash, small_vit
 from hashkern.models.base import mlp_head
-
 from tests.models.test_models import FeatureBackbone, _views
 
 
@@ -77,7 +76,8 @@ def official_cibhash_step(model, img1, img2, temperature=0.3, weight=0.001):
 
     def kl(p, q):
         q = q.detach()
-        t = p * (torch.log(p + 1e-8) - torch.log(q + 1e-8)) + (1 - p) * (torch.log(1 - p + 1e-8) - torch.log(1 - q + 1e-8))
+        t = p * (torch.log(p + 1e-8) - torch.log(q + 1e-8)) \
+            + (1 - p) * (torch.log(1 - p + 1e-8) - torch.log(1 - q + 1e-8))
         return t.sum(1).mean()
 
     (pi, zi), (pj, zj) = encode(img1), encode(img2)

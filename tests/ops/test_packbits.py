@@ -39,7 +39,8 @@ def test_bit_order_and_zero_padding(nbits, device):
 
 
 @pytest.mark.parametrize("kind", ["pm1", "01", "bool"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.int32])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8,
+                                   torch.int32])
 def test_input_encodings_and_dtypes_agree(kind, dtype, device):
     bits = random_codes((4, 3, 19), device, "bool")
     codes = bits if kind == "bool" else (torch.where(bits, 1, -1 if kind == "pm1" else 0)).to(dtype)

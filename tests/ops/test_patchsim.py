@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hashkern.ops.patchsim import patch_similarity, patch_similarity_reference, torch_gemm
+from hashkern.ops.patchsim import patch_similarity, patch_similarity_reference, torch_impl
 from tests.conftest import poison
 
 BACKENDS = ["torch", "triton"]
@@ -219,7 +219,8 @@ def test_reference_matches_loops():
     expect = torch.empty(2, 3, dtype=torch.float64)
     for n in range(2):
         for m in range(3):
-            best = [max(cos(x1[n, i], x2[m, j], dim=0) for j in range(5) if mask2[m, j]) for i in range(4) if mask1[n, i]]
+            best = [max(cos(x1[n, i], x2[m, j], dim=0) for j in range(5) if mask2[m, j])
+                    for i in range(4) if mask1[n, i]]
             expect[n, m] = sum(best) / len(best)
     got = patch_similarity_reference(x1, x2, mask1=mask1, mask2=mask2)
     torch.testing.assert_close(got, expect)
@@ -247,7 +248,7 @@ def test_gradcheck(backend, reduce):
 @pytest.mark.parametrize("reduce", REDUCES)
 def test_chunked_path_with_many_chunks(monkeypatch, reduce):
     """Chunk tiles over both image axes, with a ragged last chunk, give the same result."""
-    monkeypatch.setattr(torch_gemm, "CHUNK_ELEMENTS", 2 * 5 * 4)  # two pairs of [5, 4] per chunk
+    monkeypatch.setattr(torch_impl, "CHUNK_ELEMENTS", 2 * 5 * 4)  # two pairs of [5, 4] per chunk
     x1 = torch.randn(5, 5, 6, dtype=torch.float64)
     x2 = torch.randn(3, 4, 6, dtype=torch.float64)
     mask1, mask2 = _masks(5, 3, 5, 4, "cpu")
@@ -257,7 +258,7 @@ def test_chunked_path_with_many_chunks(monkeypatch, reduce):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_saved_statistics_are_exact(backend):
     """The argmax saved for backward equals the reference argmax (first index on ties)."""
-    from hashkern.ops.patchsim import _impl
+    from hashkern.ops.patchsim.autograd import _impl
     u1 = torch.nn.functional.normalize(torch.randn(3, 7, 9, dtype=torch.float64), dim=-1)
     u2 = torch.nn.functional.normalize(torch.randn(2, 6, 9, dtype=torch.float64), dim=-1)
     u2[:, 5] = u2[:, 2]
@@ -294,7 +295,8 @@ def _low_precision_case(device, dtype, backend, reduce, masked, tol):
     """Half / tf32 inputs vs float64. For maxmean a rounding error may pick another patch among
     near-ties, so the reference is evaluated at the patches the kernel picked, after checking
     that each of them is a true max up to ``tol``."""
-    from hashkern.ops.patchsim import _impl, _unit_rows
+    from hashkern.ops.patchsim import _unit_rows
+    from hashkern.ops.patchsim.autograd import _impl
     b1, b2, P, Q, D, temperature = 5, 6, 49, 70, 96, 0.5
     x1 = torch.randn(b1, P, D, device=device).to(dtype).requires_grad_()
     x2 = torch.randn(b2, Q, D, device=device).to(dtype).requires_grad_()

@@ -25,8 +25,7 @@ def _launches(dtype, dot, b, P, D):
     """The launches patch_similarity makes on CUDA for [b, P, D] inputs, with the real argument values."""
     import triton.language as tl
 
-    from hashkern.ops.patchsim import triton_bwd as bwd
-    from hashkern.ops.patchsim import triton_fwd as fwd
+    from hashkern.ops.patchsim import triton_kernels as kernels
     from hashkern.ops.patchsim import triton_launch as L
 
     Q, R1 = P, b * P
@@ -48,7 +47,7 @@ def _launches(dtype, dot, b, P, D):
             args = dict(x1_ptr=X, x2_ptr=X, mask1_ptr=mask, mask2_ptr=mask, value_ptr=V,
                         stat_ptr=argmax if reduce_max else _meta((2, b, R1), acc), inv_t_ptr=S, R1=R1, b2=b, Q=Q, D=D,
                         IMAGES=images, **strides)
-            launches.append(make_launch(fwd._patch_similarity_fwd_kernel, args, dict(
+            launches.append(make_launch(kernels._patch_similarity_fwd_kernel, args, dict(
                 REDUCE_MAX=reduce_max, HAS_MASK1=has_mask, HAS_MASK2=has_mask, ACC=acc_tl, DOT_PRECISION=dot,
                 **tiles), opts))
     opts, tiles = options(L.cuda_tiles("softmax_weights", dtype))
@@ -57,12 +56,12 @@ def _launches(dtype, dot, b, P, D):
                 ds_ptr=_meta((R1, chunk_cols), dtype), inv_t_ptr=S, r0=0, r1=R1, c0=Q, c1=Q + chunk_cols, R1=R1,
                 b2=b, Q=Q, D=D, **strides)
     for has_mask in (False, True):
-        launches.append(make_launch(fwd._patch_similarity_softmax_weights_kernel, args, dict(
+        launches.append(make_launch(kernels._patch_similarity_softmax_weights_kernel, args, dict(
             HAS_MASK2=has_mask, ACC=acc_tl, DOT_PRECISION=dot, **tiles), opts))
     if dot == "tf32":  # the gathers do not multiply: one fp32 set is enough
         return launches
     opts, tiles = options(L.cuda_tiles("dx1", dtype))
-    launches.append(make_launch(bwd._patch_similarity_dx1_kernel, dict(
+    launches.append(make_launch(kernels._patch_similarity_dx1_kernel, dict(
         x2_ptr=X, argmax_ptr=argmax, coef_ptr=V, dx1_ptr=X, R1=R1, b2=b, Q=Q, D=D, s2r=D, s2d=1),
         dict(ACC=acc_tl, **tiles), opts))
     opts, tiles = options(L.cuda_tiles("csr", dtype))
@@ -71,18 +70,18 @@ def _launches(dtype, dot, b, P, D):
     window = min(L.CSR_WINDOW, R1)
     csr = dict(argmax_ptr=argmax, R1=R1, WINDOW=window, n_windows=-(-R1 // window))
     counts = _meta((b, csr["n_windows"], bins), torch.int32)
-    launches.append(make_launch(bwd._patch_similarity_csr_count_kernel, dict(csr, counts_ptr=counts),
+    launches.append(make_launch(kernels._patch_similarity_csr_count_kernel, dict(csr, counts_ptr=counts),
                                 dict(BINS=bins, **tiles), opts))
-    launches.append(make_launch(bwd._patch_similarity_csr_place_kernel, dict(csr, starts_ptr=counts, order_ptr=argmax),
-                                dict(BINS=bins, **tiles), opts))
+    launches.append(make_launch(kernels._patch_similarity_csr_place_kernel,
+                                dict(csr, starts_ptr=counts, order_ptr=argmax), dict(BINS=bins, **tiles), opts))
     opts, tiles = options(L.cuda_tiles("dx2", dtype))
     E = b * (R1 // L.SPLIT)
     pieces, segs = _meta((E,), torch.int32), _meta((b * Q,), torch.int32)
     common = dict(x1_ptr=X, coef_ptr=V, order_ptr=argmax, offsets_ptr=_meta((b, Q + 1), torch.int32),
                   partial_ptr=_meta((E, D), acc), R1=R1, Q=Q, D=D, s1r=D, s1d=1, SPLIT=L.SPLIT)
-    launches.append(make_launch(bwd._patch_similarity_dx2_pieces_kernel, dict(
+    launches.append(make_launch(kernels._patch_similarity_dx2_pieces_kernel, dict(
         common, piece_seg_ptr=pieces, piece_start_ptr=pieces), dict(ACC=acc_tl, **tiles), opts))
-    launches.append(make_launch(bwd._patch_similarity_dx2_kernel, dict(
+    launches.append(make_launch(kernels._patch_similarity_dx2_kernel, dict(
         common, first_piece_ptr=segs, n_pieces_ptr=segs, dx2_ptr=X), dict(ACC=acc_tl, **tiles), opts))
     return launches
 

@@ -8,7 +8,6 @@ from hashkern.codes import pack_bits
 from hashkern.ops.search import hamming_radius, hamming_radius_reference, hamming_topk, hamming_topk_reference
 
 
-
 def random_codes(n, nbits, device, distinct=None):
     """±1 codes [n, nbits]; with ``distinct`` only that many different codes (heavy ties)."""
     if distinct is None:

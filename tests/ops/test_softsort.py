@@ -7,10 +7,10 @@ import os
 
 import pytest
 import torch
-
 from conftest import poison
+
 from hashkern.ops import softsort as ss
-from hashkern.ops.softsort import scan_torch, triton_scan
+from hashkern.ops.softsort import torch_impl, triton_launch
 from hashkern.ops.softsort.reference import (
     soft_sort_gather_reference,
     soft_sort_reference,
@@ -171,8 +171,8 @@ def test_gather_gradcheck(backend):
 
 def test_row_blocks_do_not_change_the_result(monkeypatch):
     """The torch path and the Triton launcher split rows to bound their scratch; force tiny blocks."""
-    monkeypatch.setattr(scan_torch, "SCRATCH_ELEMS", 40)
-    monkeypatch.setattr(triton_scan, "SCRATCH_BYTES", 1)
+    monkeypatch.setattr(torch_impl, "SCRATCH_ELEMS", 40)
+    monkeypatch.setattr(triton_launch, "SCRATCH_BYTES", 1)
     for backend in ("torch", "triton"):
         _gather_case(torch.randn(35, 9, dtype=torch.float64), torch.randn(9, 3, dtype=torch.float64),
                      0.4, torch.float64, backend)
@@ -263,7 +263,8 @@ def test_half_inputs_accumulate_in_fp32(backend, dtype):
     full = ss.sorted_cosine(s.float(), z1.float(), z2.float(), 0.05, backend=backend)
     assert half.dtype == torch.float32 and torch.equal(half, full)
     e = ss.soft_sort_gather(s, z1, 0.05, backend=backend)
-    assert e.dtype == dtype and torch.equal(e, ss.soft_sort_gather(s.float(), z1.float(), 0.05, backend=backend).to(dtype))
+    expected = ss.soft_sort_gather(s.float(), z1.float(), 0.05, backend=backend).to(dtype)
+    assert e.dtype == dtype and torch.equal(e, expected)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -345,7 +346,7 @@ def test_torch_compile_has_no_graph_break(backend):
 
 
 def test_opcheck_of_the_scan_ops():
-    from hashkern.ops.softsort.functions import softsort_scan, softsort_scan_backward
+    from hashkern.ops.softsort.autograd import softsort_scan, softsort_scan_backward
     q, idx = torch.sort(torch.randn(4, 6, dtype=torch.float64), dim=-1, descending=True, stable=True)
     v = torch.randn(1, 6, 3, dtype=torch.float64)
     u = torch.nn.functional.normalize(torch.randn(4, 3, dtype=torch.float64), dim=-1)

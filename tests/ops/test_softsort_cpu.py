@@ -2,8 +2,8 @@
 similarities) and the position scans, each forced on every row, against the float64 definition."""
 import pytest
 import torch
-
 from test_softsort import _cosine_case, _gather_case, _hamming_similarities
+
 from hashkern.ops import softsort as ss
 
 

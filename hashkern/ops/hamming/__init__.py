@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import torch
 
-from hashkern import _ext
-from hashkern._dispatch import resolve_backend
+from hashkern._dispatch import OpBackends, declare, resolve_backend
 from hashkern._validation import check_same_device, check_tensor, output_buffer
+from hashkern.ops.hamming import autograd  # noqa: F401  (registers the fake for torch.compile)
 from hashkern.ops.hamming.reference import hamming_distance_reference
 
-__all__ = ["hamming_distance", "hamming_distance_reference", "check_packed_pair"]
+__all__ = ["hamming_distance", "hamming_distance_reference", "check_packed_pair", "BACKENDS"]
 
-_PREFERENCE = ("cuda", "cpu", "torch")
+# The compiled kernels where this build has them; the torch backend is the reference itself.
+BACKENDS = declare(OpBackends("hamming_distance", preference=("cuda", "cpu", "torch")))
 
 
 def check_packed_pair(a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor) -> None:
@@ -44,14 +45,9 @@ def hamming_distance(a_packed: torch.Tensor, b_packed: torch.Tensor, *, out: tor
     shape = (a_packed.shape[0], b_packed.shape[0])
     out = output_buffer(out, shape=shape, dtype=torch.int32, device=a_packed.device,
                         inputs={"a_packed": a_packed, "b_packed": b_packed})
-    chosen = resolve_backend(backend, "hamming_distance", a_packed.device, _PREFERENCE)
+    chosen = resolve_backend(backend, BACKENDS, a_packed.device)
     if chosen == "torch":
         return out.copy_(hamming_distance_reference(a_packed, b_packed))
     torch.ops.hashkern.hamming_distance(a_packed.contiguous(), b_packed.contiguous(), out)
     return out
 
-
-if _ext.extension_loaded():
-    @torch.library.register_fake("hashkern::hamming_distance")
-    def _hamming_distance_fake(a, b, out):
-        return None

@@ -10,15 +10,17 @@ import functools
 
 import torch
 
-from hashkern import _ext
-from hashkern._dispatch import resolve_backend
-from hashkern._validation import check_int, check_tensor, output_buffer
+from hashkern._dispatch import OpBackends, declare, resolve_backend
+from hashkern._validation import check_int, check_tensor, dtype_name, output_buffer
+from hashkern.ops.packbits import autograd  # noqa: F401  (registers the fakes for torch.compile)
 from hashkern.ops.packbits.reference import pack_bits_reference, unpack_bits_reference
 
 __all__ = ["pack_bits", "pack_codes", "check_codes", "unpack_bits", "pack_bits_reference", "unpack_bits_reference",
-           "packed_width"]
+           "packed_width", "PACK_BACKENDS", "UNPACK_BACKENDS"]
 
-_PREFERENCE = ("cuda", "cpu", "torch")
+# The compiled kernels where this build has them; the torch backend is the reference itself.
+PACK_BACKENDS = declare(OpBackends("pack_bits", preference=("cuda", "cpu", "torch")))
+UNPACK_BACKENDS = declare(OpBackends("unpack_bits", preference=("cuda", "cpu", "torch")))
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,16 +43,12 @@ _NATIVE = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.
            torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
 def _as_native(name: str, t: torch.Tensor) -> torch.Tensor:
     """``t`` itself when the kernels read its dtype, else a float copy holding the same values exactly."""
     if t.dtype in _NATIVE:
         return t
     if not _has_element_values(t.dtype):
-        raise TypeError(f"{name} has dtype {_dtype_name(t.dtype)}, whose elements cannot be read one by one; "
+        raise TypeError(f"{name} has dtype {dtype_name(t.dtype)}, whose elements cannot be read one by one; "
                         "pass bool, an integer or a floating-point dtype")
     # float64 holds every uint16/32 and float8 value exactly, and no uint64 value other than 0 and 1 becomes 0 or 1.
     return t.to(torch.float64)
@@ -79,7 +77,7 @@ def check_codes(name: str, codes) -> torch.Tensor:
     """Binary codes ``[..., K]`` of any real dtype or bool, checked; returned in a dtype the kernels read."""
     check_tensor(name, codes)
     if codes.is_complex():
-        raise TypeError(f"{name} must be real or bool, got {_dtype_name(codes.dtype)}")
+        raise TypeError(f"{name} must be real or bool, got {dtype_name(codes.dtype)}")
     if codes.device.type == "meta":
         raise ValueError(f"{name} is a meta tensor (no data): binary codes need values to pack")
     if codes.dim() < 1 or codes.shape[-1] < 1:
@@ -94,7 +92,7 @@ def pack_codes(name: str, codes, *, out: torch.Tensor | None = None, backend: st
     codes = check_codes(name, codes)
     shape = (*codes.shape[:-1], packed_width(codes.shape[-1]))
     out = output_buffer(out, shape=shape, dtype=torch.uint8, device=codes.device, inputs={name: codes})
-    chosen = resolve_backend(backend, "pack_bits", codes.device, _PREFERENCE)
+    chosen = resolve_backend(backend, PACK_BACKENDS, codes.device)
     if chosen == "torch":
         return out.copy_(pack_bits_reference(codes))
     torch.ops.hashkern.pack_bits(codes.contiguous(), out)
@@ -151,19 +149,9 @@ def unpack_bits(packed: torch.Tensor, nbits: int, *, dtype: torch.dtype = torch.
     if dtype not in _NATIVE:  # uint16/32/64, float8: unpack into a dtype the kernels write, then convert exactly
         native = torch.float32 if dtype.is_floating_point else torch.uint8
         return out.copy_(unpack_bits(packed, nbits, dtype=native, signed=signed, backend=backend))
-    chosen = resolve_backend(backend, "unpack_bits", packed.device, _PREFERENCE)
+    chosen = resolve_backend(backend, UNPACK_BACKENDS, packed.device)
     if chosen == "torch":
         return out.copy_(unpack_bits_reference(packed, nbits, dtype, signed))
     torch.ops.hashkern.unpack_bits(packed.contiguous(), nbits, signed, out)
     return out
 
-
-if _ext.extension_loaded():
-    # The ops mutate only `out`: nothing to compute for tracing.
-    @torch.library.register_fake("hashkern::pack_bits")
-    def _pack_bits_fake(codes, out):
-        return None
-
-    @torch.library.register_fake("hashkern::unpack_bits")
-    def _unpack_bits_fake(packed, nbits, signed, out):
-        return None

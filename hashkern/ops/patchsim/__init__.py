@@ -3,84 +3,27 @@
 A batched all-pairs MaxSim (ColBERT late interaction) over ViT patch tokens, computed as one GEMM
 ``[b1 P, D] x [D, b2 Q]`` whose tiles are reduced at once to a max (or smooth max) per (patch, image),
 so that ``[b1, b2, P, Q]`` is never stored. Backends: ``triton`` (CUDA, or CPU tensors under
-``TRITON_INTERPRET=1``; ``triton_fwd.py`` holds the cost model) and ``torch`` (the same GEMM form with
+``TRITON_INTERPRET=1``; cost model in ``benchmarks/notes/patchsim.md``) and ``torch`` (the same GEMM form with
 the BLAS, chunked over images so memory stays bounded; the CPU default).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
-from torch.autograd.function import once_differentiable
 
-from hashkern._dispatch import Support, resolve_backend
-from hashkern._validation import check_bool, check_positive, check_same_device, check_tensor
+from hashkern._dispatch import OpBackends, Support, declare, resolve_backend
+from hashkern._validation import FLOAT_DTYPES, check_bool, check_positive, check_same_device, check_tensor
 from hashkern.ops._numerics import unit_rows
-from hashkern.ops.patchsim.torch_gemm import empty_stats, patch_similarity_torch_bwd, patch_similarity_torch_fwd
+from hashkern.ops.patchsim._common import acc_dtype
+from hashkern.ops.patchsim.autograd import PatchSimilarityFunction
 from hashkern.ops.patchsim.reference import REDUCTIONS, patch_similarity_reference
 
-__all__ = ["PatchSimilarityFunction", "patch_similarity", "patch_similarity_reference", "REDUCTIONS"]
+__all__ = ["PatchSimilarityFunction", "patch_similarity", "patch_similarity_reference", "REDUCTIONS", "BACKENDS"]
 
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# Triton: every float dtype, any size (1-D grids, int64 offsets); bf16/fp16 tensor cores need sm_80+.
-_SUPPORT = {"triton": Support(min_capability=(8, 0))}
-
-
-def _impl(backend: str):
-    if backend == "triton":
-        from hashkern.ops.patchsim import triton_launch as kernels  # lazy: the package imports without triton
-        return kernels.patch_similarity_fwd, kernels.patch_similarity_bwd
-    return patch_similarity_torch_fwd, patch_similarity_torch_bwd
-
-
-@torch.library.custom_op("hashkern::patch_similarity_fwd", mutates_args=())
-def _patch_similarity_fwd_op(u1: torch.Tensor, u2: torch.Tensor, mask1: Optional[torch.Tensor],
-                             mask2: Optional[torch.Tensor], inv_count: torch.Tensor, reduce: str,
-                             temperature: float, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> s [b1, b2], aux_a (argmax int32 [b2, b1 P] | row max and log-sum [2, b2, b1 P]), aux_b ([0] | smooth
-    max [b2, b1 P]): statistics per (x2 image, x1 patch), one contiguous row per x2 image."""
-    return _impl(backend)[0](u1, u2, mask1, mask2, inv_count, reduce, temperature)
-
-
-@_patch_similarity_fwd_op.register_fake
-def _(u1, u2, mask1, mask2, inv_count, reduce, temperature, backend):
-    acc = torch.float64 if u1.dtype == torch.float64 else torch.float32
-    b1, P, b2 = u1.shape[0], u1.shape[1], u2.shape[0]
-    return (u1.new_empty((b1, b2), dtype=acc), *empty_stats(reduce, b2, b1 * P, acc, u1.device))
-
-
-@torch.library.custom_op("hashkern::patch_similarity_bwd", mutates_args=())
-def _patch_similarity_bwd_op(grad_s: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor,
-                             mask1: Optional[torch.Tensor], mask2: Optional[torch.Tensor],
-                             inv_count: torch.Tensor, aux_a: torch.Tensor, aux_b: torch.Tensor, reduce: str,
-                             temperature: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """grad_s [b1, b2] -> du1 [b1, P, D], du2 [b2, Q, D]."""
-    return _impl(backend)[1](grad_s, u1, u2, mask1, mask2, inv_count, aux_a, aux_b, reduce, temperature)
-
-
-@_patch_similarity_bwd_op.register_fake
-def _(grad_s, u1, u2, mask1, mask2, inv_count, aux_a, aux_b, reduce, temperature, backend):
-    return torch.empty_like(u1), torch.empty_like(u2)
-
-
-class PatchSimilarityFunction(torch.autograd.Function):
-    """Autograd of the aggregation on prepared tokens u1 [b1, P, D], u2 [b2, Q, D] -> s [b1, b2]."""
-
-    @staticmethod
-    def forward(ctx, u1, u2, mask1, mask2, inv_count, reduce, temperature, backend):
-        s, aux_a, aux_b = torch.ops.hashkern.patch_similarity_fwd(
-            u1, u2, mask1, mask2, inv_count, reduce, temperature, backend)
-        ctx.save_for_backward(u1, u2, mask1, mask2, inv_count, aux_a, aux_b)
-        ctx.config = (reduce, temperature, backend)
-        return s
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_s):
-        u1, u2, mask1, mask2, inv_count, aux_a, aux_b = ctx.saved_tensors
-        du1, du2 = torch.ops.hashkern.patch_similarity_bwd(
-            grad_s, u1, u2, mask1, mask2, inv_count, aux_a, aux_b, *ctx.config)
-        return du1, du2, None, None, None, None, None, None
+# Triton first on CUDA, the BLAS (torch) first on the CPU. Triton: every float dtype, any size
+# (1-D grids, int64 offsets); bf16/fp16 tensor cores need sm_80+. Both backends are deterministic.
+BACKENDS = declare(OpBackends("patch_similarity", preference=("torch", "triton"),
+                              preference_by_device={"cuda": ("triton", "torch")},
+                              support={"triton": Support(min_capability=(8, 0))}))
 
 
 def _check_mask(name: str, mask, batch: int, patches: int, device: torch.device):
@@ -122,13 +65,14 @@ def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True,
             that inverse (the result is then the mean).
         backend: ``"auto" | "triton" | "torch"``.
     Returns:
-        s [b1, b2], float32 (float64 for float64 input): accumulation stays in fp32 for half inputs.
+        s [b1, b2] in the accumulation dtype (``ops._numerics.at_least_float32``): float64 for float64
+        input, else float32.
     Memory: O(b1 b2 P) saved for backward. fp32 input on CUDA multiplies on TF32 tensor cores exactly when
     torch's own matmuls would (``hashkern.ops._precision``; ~1e-3 relative error then).
     Deterministic: the same inputs give bitwise-identical results and gradients (fixed-order sums).
     """
-    check_tensor("x1", x1, ndim=3, dtypes=_FLOATS)
-    check_tensor("x2", x2, ndim=3, dtypes=_FLOATS)
+    check_tensor("x1", x1, ndim=3, dtypes=FLOAT_DTYPES)
+    check_tensor("x2", x2, ndim=3, dtypes=FLOAT_DTYPES)
     device = check_same_device(x1=x1, x2=x2)
     if x1.dtype != x2.dtype:
         raise TypeError(f"x1 and x2 must have the same dtype, got {x1.dtype} and {x2.dtype}")
@@ -145,10 +89,9 @@ def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True,
     temperature = check_positive("temperature", temperature)
     mask1 = _check_mask("mask1", mask1, b1, P, device)
     mask2 = _check_mask("mask2", mask2, b2, Q, device)
-    preference = ("triton", "torch") if device.type == "cuda" else ("torch", "triton")
-    backend = resolve_backend(backend, "patch_similarity", device, preference, support=_SUPPORT)
+    backend = resolve_backend(backend, BACKENDS, device)
 
-    acc = torch.float64 if x1.dtype == torch.float64 else torch.float32
+    acc = acc_dtype(x1.dtype)
     if mask1 is None:
         inv_count = torch.full((b1,), 1.0 / P, dtype=acc, device=device)
     else:

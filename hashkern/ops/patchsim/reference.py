@@ -9,7 +9,7 @@
   max that stays within ``[min_j, max_j]`` and tends to the max as ``temperature -> 0``.
 
 Used by the tests as the float64 oracle and by the benchmark as the naive baseline; the CPU
-fallback with bounded memory is :mod:`hashkern.ops.patchsim.torch_gemm`.
+fallback with bounded memory is :mod:`hashkern.ops.patchsim.torch_impl`.
 """
 from __future__ import annotations
 

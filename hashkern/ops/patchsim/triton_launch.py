@@ -1,4 +1,4 @@
-"""Launchers of the patch-similarity Triton kernels (``triton_fwd.py``, ``triton_bwd.py``): tiles, grids, glue.
+"""Launchers of the patch-similarity Triton kernels (``triton_kernels.py``): tiles, grids, glue.
 
 One fixed tile set per (kernel, dtype) on CUDA, no autotuning: the same inputs give bitwise-identical
 results in every process (reduction orders never depend on a timing run). ``cuda_tiles`` lists them and
@@ -14,10 +14,16 @@ import triton.language as tl
 
 from hashkern.ops._device_guard import on_device_of
 from hashkern.ops._precision import dot_precision
-from hashkern.ops.patchsim import triton_bwd as bwd
-from hashkern.ops.patchsim.torch_gemm import (acc_dtype, argmax_csr_torch, empty_stats, inverse_temperature,
-                                              mean_over_patches, row_coefficients, softmax_backward)
-from hashkern.ops.patchsim.triton_fwd import _patch_similarity_fwd_kernel, _patch_similarity_softmax_weights_kernel
+from hashkern.ops.patchsim import triton_kernels as kernels
+from hashkern.ops.patchsim._common import (
+    acc_dtype,
+    argmax_csr_torch,
+    empty_stats,
+    inverse_temperature,
+    mean_over_patches,
+    row_coefficients,
+    softmax_backward,
+)
 
 SPLIT = 1024         # rows of a dx2 segment one program sums; longer (hub) segments are split
 CSR_WINDOW = 4096    # rows of x1 per counting-sort program
@@ -97,7 +103,7 @@ def patch_similarity_fwd(u1, u2, mask1, mask2, inv_count, reduce: str, temperatu
     grid = (triton.cdiv(R1, meta["BLOCK_M"]) * triton.cdiv(b2, images),)
     inv_t = _inverse_temperature_arg(temperature, acc, u1)
     with on_device_of(u1):
-        _patch_similarity_fwd_kernel[grid](
+        kernels._patch_similarity_fwd_kernel[grid](
             X1, X2, _mask_arg(mask1, X1), _mask_arg(mask2, X1), values, aux_a, inv_t, R1, b2, Q, D, *X1.stride(),
             *X2.stride(), images, REDUCE_MAX=reduce == "maxmean", HAS_MASK1=mask1 is not None,
             HAS_MASK2=mask2 is not None, ACC=acc_tl, DOT_PRECISION=dot, **meta)
@@ -119,15 +125,15 @@ def argmax_csr(argmax: torch.Tensor, Q: int) -> tuple[torch.Tensor, torch.Tensor
     n_windows = triton.cdiv(R1, window)
     counts = torch.empty(b2, n_windows, bins, dtype=torch.int32, device=argmax.device)
     with on_device_of(argmax):
-        bwd._patch_similarity_csr_count_kernel[(b2 * n_windows,)](argmax, counts, R1, window, n_windows, BINS=bins,
-                                                                    **meta)
+        kernels._patch_similarity_csr_count_kernel[(b2 * n_windows,)](argmax, counts, R1, window, n_windows,
+                                                                      BINS=bins, **meta)
         # exclusive scan over (key, window) inside each image: the start of each window's run of each key
         by_key = counts.transpose(1, 2).reshape(b2, -1)
         starts = (torch.cumsum(by_key, 1, dtype=torch.int32) - by_key).view(b2, bins, n_windows)
         starts = starts.transpose(1, 2).contiguous()
         order = torch.empty(b2, R1, dtype=torch.int32, device=argmax.device)
-        bwd._patch_similarity_csr_place_kernel[(b2 * n_windows,)](argmax, starts, order, R1, window, n_windows,
-                                                                    BINS=bins, **meta)
+        kernels._patch_similarity_csr_place_kernel[(b2 * n_windows,)](argmax, starts, order, R1, window, n_windows,
+                                                                      BINS=bins, **meta)
     return order, starts[:, 0, :Q + 1].contiguous()
 
 
@@ -164,7 +170,7 @@ def patch_similarity_bwd(grad_s, u1, u2, mask1, mask2, inv_count, aux_a, aux_b, 
             ds = torch.empty(r1 - r0, (m1 - m0) * Q, dtype=ds_dtype, device=u1.device)
             grid = (triton.cdiv(r1 - r0, meta["BLOCK_M"]) * triton.cdiv((m1 - m0) * Q, meta["BLOCK_N"]),)
             with on_device_of(u1):
-                _patch_similarity_softmax_weights_kernel[grid](
+                kernels._patch_similarity_softmax_weights_kernel[grid](
                     X1, X2, _mask_arg(mask2, X1), c, aux_a, aux_b, ds, inv_t, r0, r1, m0 * Q, m1 * Q, R1, b2, Q,
                     D, *X1.stride(), *X2.stride(),
                     HAS_MASK2=mask2 is not None, ACC=acc_tl, DOT_PRECISION=dot, **meta)
@@ -178,7 +184,7 @@ def patch_similarity_bwd(grad_s, u1, u2, mask1, mask2, inv_count, aux_a, aux_b, 
     du2 = torch.empty(b2, Q, D, dtype=u2.dtype, device=u1.device)
     meta = _tiles("dx1", u1, D)
     with on_device_of(u1):
-        bwd._patch_similarity_dx1_kernel[(triton.cdiv(R1, meta["BLOCK_M"]) * triton.cdiv(D, meta["BLOCK_D"]),)](
+        kernels._patch_similarity_dx1_kernel[(triton.cdiv(R1, meta["BLOCK_M"]) * triton.cdiv(D, meta["BLOCK_D"]),)](
             X2, aux_a, c, du1, R1, b2, Q, D, *X2.stride(), ACC=acc_tl, **meta)
     order, offsets = argmax_csr(aux_a, Q)
     piece_seg, piece_start, first, count = _extra_pieces(offsets, b2, Q, R1)
@@ -186,9 +192,9 @@ def patch_similarity_bwd(grad_s, u1, u2, mask1, mask2, inv_count, aux_a, aux_b, 
     meta = _tiles("dx2", u1, D)
     d_tiles = triton.cdiv(D, meta["BLOCK_D"])
     with on_device_of(u1):
-        bwd._patch_similarity_dx2_pieces_kernel[(piece_seg.numel() * d_tiles,)](
+        kernels._patch_similarity_dx2_pieces_kernel[(piece_seg.numel() * d_tiles,)](
             X1, c, order, piece_seg, piece_start, offsets, partial, R1, Q, D, *X1.stride(), SPLIT,
             ACC=acc_tl, **meta)
-        bwd._patch_similarity_dx2_kernel[(b2 * Q * d_tiles,)](
+        kernels._patch_similarity_dx2_kernel[(b2 * Q * d_tiles,)](
             X1, c, order, offsets, first, count, partial, du2, R1, Q, D, *X1.stride(), SPLIT, ACC=acc_tl, **meta)
     return du1, du2

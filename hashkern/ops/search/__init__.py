@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from hashkern import _ext
-from hashkern._dispatch import resolve_backend
+from hashkern._dispatch import OpBackends, declare, resolve_backend
 from hashkern._validation import as_tensor, check_int
 from hashkern.ops.hamming import check_packed_pair
-from hashkern.ops.hamming.reference import hamming_distance_reference
-from hashkern.ops.search.reference import (
-    _query_block,
-    hamming_radius_reference,
-    hamming_topk_reference,
-)
+from hashkern.ops.search import autograd  # noqa: F401  (registers the fakes for torch.compile)
+from hashkern.ops.search.reference import hamming_radius_reference, hamming_topk_reference
+from hashkern.ops.search.torch_impl import radius_torch, topk_torch
 
 __all__ = [
     "hamming_radius",
@@ -30,9 +26,10 @@ __all__ = [
     "hamming_topk_reference",
 ]
 
-
 # resolve_backend skips compiled backends this build of hashkern._C lacks.
-_PREFERENCE = ("cuda", "cpu", "torch")
+TOPK_BACKENDS = declare(OpBackends("hamming_topk", preference=("cuda", "cpu", "torch")))
+RADIUS_BACKENDS = declare(OpBackends("hamming_radius", preference=("cuda", "cpu", "torch"),
+                                     kernel="hamming_radius_count"))
 
 
 def check_search_inputs(q_packed: torch.Tensor, db_packed: torch.Tensor, q_name: str = "q_packed",
@@ -41,22 +38,6 @@ def check_search_inputs(q_packed: torch.Tensor, db_packed: torch.Tensor, q_name:
     check_packed_pair(q_name, q_packed, db_name, db_packed)
     if db_packed.shape[0] == 0:
         raise ValueError(f"{db_name} is empty: the database needs at least one code to search")
-
-
-def _topk_torch(q_packed: torch.Tensor, db_packed: torch.Tensor, k: int):
-    """Chunked top-k: a (distance, index) key makes ``torch.topk`` exact and deterministic."""
-    n_q, n_db = q_packed.shape[0], db_packed.shape[0]
-    dist = torch.empty(n_q, k, dtype=torch.int32, device=q_packed.device)
-    idx = torch.empty(n_q, k, dtype=torch.int64, device=q_packed.device)
-    position = torch.arange(n_db, device=q_packed.device)
-    block = _query_block(n_db, q_packed.shape[1])
-    for start in range(0, n_q, block):
-        block_dist = hamming_distance_reference(q_packed[start:start + block], db_packed)
-        key = block_dist.to(torch.int64) * n_db + position
-        best = torch.topk(key, k, dim=1, largest=False, sorted=True).values
-        dist[start:start + block] = torch.div(best, n_db, rounding_mode="floor").to(torch.int32)
-        idx[start:start + block] = best % n_db
-    return dist, idx
 
 
 def hamming_topk(q_packed: torch.Tensor, db_packed: torch.Tensor, k: int, *, backend: str = "auto"):
@@ -76,29 +57,14 @@ def hamming_topk(q_packed: torch.Tensor, db_packed: torch.Tensor, k: int, *, bac
     q_packed, db_packed = as_tensor(q_packed), as_tensor(db_packed)
     check_search_inputs(q_packed, db_packed)
     k = check_int("k", k, low=1, high=db_packed.shape[0])
-    chosen = resolve_backend(backend, "hamming_topk", q_packed.device, _PREFERENCE)
+    chosen = resolve_backend(backend, TOPK_BACKENDS, q_packed.device)
     q_packed, db_packed = q_packed.contiguous(), db_packed.contiguous()
     if chosen == "torch" or q_packed.shape[0] == 0:
-        return _topk_torch(q_packed, db_packed, k)
+        return topk_torch(q_packed, db_packed, k)
     dist = torch.empty(q_packed.shape[0], k, dtype=torch.int32, device=q_packed.device)
     idx = torch.empty(q_packed.shape[0], k, dtype=torch.int64, device=q_packed.device)
     torch.ops.hashkern.hamming_topk(q_packed, db_packed, k, dist, idx)
     return dist, idx
-
-
-def _radius_torch(q_packed: torch.Tensor, db_packed: torch.Tensor, r: int):
-    block = _query_block(db_packed.shape[0], q_packed.shape[1])
-    parts = [hamming_radius_reference(q_packed[s:s + block], db_packed, r)
-             for s in range(0, q_packed.shape[0], block)]
-    if not parts:
-        return (torch.zeros(1, dtype=torch.int64, device=q_packed.device),
-                torch.empty(0, dtype=torch.int64, device=q_packed.device),
-                torch.empty(0, dtype=torch.int32, device=q_packed.device))
-    offsets, base = [parts[0][0][:1]], 0
-    for part_offsets, part_idx, _ in parts:
-        offsets.append(part_offsets[1:] + base)
-        base += part_idx.shape[0]
-    return (torch.cat(offsets), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]))
 
 
 def hamming_radius(q_packed: torch.Tensor, db_packed: torch.Tensor, r: int, *, backend: str = "auto"):
@@ -120,10 +86,10 @@ def hamming_radius(q_packed: torch.Tensor, db_packed: torch.Tensor, r: int, *, b
     check_search_inputs(q_packed, db_packed)
     # Clamped to the longest possible distance, so no backend ever sees an r its integers would wrap.
     r = min(check_int("r", r, low=0, high=2**63 - 1), 8 * q_packed.shape[1])
-    chosen = resolve_backend(backend, "hamming_radius_count", q_packed.device, _PREFERENCE)
+    chosen = resolve_backend(backend, RADIUS_BACKENDS, q_packed.device)
     q_packed, db_packed = q_packed.contiguous(), db_packed.contiguous()
     if chosen == "torch":
-        return _radius_torch(q_packed, db_packed, r)
+        return radius_torch(q_packed, db_packed, r)
     n_q = q_packed.shape[0]
     counts = torch.empty(n_q, dtype=torch.int64, device=q_packed.device)
     torch.ops.hashkern.hamming_radius_count(q_packed, db_packed, r, counts)
@@ -135,23 +101,3 @@ def hamming_radius(q_packed: torch.Tensor, db_packed: torch.Tensor, r: int, *, b
     torch.ops.hashkern.hamming_radius_fill(q_packed, db_packed, r, offsets, idx, dist)
     return offsets, idx, dist
 
-
-def _register_fakes() -> None:
-    """Shapes for torch.compile: the compiled ops write caller-allocated outputs."""
-    if not _ext.extension_loaded() or not hasattr(torch.ops.hashkern, "hamming_topk"):
-        return
-
-    @torch.library.register_fake("hashkern::hamming_topk")
-    def _(q_packed, db_packed, k, dist, idx):
-        return None
-
-    @torch.library.register_fake("hashkern::hamming_radius_count")
-    def _(q_packed, db_packed, r, counts):
-        return None
-
-    @torch.library.register_fake("hashkern::hamming_radius_fill")
-    def _(q_packed, db_packed, r, offsets, idx, dist):
-        return None
-
-
-_register_fakes()

@@ -1,20 +1,15 @@
-"""Plain-PyTorch Hamming search: the oracle for the kernels, and the ``torch`` backend.
+"""Plain-PyTorch Hamming search: the oracle of the kernels (``torch_impl.py`` blocks it into the ``torch`` backend).
 
 Codes are packed uint8 rows ``[n, W]`` (bit j of a code in byte j // 8, bit j % 8, padding
-bits zero), so the Hamming distance is the popcount of the XOR of two rows (the foundation's
-``hamming_distance_reference``); selection is a stable sort, so ties keep index order.
+bits zero), so the Hamming distance is the popcount of the XOR of two rows
+(:func:`hashkern.ops.hamming.reference.hamming_distance_reference`); selection is a stable
+sort, so ties keep index order.
 """
 from __future__ import annotations
 
 import torch
 
 from hashkern.ops.hamming.reference import hamming_distance_reference
-
-
-
-def _query_block(n_db: int, width: int, budget_bytes: int = 1 << 27) -> int:
-    """Queries per block so that a block's ``[block, N]`` distances and keys stay under ``budget_bytes``."""
-    return max(1, budget_bytes // max(1, 16 * n_db + n_db * width))
 
 
 def hamming_topk_reference(q_packed: torch.Tensor, db_packed: torch.Tensor, k: int):

@@ -9,7 +9,7 @@ Public ops:
 
 ``soft_sort_gather`` and ``sorted_cosine`` never evaluate ``P`` entry by entry: sorted, SoftSort's
 L1 kernel ``exp(-|q_r - q_t| / tau)`` splits into a left and a right decayed scan, so each row
-costs O(n log n + n d) and a batch O(n^2 d), forward and backward, exact (``scan_torch.py``).
+costs O(n log n + n d) and a batch O(n^2 d), forward and backward, exact (``torch_impl.py``).
 Backends: ``"cpu"`` (the C++ kernel of ``hashkern._C``, which radix-sorts the rows and runs rows
 with few distinct values, such as Hamming similarities, over their tie groups: one pass over the
 values per row forward, two backward), ``"triton"`` (CUDA, or CPU tensors under
@@ -18,11 +18,13 @@ picks the first that runs on the tensors' device. Triton is imported only when i
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from hashkern._dispatch import Support, resolve_backend
-from hashkern._validation import check_bool, check_positive, check_same_device, check_tensor
-from hashkern.ops.softsort.functions import SoftSortGatherFunction, SortedCosineFunction, acc_dtype
+from hashkern._dispatch import OpBackends, Support, declare, resolve_backend
+from hashkern._validation import FLOAT_DTYPES, check_bool, check_positive, check_same_device, check_tensor
+from hashkern.ops.softsort.autograd import SoftSortGatherFunction, SortedCosineFunction, acc_dtype
 from hashkern.ops.softsort.reference import (
     soft_sort_gather_reference,
     soft_sort_reference,
@@ -32,25 +34,21 @@ from hashkern.ops.softsort.reference import (
 __all__ = [
     "soft_sort", "soft_sort_gather", "sorted_cosine",
     "soft_sort_reference", "soft_sort_gather_reference", "sorted_cosine_reference",
-    "SoftSortGatherFunction", "SortedCosineFunction",
+    "SoftSortGatherFunction", "SortedCosineFunction", "SORTED_COSINE_BACKENDS", "SOFT_SORT_GATHER_BACKENDS",
 ]
 
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_PREFERENCE = ("cpu", "triton", "torch")
-_KERNEL = "softsort_scan_fwd"  # the compiled op whose presence the dispatcher checks
+# The C++ kernel first (CPU tensors), then Triton (CUDA, or the interpreter), then the scans in torch.
 # Every float dtype (half inputs accumulate in fp32) and any n, d: the kernels tile d and walk n.
-# Triton is built and compiled for sm_80 and newer.
-_SUPPORT = {"triton": Support(min_capability=(8, 0))}
-
-
-def _backend(backend: str, device: torch.device) -> str:
-    if backend == "auto" and device.type == "cuda" and torch.are_deterministic_algorithms_enabled():
-        return "torch"  # the Triton backward accumulates shared values with float atomics
-    return resolve_backend(backend, _KERNEL, device, _PREFERENCE, support=_SUPPORT)
+# Triton is built and compiled for sm_80 and newer; on CUDA its backward accumulates shared values
+# with float atomics, so auto passes over it under torch.use_deterministic_algorithms(True).
+SORTED_COSINE_BACKENDS = declare(OpBackends(
+    "sorted_cosine", preference=("cpu", "triton", "torch"), support={"triton": Support(min_capability=(8, 0))},
+    nondeterministic={"triton": ("cuda",)}, kernel="softsort_scan_fwd"))
+SOFT_SORT_GATHER_BACKENDS = declare(dataclasses.replace(SORTED_COSINE_BACKENDS, op="soft_sort_gather"))
 
 
 def _check_rows(name: str, s: torch.Tensor) -> None:
-    check_tensor(name, s, ndim=2, dtypes=_FLOATS)
+    check_tensor(name, s, ndim=2, dtypes=FLOAT_DTYPES)
     if s.shape[-1] == 0:
         raise ValueError(f"{name} must have at least one column to sort, got shape {tuple(s.shape)}")
 
@@ -67,7 +65,7 @@ def soft_sort(s: torch.Tensor, tau: float, descending: bool = True, hard: bool =
         ``P [b, n, n]`` (or ``[n, n]``), ``P[b, k, j]`` = weight of sample j at rank k.
         This materialises ``P``; use ``soft_sort_gather`` / ``sorted_cosine`` for large n.
     """
-    check_tensor("s", s, ndim=(1, 2), dtypes=_FLOATS)
+    check_tensor("s", s, ndim=(1, 2), dtypes=FLOAT_DTYPES)
     if s.shape[-1] == 0:
         raise ValueError(f"s must have at least one column to sort, got shape {tuple(s.shape)}")
     tau = check_positive("tau", tau)
@@ -90,7 +88,7 @@ def soft_sort_gather(s: torch.Tensor, v: torch.Tensor, tau: float, descending: b
         (fp64 for fp64 inputs). Extra memory O(b n + n d) beyond ``E``.
     """
     _check_rows("s", s)
-    check_tensor("v", v, ndim=(2, 3), dtypes=_FLOATS)
+    check_tensor("v", v, ndim=(2, 3), dtypes=FLOAT_DTYPES)
     device = check_same_device(s=s, v=v)
     b, n = s.shape
     if v.shape[-2] != n or (v.dim() == 3 and v.shape[0] != b):
@@ -100,7 +98,7 @@ def soft_sort_gather(s: torch.Tensor, v: torch.Tensor, tau: float, descending: b
         raise ValueError("v must have at least one feature (d >= 1)")
     tau = check_positive("tau", tau)
     check_bool("descending", descending)
-    backend = _backend(backend, device)
+    backend = resolve_backend(backend, SOFT_SORT_GATHER_BACKENDS, device)
     return SoftSortGatherFunction.apply(s, v, tau, descending, backend)
 
 
@@ -121,8 +119,8 @@ def sorted_cosine(s: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, tau: floa
         ``c [n, n]`` in float32 (float64 for float64 inputs), differentiable in s, z1 and z2.
     """
     _check_rows("s", s)
-    check_tensor("z1", z1, ndim=2, dtypes=_FLOATS)
-    check_tensor("z2", z2, ndim=2, dtypes=_FLOATS)
+    check_tensor("z1", z1, ndim=2, dtypes=FLOAT_DTYPES)
+    check_tensor("z2", z2, ndim=2, dtypes=FLOAT_DTYPES)
     device = check_same_device(s=s, z1=z1, z2=z2)
     n = s.shape[0]
     if s.shape[1] != n:
@@ -140,5 +138,5 @@ def sorted_cosine(s: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, tau: floa
     acc = torch.finfo(acc_dtype(s, z1, z2))
     eps = min(max(eps, acc.tiny), acc.max)
     check_bool("descending", descending)
-    backend = _backend(backend, device)
+    backend = resolve_backend(backend, SORTED_COSINE_BACKENDS, device)
     return SortedCosineFunction.apply(s, z1, z2, tau, descending, eps, backend)
