@@ -402,6 +402,7 @@ void hamming_radius_count_cpu(const at::Tensor& q, const at::Tensor& db, int64_t
   // Tasks are (query, part of the database): with fewer queries than threads, each query's
   // database is split so that every thread has work.
   const int64_t nq = q.size(0), threads = at::get_num_threads();
+  if (nq == 0) return;
   const int64_t part_rows = split_rows(n, nq >= threads ? 1 : (threads + nq - 1) / nq);
   const int64_t parts = (n + part_rows - 1) / part_rows;
   std::vector<int64_t> part_counts(nq * parts, 0);
