@@ -239,7 +239,8 @@ def run_map(device: torch.device, quick: bool):
 
 
 def main(argv=None):
-    topk_header = ["bits", "nq", "N", "k", "method", "kernels", "median ms", "queries/s", "ns / pair", "time / hashkern's",
+    topk_header = ["bits", "nq", "N", "k", "method", "kernels", "median ms", "queries/s", "ns / pair",
+                   "time / hashkern's",
                    "peak extra memory"]
     map_header = ["bits", "nq", "N", "topk", "method", "median ms", "time / hashkern's", "mAP"]
     map_notes = ("mAP@topk, single-label relevance, end to end from ±1 codes (packing included). The NumPy loop "

@@ -170,7 +170,8 @@ class HammingIndex:
                 self._id_buffer = grown_ids
         self._buffer[start:start + n] = packed
         if self._id_buffer is not None:
-            self._id_buffer[start:start + n] = torch.arange(start, start + n, device=self._device) if ids is None else ids
+            positions = torch.arange(start, start + n, device=self._device)
+            self._id_buffer[start:start + n] = positions if ids is None else ids
         self._count = start + n
 
     def add(self, codes) -> torch.Tensor:

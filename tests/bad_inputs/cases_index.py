@@ -119,7 +119,8 @@ def cases() -> list[Case]:
 def _padded(dist, idx, k):
     """faiss's padding of a search for k > ntotal: id -1 at distance 2**31 - 1."""
     pad = k - dist.shape[1]
-    return (np.pad(dist, ((0, 0), (0, pad)), constant_values=2**31 - 1), np.pad(idx, ((0, 0), (0, pad)), constant_values=-1))
+    return (np.pad(dist, ((0, 0), (0, pad)), constant_values=2**31 - 1),
+            np.pad(idx, ((0, 0), (0, pad)), constant_values=-1))
 
 
 def _add_packed():

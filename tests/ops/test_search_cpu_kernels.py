@@ -76,10 +76,10 @@ def test_block_boundaries_and_ties_at_the_threshold(kernels, nbits):
 @pytest.mark.parametrize("nbits", [128, 256, 384, 1536])
 @pytest.mark.parametrize("tied", [False, True])
 def test_wide_codes_across_query_tiles_and_blocks(kernels, nbits, tied):
-    # The bit-sliced search of 16m-byte codes (AVX2; 9 count planes up to 256 bits, 11 above), which takes every block after a
-    # chunk's first: 70 queries, more than one tile; 4,396 rows, two 2048-row blocks and a tail
-    # whose last 256-row group is partial; all-ones and all-zeros codes, whose weights reach the
-    # counters' limits; rows at an odd address.
+    # The bit-sliced search of 16m-byte codes (AVX2; 9 count planes up to 256 bits, 11 above),
+    # which takes every block after a chunk's first: 70 queries, more than one tile; 4,396 rows,
+    # two 2048-row blocks and a tail whose last 256-row group is partial; all-ones and all-zeros
+    # codes, whose weights reach the counters' limits; rows at an odd address.
     g = torch.Generator().manual_seed(nbits + tied)
     bits = codes(70 + 4396, nbits, tied, g)
     bits[0], bits[1], bits[2500], bits[-1] = 1, 0, 1, 0
