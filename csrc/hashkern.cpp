@@ -47,6 +47,11 @@ TORCH_LIBRARY(hashkern, m) {
   // Developer switches of the CPU kernels, no tensors (csrc/cpu/hamming_dispatch.cpp,
   // csrc/cpu/softsort_scan.cpp): `use` = "" reads the kernels in use, other values select.
   m.def("_cpu_kernels(str use) -> str[]");
+  // The CPU Hamming kernels chosen for codes of `width` bytes: [kernels, the query count from
+  // which the bit-sliced search runs (0: never), "forced" | "measured" | "cache"].
+  m.def("_cpu_kernel_choice(int width) -> str[]");
+  // The CPU identity the calibration cache is keyed by: vendor, family, model, vector flags.
+  m.def("_cpu_identity() -> str");
   m.def("_softsort_groups(str use) -> str");
   // csrc/cpu/maxsim.cpp: the instruction set of the MaxSim kernels now ("portable", "avx2", "avx512").
   m.def("_maxsim_isa() -> str");

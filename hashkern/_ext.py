@@ -217,3 +217,24 @@ def build_info() -> str:
         line += f" (built for {_torch_description(_BUILD['torch'], _BUILD.get('cuda'))}"
         line += f"; GPU targets {', '.join(_BUILD['cuda_archs'])})" if _BUILD.get("cuda_archs") else ")"
     return line
+
+
+def cpu_kernel_choice(nbits: int) -> dict:
+    """The CPU Hamming kernels that search and distance ops run for codes of ``nbits`` bits.
+
+    Returns ``{"kernels": name, "sliced_min_queries": n, "source": how, "cpu": identity}``:
+    ``kernels`` is ``"avx512" | "avx2-rows" | "portable"`` when measured, or the set that
+    ``HASHKERN_CPU_KERNELS`` forces (``"avx2"`` is ``"avx2-rows"`` plus the bit-sliced search);
+    ``sliced_min_queries`` the number of queries sharing a block of codes from which 128- and
+    256-bit top-k takes the bit-sliced search (0: never); ``source`` is ``"measured"`` (timed
+    on this machine at the width's first use in this process), ``"cache"`` (read from the file
+    named by ``HASHKERN_CPU_CALIBRATION``) or ``"forced"``; ``cpu`` the vendor, family, model
+    and vector flags the cache is keyed by. Measuring takes a few milliseconds, once per width.
+    """
+    from hashkern._validation import check_int
+
+    nbits = check_int("nbits", nbits, low=1, high=2**31 - 1)
+    require_kernel("hamming_topk", "cpu")
+    kernels, sliced, source = torch.ops.hashkern._cpu_kernel_choice((nbits + 7) // 8)
+    return {"kernels": kernels, "sliced_min_queries": int(sliced), "source": source,
+            "cpu": torch.ops.hashkern._cpu_identity()}

@@ -6,6 +6,7 @@ import numbers
 import operator
 from typing import Iterable
 
+import numpy as np
 import torch
 
 # The floating dtypes every float op takes; half inputs accumulate in fp32 (ops/_numerics.at_least_float32).
@@ -77,6 +78,13 @@ def check_bool(name: str, value) -> bool:
     """A real bool (not 0/1, not a string)."""
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def as_tensor(value):
+    """A NumPy array as a tensor sharing its memory (copied only if not contiguous); anything else unchanged."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
     return value
 
 

@@ -1,8 +1,18 @@
 """HammingIndex: an exact, growable Hamming-distance index over packed binary codes.
 
 Codes are stored packed (``ceil(nbits/8)`` bytes each) in one buffer that grows by doubling,
-so ``add`` is amortised O(n) and ids never change: the i-th code ever added has id i.
-``search`` and ``radius_search`` run the exact kernels of :mod:`hashkern.ops.search`.
+so ``add`` is amortised O(n) and ids never change: the i-th code ever added has id i, unless
+``add_with_ids`` gives its own. ``search`` and ``radius_search`` run the exact kernels of
+:mod:`hashkern.ops.search`.
+
+For faiss users: the packed layout is faiss's (least significant bit first), and the index
+speaks ``IndexBinaryFlat`` / ``IndexBinaryIDMap``'s language: ``ntotal``, ``d``, ``code_size``,
+``reset()``, ``add_with_ids``, ``remove_ids``, ``search`` padding with id -1 and distance
+2**31 - 1 when k exceeds ``ntotal``, and ``to_faiss()`` / ``from_faiss()``. Codes, ids and
+queries may be NumPy arrays (results are tensors). Radius semantics differ::
+
+    hashkern  index.radius_search(q, r)    every code with distance <= r
+    faiss     index.range_search(q, r + 1) every code with distance <  r + 1  (the same set)
 
 File format (version 1), little-endian::
 
@@ -17,8 +27,9 @@ the file's size), then streams the payload through the digest, so a foreign or e
 (``/dev/zero``) is refused after reading a few bytes; it refuses a file whose size, header,
 padding bits or checksum do not match, with an :class:`IndexFileError` naming the file.
 
-Threads: ``add``, ``to`` and ``save`` hold the index's lock, so concurrent ``add`` calls each get
-a distinct block of ids holding their own codes, and ``search`` / ``radius_search`` / ``save``
+Threads: ``add``, ``add_with_ids``, ``remove_ids``, ``reset``, ``to`` and ``save`` hold the index's
+lock, so concurrent ``add`` calls each get a distinct block of ids holding their own codes, and
+``search`` / ``radius_search`` / ``save``
 see a consistent snapshot (every code added before the call started). Searches run outside
 the lock, concurrently.
 """
@@ -30,10 +41,11 @@ import stat
 import struct
 import threading
 
+import numpy as np
 import torch
 
 from hashkern._io import SEAL_SIZE, check_path, read_through, sealed_write
-from hashkern._validation import check_int, check_tensor
+from hashkern._validation import as_tensor, check_int, check_tensor
 from hashkern.codes import as_packed
 from hashkern.ops.search import hamming_radius, hamming_topk
 
@@ -42,6 +54,7 @@ __all__ = ["HammingIndex", "IndexFileError"]
 _MAGIC = b"HKINDEX\0"
 _VERSION = 1
 _HEADER = struct.Struct("<8sIIQQ")
+_PAD_DISTANCE = 2**31 - 1  # faiss's distance for the slots beyond ntotal (with id -1)
 
 
 class IndexFileError(ValueError):
@@ -86,7 +99,9 @@ class HammingIndex:
         self._buffer = torch.empty(0, self.width, dtype=torch.uint8, device=_check_device(device))
         self._device = self._buffer.device  # "cuda" resolved to "cuda:<current>"
         self._count = 0
-        self._lock = threading.Lock()
+        self._id_buffer: torch.Tensor | None = None  # None: each code's id is its position
+        self._next_id = 0  # one past the largest id given so far: add() continues from here
+        self._lock = threading.Lock()  # not re-entrant: taken once, by the public methods
 
     def __getstate__(self) -> dict:  # a lock is not picklable / deep-copyable
         return {k: v for k, v in self.__dict__.items() if k != "_lock"}
@@ -105,6 +120,43 @@ class HammingIndex:
         with self._lock:
             return self._buffer[: self._count]
 
+    @property
+    def ids(self) -> torch.Tensor:
+        """The id of each stored code, int64 ``[len(self)]``, in storage order."""
+        with self._lock:
+            return self._stored_ids()
+
+    def _stored_ids(self) -> torch.Tensor:
+        """``ids`` for a caller that holds the lock."""
+        if self._id_buffer is None:
+            return torch.arange(self._count, device=self._device)
+        return self._id_buffer[: self._count]
+
+    def _snapshot(self):
+        """(codes ``[n, width]``, positions -> ids) as of now, for work done outside the lock.
+
+        Appends write past ``n`` and removals replace the buffers, so the views stay valid."""
+        with self._lock:
+            codes, id_buffer = self._buffer[: self._count], self._id_buffer
+        if id_buffer is None:
+            return codes, lambda positions: positions
+        return codes, lambda positions: id_buffer[positions]
+
+    @property
+    def ntotal(self) -> int:
+        """faiss's name for ``len(self)``."""
+        return self._count
+
+    @property
+    def d(self) -> int:
+        """Bits per code (faiss's ``IndexBinary.d``): ``nbits``."""
+        return self.nbits
+
+    @property
+    def code_size(self) -> int:
+        """Bytes per packed code (faiss's ``code_size``): ``ceil(nbits / 8)``."""
+        return self.width
+
     def __len__(self) -> int:
         return self._count
 
@@ -113,50 +165,137 @@ class HammingIndex:
 
     def _pack(self, name: str, codes) -> torch.Tensor:
         """±1 / {0,1} (not uint8) / bool ``[n, nbits]``, or packed uint8 ``[n, ceil(nbits/8)]`` -> packed
-        (:func:`hashkern.codes.as_packed`, the metrics' rule too), on our device."""
+        (:func:`hashkern.codes.as_packed`, the metrics' rule too), on our device.
+
+        A NumPy array is host memory by nature: it is taken to the index's device."""
+        if isinstance(codes, np.ndarray):
+            codes = as_tensor(codes).to(self._device)
         check_tensor(name, codes, ndim=2)
         if codes.device != self._device:
             raise ValueError(f"{name} must be on the index's device {self._device}, got {codes.device}")
         return as_packed(name, codes, self.nbits)[0]
 
-    def add(self, codes) -> torch.Tensor:
-        """Append codes; returns their ids, int64 ``[n]`` (``len(self)`` before the call onwards)."""
-        packed = self._pack("codes", codes)
+    def _append(self, packed: torch.Tensor, ids: torch.Tensor | None) -> None:
+        """Stores packed codes with their ids (None: ids equal to their positions)."""
         n = packed.shape[0]
-        with self._lock:  # reserve ids, grow and copy as one step (see the module's note on threads)
-            start = self._count
-            if start + n > self._buffer.shape[0]:
-                capacity = max(start + n, 2 * self._buffer.shape[0], 1024)
-                grown = torch.empty(capacity, self.width, dtype=torch.uint8, device=self._device)
-                grown[:start] = self._buffer[:start]
-                self._buffer = grown
-            self._buffer[start:start + n] = packed
-            self._count = start + n
-            device = self._device
-        return torch.arange(start, start + n, device=device)
+        start = self._count  # the caller holds self._lock (see the module's note on threads)
+        if ids is not None and self._id_buffer is None and torch.equal(ids.cpu(), torch.arange(start, start + n)):
+            ids = None  # still positional
+        if ids is not None and self._id_buffer is None:
+            self._id_buffer = torch.arange(self._buffer.shape[0], device=self._device)
+        if start + n > self._buffer.shape[0]:
+            capacity = max(start + n, 2 * self._buffer.shape[0], 1024)
+            grown = torch.empty(capacity, self.width, dtype=torch.uint8, device=self._device)
+            grown[:start] = self._buffer[:start]
+            self._buffer = grown
+            if self._id_buffer is not None:
+                grown_ids = torch.empty(capacity, dtype=torch.int64, device=self._device)
+                grown_ids[:start] = self._id_buffer[:start]
+                self._id_buffer = grown_ids
+        self._buffer[start:start + n] = packed
+        if self._id_buffer is not None:
+            positions = torch.arange(start, start + n, device=self._device)
+            self._id_buffer[start:start + n] = positions if ids is None else ids
+        self._count = start + n
 
-    def _check_nonempty(self) -> None:
-        if self._count == 0:
-            raise ValueError("the index is empty: add codes before searching")
+    def add(self, codes) -> torch.Tensor:
+        """Append codes; returns their ids, int64 ``[n]``: one past the largest id given so far
+        onwards (``len(self)`` before the call, unless ``add_with_ids`` gave larger ones)."""
+        packed = self._pack("codes", codes)
+        with self._lock:  # reserve ids, grow and copy as one step (see the module's note on threads)
+            ids = torch.arange(self._next_id, self._next_id + packed.shape[0], device=self._device)
+            self._append(packed, None if self._next_id == self._count else ids)
+            self._next_id += packed.shape[0]
+        return ids
+
+    def _id_tensor(self, name: str, ids) -> torch.Tensor:
+        """ids as int64 ``[n]`` on our device: a 1-D integer tensor or array, a sequence or one int."""
+        if isinstance(ids, (list, tuple)) or not hasattr(ids, "__len__"):
+            ids = torch.tensor([check_int(name, i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])],
+                               dtype=torch.int64)
+        ids = as_tensor(ids)
+        check_tensor(name, ids, ndim=1)
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integers, got dtype {str(ids.dtype).replace('torch.', '')}")
+        return ids.to(device=self._device, dtype=torch.int64)
+
+    def add_with_ids(self, codes, ids) -> None:
+        """Append codes with the caller's ids (int64 ``[n]``, each >= 0: -1 marks padding in ``search``).
+
+        Ids need not be unique or ordered; ``search`` reports them in place of positions, and
+        ties are still broken by storage order."""
+        packed = self._pack("codes", codes)
+        ids = self._id_tensor("ids", ids)
+        if ids.shape[0] != packed.shape[0]:
+            raise ValueError(f"ids must have one entry per code ({packed.shape[0]}), got {ids.shape[0]}")
+        if ids.numel() and int(ids.min()) < 0:
+            raise ValueError(f"ids must be >= 0 (-1 marks the padding of search), got {int(ids.min())}")
+        largest = int(ids.max()) if ids.numel() else -1
+        with self._lock:
+            self._append(packed, ids)
+            self._next_id = max(self._next_id, largest + 1)
+
+    def remove_ids(self, ids) -> int:
+        """Removes every stored code whose id is in ``ids``; returns how many were removed.
+
+        The other codes keep their ids and their order."""
+        ids = self._id_tensor("ids", ids)
+        with self._lock:
+            current = self._stored_ids()
+            keep = ~torch.isin(current, ids)
+            kept = int(keep.sum())
+            removed = self._count - kept
+            if removed:  # new buffers: searches running on a snapshot keep the old ones
+                codes, kept_ids = self._buffer[: self._count][keep].clone(), current[keep].clone()
+                self._buffer, self._count = codes, kept
+                self._id_buffer = None if torch.equal(kept_ids.cpu(), torch.arange(kept)) else kept_ids
+        return removed
+
+    def reset(self) -> None:
+        """Removes every code; ids start from 0 again."""
+        with self._lock:
+            self._buffer = torch.empty(0, self.width, dtype=torch.uint8, device=self._device)
+            self._count, self._id_buffer, self._next_id = 0, None, 0
 
     def search(self, queries, k: int, *, backend: str = "auto"):
         """The k nearest stored codes of each query.
 
         Args:
-            queries: ``[nq, nbits]`` ±1 / {0,1} / bool, or packed uint8 ``[nq, ceil(nbits/8)]``.
-            k: ``1 <= k <= len(self)``.
+            queries: ``[nq, nbits]`` ±1 / {0,1} / bool, or packed uint8 ``[nq, ceil(nbits/8)]``
+                (tensor or NumPy array).
+            k: ``k >= 1``; beyond ``len(self)`` the slots are padded as faiss does: id -1,
+                distance ``2**31 - 1``.
         Returns:
-            ``(dist int32 [nq, k], idx int64 [nq, k])`` ordered by (distance, id).
+            ``(dist int32 [nq, k], idx int64 [nq, k])`` ordered by (distance, storage order);
+            ``idx`` holds ids (positions unless ``add_with_ids`` / ``remove_ids`` changed them).
         """
-        codes = self.codes
-        self._check_nonempty()
-        return hamming_topk(self._pack("queries", queries), codes, k, backend=backend)
+        k = check_int("k", k, low=1)
+        packed = self._pack("queries", queries)
+        codes, id_of = self._snapshot()
+        found = min(k, codes.shape[0])
+        if found == k:
+            dist, idx = hamming_topk(packed, codes, k, backend=backend)
+            return dist, id_of(idx)
+        dist = torch.full((packed.shape[0], k), _PAD_DISTANCE, dtype=torch.int32, device=packed.device)
+        idx = torch.full((packed.shape[0], k), -1, dtype=torch.int64, device=packed.device)
+        if found:
+            dist[:, :found], positions = hamming_topk(packed, codes, found, backend=backend)
+            idx[:, :found] = id_of(positions)
+        return dist, idx
 
     def radius_search(self, queries, r: int, *, backend: str = "auto"):
-        """Every stored code within distance r: ``(offsets [nq+1], idx [nnz], dist [nnz])``, CSR style."""
-        codes = self.codes
-        self._check_nonempty()
-        return hamming_radius(self._pack("queries", queries), codes, r, backend=backend)
+        """Every stored code within distance ``r`` inclusive (faiss's ``range_search`` excludes
+        ``r``: its radius ``r + 1`` gives the same set): ``(offsets [nq+1], idx [nnz], dist [nnz])``,
+        CSR style, ``idx`` holding ids."""
+        packed = self._pack("queries", queries)
+        codes, id_of = self._snapshot()
+        if codes.shape[0] == 0:
+            check_int("r", r, low=0)
+            return (torch.zeros(packed.shape[0] + 1, dtype=torch.int64, device=packed.device),
+                    torch.empty(0, dtype=torch.int64, device=packed.device),
+                    torch.empty(0, dtype=torch.int32, device=packed.device))
+        offsets, idx, dist = hamming_radius(packed, codes, r, backend=backend)
+        return offsets, id_of(idx), dist
 
     def to(self, device: torch.device | str) -> "HammingIndex":
         """Move the codes to ``device`` (in place, like ``nn.Module.to``); returns self."""
@@ -165,7 +304,47 @@ class HammingIndex:
             moved = self._buffer[: self._count].to(device)
             if moved.device != self._device:
                 self._buffer, self._device = moved.clone(), moved.device
+                if self._id_buffer is not None:
+                    self._id_buffer = self._id_buffer[: self._count].to(moved.device)
         return self
+
+    def to_faiss(self):
+        """This index as a faiss ``IndexBinaryFlat`` (an ``IndexBinaryIDMap`` over one when ids are
+        not positions), with a copy of the codes on the CPU. Needs ``faiss`` and nbits % 8 == 0."""
+        faiss = _import_faiss()
+        if self.nbits % 8:
+            raise ValueError(f"faiss binary indexes take whole bytes per code; this index has nbits={self.nbits}")
+        flat = faiss.IndexBinaryFlat(self.nbits)
+        with self._lock:
+            codes, positional = self._buffer[: self._count], self._id_buffer is None
+            ids = self._stored_ids()
+        codes = codes.cpu().contiguous().numpy()
+        if positional:
+            flat.add(codes)
+            return flat
+        index = faiss.IndexBinaryIDMap(flat)
+        index.add_with_ids(codes, ids.cpu().numpy())
+        return index
+
+    @classmethod
+    def from_faiss(cls, index, device: torch.device | str = "cpu") -> "HammingIndex":
+        """A HammingIndex with the codes (and ids) of a faiss ``IndexBinaryFlat`` or an
+        ``IndexBinaryIDMap`` over one; the codes are copied."""
+        faiss = _import_faiss()
+        ids = None
+        if isinstance(index, faiss.IndexBinaryIDMap):
+            ids = faiss.vector_to_array(index.id_map).astype("int64")
+            index = faiss.downcast_IndexBinary(index.index)
+        if not isinstance(index, faiss.IndexBinaryFlat):
+            raise TypeError("from_faiss takes a faiss.IndexBinaryFlat or an IndexBinaryIDMap over one, got "
+                            f"{type(index).__name__}")
+        codes = faiss.vector_to_array(index.xb).reshape(index.ntotal, index.code_size)
+        out = cls(index.d, device=device)
+        if ids is None:
+            out.add(codes)
+        else:
+            out.add_with_ids(codes, ids)
+        return out
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the index to ``path`` atomically (a temporary file, then a rename).
@@ -173,7 +352,11 @@ class HammingIndex:
         An existing file keeps its permissions and a symlink is written through; the folder
         must exist (see :mod:`hashkern._io`).
         """
-        codes = self.codes  # a consistent snapshot: adds after this line are not saved
+        with self._lock:  # a consistent snapshot: adds after this line are not saved
+            if self._id_buffer is not None:
+                raise ValueError("save writes format version 1, whose ids are the codes' positions; this index "
+                                 "has ids from add_with_ids or remove_ids, which it cannot keep")
+            codes = self._buffer[: self._count]
         payload = codes.cpu().contiguous().numpy().tobytes()
         with sealed_write(path, _HEADER.pack(_MAGIC, _VERSION, self.nbits, codes.shape[0], len(payload))) as f:
             f.write(payload)
@@ -232,3 +415,11 @@ def _check_header(path: str, head: bytes, size: int | None) -> tuple[int, int, i
     if size is not None and size > expected:
         raise IndexFileError(f"{path} is corrupted: {size - expected} unexpected bytes after the checksum")
     return nbits, count, payload_len
+
+
+def _import_faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError("to_faiss / from_faiss need faiss: pip install faiss-cpu") from None
+    return faiss

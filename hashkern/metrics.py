@@ -26,7 +26,7 @@ import operator
 
 import torch
 
-from hashkern._validation import check_int, check_tensor
+from hashkern._validation import as_tensor, check_int, check_tensor
 from hashkern.codes import as_packed, hamming_distance
 from hashkern.ops.search import check_search_inputs, hamming_topk
 
@@ -37,6 +37,7 @@ _BUDGET = 1 << 26  # elements per block of query x database work
 
 def _packed(name: str, codes, nbits: int | None) -> tuple[torch.Tensor, int]:
     """Codes ``[n, K]`` or packed uint8 with ``nbits`` -> (packed uint8 ``[n, ceil(K/8)]``, K)."""
+    codes = as_tensor(codes)
     check_tensor(name, codes, ndim=2)
     if codes.device.type == "meta":
         raise ValueError(f"{name} is a meta tensor (no data): metrics need code values")
@@ -49,6 +50,7 @@ def _is_integer(t: torch.Tensor) -> bool:
 
 def _labels(name: str, labels, n: int, codes_name: str) -> torch.Tensor:
     """Class ids ``[n]`` (or an integer column ``[n, 1]``, read as class ids), or multi-hot ``[n, C]`` of {0, 1}."""
+    labels = as_tensor(labels)
     check_tensor(name, labels, ndim=(1, 2))
     if labels.shape[0] != n:
         raise ValueError(f"{name} must have one row per code of {codes_name} ({n}), got {labels.shape[0]}")

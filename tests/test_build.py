@@ -74,4 +74,5 @@ def test_every_schema_has_its_kernels():
         else:
             assert _ext.has_kernel(name, "cpu"), name
     assert torch.ops.hashkern._softsort_groups("") in ("auto", "always", "never")
-    assert torch.ops.hashkern._cpu_kernels("")[0] in torch.ops.hashkern._cpu_kernels("")[1:]
+    in_use, *sets = torch.ops.hashkern._cpu_kernels("")
+    assert in_use in ["auto", *sets]  # "auto": chosen per code length by measuring

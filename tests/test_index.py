@@ -144,8 +144,8 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match="nbits must be an int"):
         HammingIndex(8.0)
     index = HammingIndex(12)
-    with pytest.raises(ValueError, match="the index is empty"):
-        index.search(codes(1, 12), 1)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        index.search(codes(1, 12), 0)
     with pytest.raises(ValueError, match="nbits=12 bits per code"):
         index.add(codes(3, 13))
     with pytest.raises(ValueError, match="need 2 bytes per row"):
@@ -157,8 +157,6 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="on the index's device"):
         index.add(codes(3, 12).to("meta"))
     index.add(codes(3, 12))
-    with pytest.raises(ValueError, match="k must be <= 3"):
-        index.search(codes(1, 12), 4)
     with pytest.raises(ValueError, match="r must be >= 0"):
         index.radius_search(codes(1, 12), -2)
 

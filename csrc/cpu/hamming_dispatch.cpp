@@ -1,65 +1,135 @@
-// Chooses the CPU Hamming kernels once: the widest instruction set the CPU has, unless
-// HASHKERN_CPU_KERNELS names another. The op _cpu_kernels lets tests run every set this CPU
-// supports in one process.
+// Which CPU Hamming kernels run: by default, per code width, the fastest measured on this
+// machine (hamming_calibrate.cpp), measured at the width's first use and kept for the process;
+// HASHKERN_CPU_KERNELS=<set> forces one set for every width. The op _cpu_kernels lets tests run
+// every set this CPU supports in one process, _cpu_kernel_choice reports the choice per width.
 #include <torch/library.h>
 
 #include <atomic>
 #include <cstdlib>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "hamming_kernels.h"
+#include "hamming_sliced.h"
 
 namespace hashkern {
 namespace {
 
-// Best first.
-std::vector<const HammingKernels*> supported_kernels() {
-  std::vector<const HammingKernels*> all;
-  for (const HammingKernels* k : {avx512_kernels(), avx2_kernels(), portable_kernels()}) {
-    if (k != nullptr) all.push_back(k);
-  }
-  return all;
-}
+// Queries sharing a block from which a forced "avx2" set takes the bit-sliced search (calibration
+// measures it instead): fewer pay the block's transposition for too few queries.
+constexpr int64_t kForcedSlicedMinQueries = 8;
 
-const HammingKernels* kernels_named(const std::string& name) {
+const KernelSet* set_named(const std::string& name) {
   std::string names;
-  for (const HammingKernels* k : supported_kernels()) {
-    if (name == k->name) return k;
-    names += names.empty() ? k->name : std::string(", ") + k->name;
+  for (const KernelSet& s : supported_sets()) {
+    if (name == s.name) return &s;
+    names += std::string(names.empty() ? "" : ", ") + s.name;
   }
-  TORCH_CHECK_VALUE(false, "CPU kernels '", name, "' are not available on this CPU or build; available: ", names);
+  TORCH_CHECK_VALUE(false, "CPU kernels '", name, "' are not available on this CPU or build; available: auto, ",
+                    names);
 }
 
-const HammingKernels* initial_kernels() {
+// nullptr: chosen by measurement ("auto").
+const KernelSet* initial_set() {
   const char* forced = std::getenv("HASHKERN_CPU_KERNELS");
-  if (forced != nullptr && *forced != '\0') return kernels_named(forced);
-  return supported_kernels().front();
+  if (forced == nullptr || *forced == '\0' || std::string(forced) == "auto") return nullptr;
+  return set_named(forced);
 }
 
-std::atomic<const HammingKernels*>& active() {
-  static std::atomic<const HammingKernels*> kernels{initial_kernels()};
-  return kernels;
+std::atomic<const KernelSet*>& forced_set() {
+  static std::atomic<const KernelSet*> set{initial_set()};
+  return set;
 }
 
-// use "" keeps the kernels, "best" picks the widest again, a name picks that set.
-// Returns [the kernels now in use, then every set this CPU supports, best first].
-std::vector<std::string> cpu_kernels(const std::string& use) {
-  if (use == "best") {
-    active().store(supported_kernels().front());
-  } else if (!use.empty()) {
-    active().store(kernels_named(use));
+struct Measured {
+  KernelChoice choice;
+  std::string source;
+};
+
+std::mutex& measured_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+// Calibrated widths, kept for the process.
+const Measured& measured(int64_t width) {
+  static std::unordered_map<int64_t, Measured> cache;
+  std::lock_guard<std::mutex> lock(measured_mutex());
+  auto it = cache.find(width);
+  if (it == cache.end()) {
+    Measured m;
+    m.choice = calibrate(width, m.source);
+    it = cache.emplace(width, std::move(m)).first;
   }
-  std::vector<std::string> names{hamming_kernels().name};
-  for (const HammingKernels* k : supported_kernels()) names.emplace_back(k->name);
+  return it->second;
+}
+
+KernelChoice forced_choice(const KernelSet& set, int64_t width) {
+  HammingKernels kernels = *set.kernels;
+  kernels.name = set.name;
+  return {kernels, set.sliced && sliced_search_supported(width) ? kForcedSlicedMinQueries : 0};
+}
+
+// use "" keeps the kernels, "auto" (or "best") chooses them by measurement, a name forces that set.
+// Returns [the mode now in use, then every set this CPU supports, widest first].
+std::vector<std::string> cpu_kernels(const std::string& use) {
+  if (use == "auto" || use == "best") {
+    forced_set().store(nullptr);
+  } else if (!use.empty()) {
+    forced_set().store(set_named(use));
+  }
+  const KernelSet* forced = forced_set().load();
+  std::vector<std::string> names{forced ? forced->name : "auto"};
+  for (const KernelSet& s : supported_sets()) names.emplace_back(s.name);
   return names;
+}
+
+// [kernels, the query count from which the bit-sliced search runs (0: never), where the choice
+// came from: "forced", "measured" or "cache"] for codes of `width` bytes.
+std::vector<std::string> cpu_kernel_choice(int64_t width) {
+  TORCH_CHECK_VALUE(width >= 1, "width must be at least 1 byte, got ", width);
+  const KernelSet* forced = forced_set().load();
+  if (forced != nullptr) {
+    const KernelChoice c = forced_choice(*forced, width);
+    return {forced->name, std::to_string(c.sliced_min_queries), "forced"};
+  }
+  const Measured& m = measured(width);
+  return {m.choice.kernels.name, std::to_string(m.choice.sliced_min_queries), m.source};
 }
 
 }  // namespace
 
-const HammingKernels& hamming_kernels() { return *active().load(std::memory_order_relaxed); }
+const std::vector<KernelSet>& supported_sets() {
+  static const std::vector<KernelSet> sets = [] {
+    std::vector<KernelSet> all;
+    if (avx512_kernels() != nullptr) all.push_back({avx512_kernels(), "avx512", false});
+    if (avx2_kernels() != nullptr) {
+      all.push_back({avx2_kernels(), "avx2", true});
+      all.push_back({avx2_kernels(), "avx2-rows", false});
+    }
+    all.push_back({portable_kernels(), "portable", false});
+    return all;
+  }();
+  return sets;
+}
 
-// No tensor arguments: the implementation is the catch-all (CompositeImplicitAutograd) one.
-TORCH_LIBRARY_IMPL(hashkern, CompositeImplicitAutograd, m) { m.impl("_cpu_kernels", &cpu_kernels); }
+KernelChoice kernel_choice(int64_t width) {
+  const KernelSet* forced = forced_set().load(std::memory_order_relaxed);
+  return forced != nullptr ? forced_choice(*forced, width) : measured(width).choice;
+}
+
+const HammingKernels& hamming_kernels() {
+  const KernelSet* forced = forced_set().load(std::memory_order_relaxed);
+  return *(forced != nullptr ? forced : &supported_sets().front())->kernels;
+}
+
+// No tensor arguments: the implementations are the catch-all (CompositeImplicitAutograd) ones.
+TORCH_LIBRARY_IMPL(hashkern, CompositeImplicitAutograd, m) {
+  m.impl("_cpu_kernels", &cpu_kernels);
+  m.impl("_cpu_kernel_choice", &cpu_kernel_choice);
+  m.impl("_cpu_identity", [] { return cpu_identity(); });
+}
 
 }  // namespace hashkern

@@ -22,7 +22,7 @@ void hamming_distance_cpu(const at::Tensor& a, const at::Tensor& b, at::Tensor& 
   const uint8_t* pa = a.const_data_ptr<uint8_t>();
   const uint8_t* pb = b.const_data_ptr<uint8_t>();
   int32_t* po = out.data_ptr<int32_t>();
-  const HammingKernels& kernels = hamming_kernels();
+  const HammingKernels kernels = kernel_choice(width).kernels;
   const int64_t tiles_b = (nb + kTileB - 1) / kTileB, tiles = (na + kTileA - 1) / kTileA * tiles_b;
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {

@@ -1,13 +1,16 @@
-// The CPU Hamming kernels of one instruction set, and the set in use.
+// The CPU Hamming kernels of one instruction set, and the choice made for each code width.
 //
 // Search and distance ops work a block of database rows at a time: `distances` writes the
 // block's distances to one query into a small buffer that stays in L1, and the selection takes
-// the few that can matter from it with `collect_within`. Each instruction set (portable C++, AVX2, AVX-512 VPOPCNTDQ) lives in
-// its own file, compiled with target attributes, so the build never needs those instructions;
-// the best one the CPU has is chosen once at load time (HASHKERN_CPU_KERNELS=portable|avx2|
-// avx512 overrides it, and tests switch with the op hashkern::_cpu_kernels).
+// the few that can matter from it with `collect_within`. Each instruction set (portable C++,
+// AVX2, AVX-512 VPOPCNTDQ) lives in its own file, compiled with target attributes, so the build
+// never needs those instructions. Which one runs is decided per code width by timing the
+// candidates this CPU supports at the width's first use (hamming_calibrate.cpp), unless
+// HASHKERN_CPU_KERNELS (or the op hashkern::_cpu_kernels, which tests use) forces one set.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace hashkern {
 
@@ -27,7 +30,37 @@ const HammingKernels* portable_kernels();
 const HammingKernels* avx2_kernels();
 const HammingKernels* avx512_kernels();
 
-// The kernels in use (one atomic load).
+// What runs for codes of one width: the distance kernels, and from how many queries sharing a
+// block of rows the bit-sliced search (hamming_sliced.h) takes over (0: never).
+struct KernelChoice {
+  HammingKernels kernels;
+  int64_t sliced_min_queries = 0;
+};
+
+// The choice for codes of `width` bytes: the forced set, or the measured one (cached).
+KernelChoice kernel_choice(int64_t width);
+
+// The forced set, or the widest this CPU has when the kernels are chosen by measurement (the
+// soft sort's scans follow it: portable or AVX2).
 const HammingKernels& hamming_kernels();
+
+// Every set this CPU and build support, widest first. Each entry is a set of kernels plus
+// whether it takes the bit-sliced search ("avx2" does, "avx2-rows" is the same per-row kernels
+// without it).
+struct KernelSet {
+  const HammingKernels* kernels;
+  const char* name;
+  bool sliced;
+};
+const std::vector<KernelSet>& supported_sets();
+
+// Calibration (hamming_calibrate.cpp): times every supported set on a sample of `width`-byte
+// codes and returns the fastest, with the query count from which the bit-sliced search wins.
+// `source` says where the answer came from: "measured", or "cache" (the file named by
+// HASHKERN_CPU_CALIBRATION, for this CPU; a measured answer is appended to it).
+KernelChoice calibrate(int64_t width, std::string& source);
+
+// "<vendor> family <f> model <m> flags <the vector flags the kernels use>".
+std::string cpu_identity();
 
 }  // namespace hashkern

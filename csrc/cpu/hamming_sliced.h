@@ -1,4 +1,5 @@
-// Bit-sliced Hamming search for 128- and 256-bit codes (AVX2), used by the streaming top-k.
+// Bit-sliced Hamming search for codes of 16m bytes up to 1536 bits (AVX2), used by the
+// streaming top-k where calibration measured it faster than the per-row kernels.
 //
 // A block of database rows is transposed into bit planes, 256 rows at a time: bit i of plane b
 // is bit b of row i. For a query q with set bits B, the distances of all 256 rows are
@@ -14,11 +15,15 @@
 
 namespace hashkern {
 
-// Planes of a block of database rows of `width` bytes (16 or 32); reused block after block.
+// The widest codes it takes, in bytes.
+constexpr int64_t kMaxSlicedWidth = 192;
+
+// Planes of a block of database rows of `width` bytes (16m, up to kMaxSlicedWidth); reused
+// block after block.
 struct SlicedBlock {
   int64_t width = 0, groups = 0;
   std::vector<uint64_t> planes;   // [groups][8 * width + 1][4]: 256 rows per group, then a zero plane
-  std::vector<uint64_t> weights;  // [groups][9][4]: each row's popcount, bit-sliced
+  std::vector<uint64_t> weights;  // [groups][9 or 11][4]: each row's popcount, bit-sliced
 };
 
 // The bits a query's distances are summed over, ascending: its one bits, or its zero bits when
@@ -29,7 +34,10 @@ struct SlicedQuery {
   bool complement = false;
 };
 
-// Whether this CPU and width take the bit-sliced search (AVX2, 16- or 32-byte rows).
+// Queries that share one transposed block (the search's query tile when it slices).
+constexpr int64_t kSlicedTile = 128;
+
+// Whether this CPU and width can take the bit-sliced search (AVX2, rows of 16m bytes <= 192).
 bool sliced_search_supported(int64_t width);
 
 void slice_query(const uint8_t* q, int64_t width, SlicedQuery& out);

@@ -23,7 +23,10 @@ namespace hashkern {
 namespace {
 
 using V = __m256i;
-constexpr int kCountPlanes = 9;  // counts of up to 256 set bits
+// Count planes: 9 hold the sums of up to 256 bits (128/256-bit codes: a query sums at most
+// 128 planes, a weight 256), 11 those of up to 1536 (wider codes).
+constexpr int kMaxCountPlanes = 11;
+inline int count_planes(int64_t width) { return width <= 32 ? 9 : kMaxCountPlanes; }
 
 HK_SLICED inline V vload(const uint64_t* p) { return _mm256_loadu_si256(reinterpret_cast<const V*>(p)); }
 HK_SLICED inline void vstore(uint64_t* p, V v) { _mm256_storeu_si256(reinterpret_cast<V*>(p), v); }
@@ -49,14 +52,19 @@ HK_SLICED inline V plane(const uint64_t* planes, const uint16_t* index, int64_t 
   return vload(planes + 4 * index[i]);
 }
 
-// count = Σ planes[index[i]] over i < n <= 256, bit-sliced (Harley-Seal: 16 planes per round;
-// queries are padded to whole rounds). The nine counter planes are locals, kept in registers
+// count = Σ planes[index[i]] over i < n < 2^kPlanes, bit-sliced (Harley-Seal: 16 planes per
+// round; queries are padded to whole rounds). The counter planes are locals, kept in registers
 // (two counters in alternate rounds, for overlapping dependency chains, measured slower: spills).
+template <int kPlanes>
 HK_SLICED __attribute__((always_inline)) inline void sliced_sum(const uint64_t* planes, const uint16_t* index,
                                                              int64_t n, V* count) {
-  const V zero = _mm256_setzero_si256();
-  V ones = zero, twos = zero, fours = zero, eights = zero, c16 = zero, c32 = zero, c64 = zero, c128 = zero,
-    c256 = zero;
+  V c[kPlanes];  // c[l]: bit l of every row's count
+#pragma GCC unroll 16
+  for (int l = 0; l < kPlanes; ++l) c[l] = _mm256_setzero_si256();
+  V& ones = c[0];
+  V& twos = c[1];
+  V& fours = c[2];
+  V& eights = c[3];
 #define HK_IN(i) plane(planes, index, i)
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -76,27 +84,19 @@ HK_SLICED __attribute__((always_inline)) inline void sliced_sum(const uint64_t* 
     csa(fours_b, twos, twos, twos_a, twos_b);
     csa(eights_b, fours, fours, fours_a, fours_b);
     csa(carry, eights, eights, eights_a, eights_b);
-    half_add(c16, carry);
-    half_add(c32, carry);
-    half_add(c64, carry);
-    half_add(c128, carry);
-    c256 = vor(c256, carry);  // n <= 256: nothing carries out of c256
+#pragma GCC unroll 16
+    for (int l = 4; l < kPlanes - 1; ++l) half_add(c[l], carry);
+    c[kPlanes - 1] = vor(c[kPlanes - 1], carry);  // n < 2^kPlanes: nothing carries out of the top
   }
   for (; i < n; ++i) {
     V carry = HK_IN(i);
-    half_add(ones, carry);
-    half_add(twos, carry);
-    half_add(fours, carry);
-    half_add(eights, carry);
-    half_add(c16, carry);
-    half_add(c32, carry);
-    half_add(c64, carry);
-    half_add(c128, carry);
-    c256 = vor(c256, carry);
+#pragma GCC unroll 16
+    for (int l = 0; l < kPlanes - 1; ++l) half_add(c[l], carry);
+    c[kPlanes - 1] = vor(c[kPlanes - 1], carry);
   }
 #undef HK_IN
-  const V planes_out[kCountPlanes] = {ones, twos, fours, eights, c16, c32, c64, c128, c256};
-  for (int l = 0; l < kCountPlanes; ++l) count[l] = planes_out[l];
+#pragma GCC unroll 16
+  for (int l = 0; l < kPlanes; ++l) count[l] = c[l];
 }
 
 // Bit-sliced a - b over `planes` planes (two's complement; missing planes of a, b are 0).
@@ -115,7 +115,7 @@ HK_SLICED void sliced_sub(const V* a, int a_planes, const V* b, int b_planes, V*
 
 bool sliced_search_supported(int64_t width) {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
-  return avx2 && (width == 16 || width == 32) && std::strcmp(hamming_kernels().name, "avx2") == 0;
+  return avx2 && width % 16 == 0 && width <= kMaxSlicedWidth;
 }
 
 void slice_query(const uint8_t* q, int64_t width, SlicedQuery& out) {
@@ -135,11 +135,11 @@ void slice_query(const uint8_t* q, int64_t width, SlicedQuery& out) {
 
 namespace {
 
-// 0, 1, ..., 255: the index list that sums every plane of a group (a row's weight).
-const std::array<uint16_t, 256>& every_plane() {
-  static const std::array<uint16_t, 256> index = [] {
-    std::array<uint16_t, 256> all{};
-    for (int b = 0; b < 256; ++b) all[b] = static_cast<uint16_t>(b);
+// 0, 1, 2, ...: the index list that sums every plane of a group (a row's weight).
+const std::array<uint16_t, 8 * kMaxSlicedWidth>& every_plane() {
+  static const std::array<uint16_t, 8 * kMaxSlicedWidth> index = [] {
+    std::array<uint16_t, 8 * kMaxSlicedWidth> all{};
+    for (int b = 0; b < 8 * kMaxSlicedWidth; ++b) all[b] = static_cast<uint16_t>(b);
     return all;
   }();
   return index;
@@ -180,8 +180,9 @@ HK_SLICED void slice_block(const uint8_t* rows, int64_t width, int64_t len, Slic
   out.groups = groups;
   const int64_t stride = (nbits + 1) * 4;  // every group's planes end with an all-zero plane
   out.planes.resize(groups * stride);
-  out.weights.resize(groups * kCountPlanes * 4);
-  alignas(32) uint8_t tail[32 * 32];  // a last, partial set of 32 rows, zero-padded
+  const int planes_per_count = count_planes(width);
+  out.weights.resize(groups * planes_per_count * 4);
+  alignas(32) uint8_t tail[32 * kMaxSlicedWidth];  // a last, partial set of 32 rows, zero-padded
   for (int64_t g = 0; g < groups; ++g) {
     uint64_t* group_planes = out.planes.data() + g * stride;
     std::fill(group_planes + nbits * 4, group_planes + stride, uint64_t(0));  // the others are all written
@@ -192,7 +193,7 @@ HK_SLICED void slice_block(const uint8_t* rows, int64_t width, int64_t len, Slic
       if (r0 + 32 <= len) {
         src = rows + r0 * width;
       } else {
-        std::memset(tail, 0, sizeof(tail));
+        std::memset(tail, 0, 32 * width);
         if (r0 < len) std::memcpy(tail, rows + r0 * width, (len - r0) * width);
       }
       for (int64_t c0 = 0; c0 < width; c0 += 16) {  // 16 byte columns at a time
@@ -212,35 +213,44 @@ HK_SLICED void slice_block(const uint8_t* rows, int64_t width, int64_t len, Slic
         }
       }
     }
-    V weight[kCountPlanes];
-    sliced_sum(group_planes, every_plane().data(), nbits, weight);
-    for (int l = 0; l < kCountPlanes; ++l) vstore(out.weights.data() + (g * kCountPlanes + l) * 4, weight[l]);
+    V weight[kMaxCountPlanes];
+    if (planes_per_count == 9) {
+      sliced_sum<9>(group_planes, every_plane().data(), nbits, weight);
+    } else {
+      sliced_sum<kMaxCountPlanes>(group_planes, every_plane().data(), nbits, weight);
+    }
+    for (int l = 0; l < planes_per_count; ++l)
+      vstore(out.weights.data() + (g * planes_per_count + l) * 4, weight[l]);
   }
 }
 
-HK_SLICED int64_t sliced_within(const SlicedBlock& block, const SlicedQuery& query, const uint8_t* q,
-                                const uint8_t* rows, int64_t len, int32_t limit, int32_t* d, int32_t* hits) {
-  if (limit < 0) return 0;
+namespace {
+
+template <int kPlanes>
+HK_SLICED int64_t sliced_within_planes(const SlicedBlock& block, const SlicedQuery& query, const uint8_t* q,
+                                       const uint8_t* rows, int64_t len, int32_t limit, int32_t* d, int32_t* hits) {
   const int64_t nbits = 8 * block.width, width = block.width;
-  // Row j is a hit when x = w - 2 S <= c = limit - |q| (x in [-512, 256]). With S0 the sum over
-  // the query's zero bits instead, d = 2 S0 - w + |q|: the test is x = 2 S0 - w <= c. x is an
-  // 11-bit two's complement; flipping its sign plane makes x + 1024 an unsigned number, compared
-  // with the constant c + 1024 plane by plane from the top (c is clamped to x's range).
-  constexpr int kDiffPlanes = 11;
-  const int32_t c = std::min(std::max(limit - query.weight, -1024), 1023) + 1024;
+  // Row j is a hit when x = w - 2 S <= c = limit - |q| (|x| <= bits). With S0 the sum over the
+  // query's zero bits instead, d = 2 S0 - w + |q|: the test is x = 2 S0 - w <= c. x is a
+  // (kPlanes + 2)-bit two's complement; flipping its sign plane makes x + 2^(kPlanes + 1) an
+  // unsigned number, compared with the constant c + 2^(kPlanes + 1) plane by plane from the top
+  // (c is clamped to x's range).
+  constexpr int kDiffPlanes = kPlanes + 2;
+  constexpr int32_t kOffset = 1 << (kDiffPlanes - 1);
+  const int32_t c = std::min(std::max(limit - query.weight, -kOffset), kOffset - 1) + kOffset;
   const V all = _mm256_set1_epi32(-1);
   const int64_t summed = static_cast<int64_t>(query.bits.size());
   int64_t count = 0;
   for (int64_t g = 0; g < block.groups; ++g) {
-    V sum[kCountPlanes], weight[kCountPlanes], twice[kCountPlanes + 1], x[kDiffPlanes];
-    sliced_sum(block.planes.data() + g * (nbits + 1) * 4, query.bits.data(), summed, sum);
-    for (int l = 0; l < kCountPlanes; ++l) weight[l] = vload(block.weights.data() + (g * kCountPlanes + l) * 4);
+    V sum[kPlanes], weight[kPlanes], twice[kPlanes + 1], x[kDiffPlanes];
+    sliced_sum<kPlanes>(block.planes.data() + g * (nbits + 1) * 4, query.bits.data(), summed, sum);
+    for (int l = 0; l < kPlanes; ++l) weight[l] = vload(block.weights.data() + (g * kPlanes + l) * 4);
     twice[0] = _mm256_setzero_si256();
-    for (int l = 0; l < kCountPlanes; ++l) twice[l + 1] = sum[l];
+    for (int l = 0; l < kPlanes; ++l) twice[l + 1] = sum[l];
     if (query.complement) {
-      sliced_sub(twice, kCountPlanes + 1, weight, kCountPlanes, x, kDiffPlanes);
+      sliced_sub(twice, kPlanes + 1, weight, kPlanes, x, kDiffPlanes);
     } else {
-      sliced_sub(weight, kCountPlanes, twice, kCountPlanes + 1, x, kDiffPlanes);
+      sliced_sub(weight, kPlanes, twice, kPlanes + 1, x, kDiffPlanes);
     }
     x[kDiffPlanes - 1] = vxor(x[kDiffPlanes - 1], all);
     V below = _mm256_setzero_si256(), equal = all;  // x < c so far / x == c so far, from the top
@@ -267,6 +277,17 @@ HK_SLICED int64_t sliced_within(const SlicedBlock& block, const SlicedQuery& que
     }
   }
   return count;
+}
+
+
+}  // namespace
+
+HK_SLICED int64_t sliced_within(const SlicedBlock& block, const SlicedQuery& query, const uint8_t* q,
+                                const uint8_t* rows, int64_t len, int32_t limit, int32_t* d, int32_t* hits) {
+  if (limit < 0) return 0;
+  return count_planes(block.width) == 9
+             ? sliced_within_planes<9>(block, query, q, rows, len, limit, d, hits)
+             : sliced_within_planes<kMaxCountPlanes>(block, query, q, rows, len, limit, d, hits);
 }
 
 #else  // no AVX2 compiler support: the search never takes this path

@@ -8,11 +8,13 @@
 //  * large k, and radius search: a histogram pass, then an emit pass that writes each item
 //    straight to its final slot (a counting sort over distances).
 // Both give the k nearest by (distance, index) ascending, in O(N + k + 8W) per query.
-// Few queries: the database is split into chunks searched in parallel, then merged by counting.
-// Distances come a block of rows at a time from the instruction set's kernels
+// Few queries (fewer than threads): the database is split into chunks searched in parallel, then
+// merged by counting (streaming), or each part's histogram gives it its slots (two passes, radius).
+// Distances come a block of rows at a time from the kernels chosen for the code width
 // (hamming_kernels.h) into a buffer in L1, which the selection scans with vector compares. With
-// AVX2, 128- and 256-bit codes after a chunk's first block take the bit-sliced search
-// (hamming_sliced.h), which finds the rows within the selector's limit without a popcount per row.
+// AVX2, 128- and 256-bit codes after a chunk's first block may take the bit-sliced search
+// (hamming_sliced.h), which finds the rows within the selector's limit without a popcount per
+// row, when enough queries share the block (the choice says how many: measured, or forced).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -40,8 +42,8 @@ struct Codes {
 // fewer times, but each holds a selector of ~2k items, so large k gets fewer.
 // The bit-sliced search shares each block's transposition among the tile, so it takes more
 // queries; with k > 4096 the tile is too small for it to pay (and it is not measured there).
-inline bool use_sliced(int64_t k, int64_t width) { return k <= 4096 && sliced_search_supported(width); }
-inline int64_t query_tile(int64_t k, bool sliced) { return k <= 4096 ? (sliced ? 128 : 32) : 8; }
+inline bool use_sliced(int64_t k, const KernelChoice& choice) { return k <= 4096 && choice.sliced_min_queries > 0; }
+inline int64_t query_tile(int64_t k, bool sliced) { return k <= 4096 ? (sliced ? kSlicedTile : 32) : 8; }
 
 // Exact top-k by (distance, index) of a stream of items that arrive in increasing index order.
 class Selector {
@@ -138,10 +140,11 @@ inline void select_block(const HammingKernels& kernels, const int32_t* d, int64_
 
 // Streaming top-k of every (query tile, database chunk): candidates [nq, chunks, k], each list
 // sorted by (distance, index) and min(k, chunk rows) long.
-void stream_topk(const HammingKernels& kernels, const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k,
+void stream_topk(const KernelChoice& choice, const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k,
                  int64_t chunk_rows, int64_t chunks, int32_t* cand_d, int64_t* cand_i) {
+  const HammingKernels& kernels = choice.kernels;
   const int32_t max_d = static_cast<int32_t>(8 * db.width);
-  const bool sliced = use_sliced(k, db.width);
+  const bool sliced = use_sliced(k, choice);
   const int64_t tile = query_tile(k, sliced), tiles = (nq + tile - 1) / tile;
   at::parallel_for(0, tiles * chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<Selector> sel(tile);
@@ -153,12 +156,13 @@ void stream_topk(const HammingKernels& kernels, const uint8_t* q, int64_t nq, co
       const int64_t chunk = task % chunks;
       const int64_t j0 = chunk * chunk_rows, j1 = std::min(n, j0 + chunk_rows);
       for (int64_t i = q0; i < q1; ++i) sel[i - q0].reset(std::min(k, j1 - j0), max_d);
-      if (sliced) {
+      const bool slice_tile = sliced && q1 - q0 >= choice.sliced_min_queries;
+      if (slice_tile) {
         for (int64_t i = q0; i < q1; ++i) slice_query(q + i * db.width, db.width, query_bits[i - q0]);
       }
       for (int64_t b = j0; b < j1; b += kBlockRows) {
         const int64_t len = std::min(j1, b + kBlockRows) - b;
-        if (sliced && b > j0) {  // the first block takes every row: all distances are needed
+        if (slice_tile && b > j0) {  // the first block takes every row: all distances are needed
           slice_block(db.row(b), db.width, len, planes);
           for (int64_t i = q0; i < q1; ++i) {
             Selector& s = sel[i - q0];
@@ -237,13 +241,64 @@ void histogram(const HammingKernels& kernels, const uint8_t* q, const Codes& db,
   }
 }
 
+// Writes the rows [j0, j0 + len) at distance <= t to their slots: slot[d] is the next free slot
+// of distance d (advanced as it fills); only slots < end are written (ties at t beyond the
+// first k), and the scan stops once `quota` rows are written.
+void emit_within(const HammingKernels& kernels, const uint8_t* q, const Codes& db, int64_t j0, int64_t len,
+                 int32_t t, int64_t end, int64_t quota, int64_t* slot, int32_t* out_d, int64_t* out_i, Scratch& s) {
+  int64_t written = 0;
+  for (int64_t b = j0; b < j0 + len && written < quota; b += kBlockRows) {
+    const int64_t block = std::min(j0 + len, b + kBlockRows) - b;
+    const int32_t* dist = s.dist.data();
+    kernels.distances(q, db.row(b), db.width, block, s.dist.data());
+    const int64_t count = kernels.collect_within(dist, block, t, s.hits.data());
+    for (int64_t h = 0; h < count; ++h) {
+      const int64_t j = s.hits[h];
+      const int32_t d = dist[j];
+      const int64_t p = slot[d];
+      if (p >= end) continue;  // a tie at T beyond the first k
+      out_d[p] = d;
+      out_i[p] = b + j;
+      slot[d] = p + 1;
+      ++written;
+    }
+  }
+}
+
+// Parts of the database one query's two passes split into: one per thread for few queries
+// (faiss splits over queries only), parts of at least kMinChunkRows, whole blocks each.
+int64_t split_rows(int64_t n, int64_t parts) {
+  parts = std::max<int64_t>(1, std::min(parts, n / kMinChunkRows));
+  return std::max<int64_t>(kBlockRows, ((n + parts - 1) / parts + kBlockRows - 1) / kBlockRows * kBlockRows);
+}
+
 // One query, two passes: histogram, then each item with distance <= T straight to its slot,
 // at most `room` of them (ties at T in index order). k == 0 means radius mode: T = radius.
-// Returns how many items qualify (k, or the hits within the radius).
+// Returns how many items qualify (k, or the hits within the radius). `parts` > 1 splits the
+// database into parts searched in parallel (for fewer queries than threads): each part's
+// histogram gives it its own slots, after the same distances of the parts before it.
 int64_t two_pass(const HammingKernels& kernels, const uint8_t* q, const Codes& db, int64_t n, int64_t k,
-                 int32_t radius, int64_t room, int32_t* out_d, int64_t* out_i, Scratch& s) {
+                 int32_t radius, int64_t room, int32_t* out_d, int64_t* out_i, Scratch& s, int64_t parts = 1) {
   const int32_t max_d = static_cast<int32_t>(8 * db.width);
-  histogram(kernels, q, db, n, s);
+  const int64_t bins = max_d + 1, part_rows = split_rows(n, parts);
+  parts = (n + part_rows - 1) / part_rows;
+  std::vector<int64_t> part_hist(parts > 1 ? parts * bins : 0);
+  if (parts == 1) {
+    histogram(kernels, q, db, n, s);
+  } else {
+    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+      Scratch part(max_d);
+      for (int64_t c = begin; c < end; ++c) {
+        const int64_t j0 = c * part_rows;
+        histogram(kernels, q, Codes{db.row(j0), db.width}, std::min(n, j0 + part_rows) - j0, part);
+        std::copy(part.hist.begin(), part.hist.end(), part_hist.begin() + c * bins);
+      }
+    });
+    for (int64_t d = 0; d < bins; ++d) {
+      s.hist[d] = 0;
+      for (int64_t c = 0; c < parts; ++c) s.hist[d] += part_hist[c * bins + d];
+    }
+  }
   std::vector<int64_t>& hist = s.hist;
   int32_t t = std::min(radius, max_d);
   int64_t limit = 0, below = 0;
@@ -261,47 +316,68 @@ int64_t two_pass(const HammingKernels& kernels, const uint8_t* q, const Codes& d
     run += c;
   }
   const int64_t end = std::min(limit, room);
-  int64_t written = 0;
-  for (int64_t b = 0; b < n && written < end; b += kBlockRows) {
-    const int64_t len = std::min(n, b + kBlockRows) - b;
-    const int32_t* dist = s.dist.data();
-    kernels.distances(q, db.row(b), db.width, len, s.dist.data());
-    const int64_t count = kernels.collect_within(dist, len, t, s.hits.data());
-    for (int64_t h = 0; h < count; ++h) {
-      const int64_t j = s.hits[h];
-      const int32_t d = dist[j];
-      const int64_t p = hist[d];
-      if (p >= end) continue;  // a tie at T beyond the first k
-      out_d[p] = d;
-      out_i[p] = b + j;
-      hist[d] = p + 1;
-      ++written;
+  if (parts == 1) {
+    emit_within(kernels, q, db, 0, n, t, end, end, hist.data(), out_d, out_i, s);
+    return limit;
+  }
+  // Part c's first slot of distance d follows the rows at d in parts 0..c-1 (index order).
+  std::vector<int64_t> slots(parts * (t + 1)), quota(parts, 0);
+  for (int32_t d = 0; d <= t; ++d) {
+    int64_t next = hist[d];
+    for (int64_t c = 0; c < parts; ++c) {
+      const int64_t count = part_hist[c * bins + d];
+      slots[c * (t + 1) + d] = next;
+      quota[c] += std::max<int64_t>(0, std::min(count, end - next));
+      next += count;
     }
   }
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t stop) {
+    Scratch part(max_d);
+    for (int64_t c = begin; c < stop; ++c) {
+      const int64_t j0 = c * part_rows;
+      emit_within(kernels, q, db, j0, std::min(n, j0 + part_rows) - j0, t, end, quota[c], slots.data() + c * (t + 1),
+                  out_d, out_i, part);
+    }
+  });
   return limit;
 }
 
-void topk_impl(const HammingKernels& kernels, const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k,
-               int32_t* out_d, int64_t* out_i) {
-  const int32_t max_d = static_cast<int32_t>(8 * db.width);
-  if (8 * k > n) {  // large k: the counting sort over all N is cheaper than streaming
+// Runs two_pass(query i, parts) for every query: in parallel over queries when there are
+// enough of them, else one query at a time with its database split across the threads.
+template <typename F>
+void for_each_query_two_pass(int64_t nq, int32_t max_d, F&& search) {
+  const int64_t threads = at::get_num_threads();
+  if (nq >= threads) {
     at::parallel_for(0, nq, 1, [&](int64_t begin, int64_t end) {
       Scratch scratch(max_d);
-      for (int64_t i = begin; i < end; ++i)
-        two_pass(kernels, q + i * db.width, db, n, k, 0, k, out_d + i * k, out_i + i * k, scratch);
+      for (int64_t i = begin; i < end; ++i) search(i, scratch, int64_t(1));
+    });
+    return;
+  }
+  Scratch scratch(max_d);
+  for (int64_t i = 0; i < nq; ++i) search(i, scratch, threads);
+}
+
+void topk_impl(const KernelChoice& choice, const uint8_t* q, int64_t nq, const Codes& db, int64_t n, int64_t k,
+               int32_t* out_d, int64_t* out_i) {
+  const HammingKernels& kernels = choice.kernels;
+  const int32_t max_d = static_cast<int32_t>(8 * db.width);
+  if (8 * k > n) {  // large k: the counting sort over all N is cheaper than streaming
+    for_each_query_two_pass(nq, max_d, [&](int64_t i, Scratch& scratch, int64_t parts) {
+      two_pass(kernels, q + i * db.width, db, n, k, 0, k, out_d + i * k, out_i + i * k, scratch, parts);
     });
     return;
   }
   // Enough independent tasks for every thread even with a few queries: split the database.
-  const int64_t tile = query_tile(k, use_sliced(k, db.width)), tiles = (nq + tile - 1) / tile;
+  const int64_t tile = query_tile(k, use_sliced(k, choice)), tiles = (nq + tile - 1) / tile;
   const int64_t want = (4 * at::get_num_threads() + tiles - 1) / tiles;
   int64_t chunks = std::max<int64_t>(1, std::min(want, n / kMinChunkRows));
   const int64_t chunk_rows = (n + chunks - 1) / chunks;
   chunks = (n + chunk_rows - 1) / chunk_rows;
-  if (chunks == 1) return stream_topk(kernels, q, nq, db, n, k, chunk_rows, 1, out_d, out_i);
+  if (chunks == 1) return stream_topk(choice, q, nq, db, n, k, chunk_rows, 1, out_d, out_i);
   std::vector<int32_t> cand_d(nq * chunks * k);
   std::vector<int64_t> cand_i(nq * chunks * k);
-  stream_topk(kernels, q, nq, db, n, k, chunk_rows, chunks, cand_d.data(), cand_i.data());
+  stream_topk(choice, q, nq, db, n, k, chunk_rows, chunks, cand_d.data(), cand_i.data());
   merge_chunks(nq, n, k, chunk_rows, chunks, max_d, cand_d.data(), cand_i.data(), out_d, out_i);
 }
 
@@ -311,7 +387,7 @@ void hamming_topk_cpu(const at::Tensor& q, const at::Tensor& db, int64_t k, at::
   check_topk_args(q, db, k, dist, idx);
   const int64_t nq = q.size(0), n = db.size(0);
   if (nq == 0) return;
-  topk_impl(hamming_kernels(), q.const_data_ptr<uint8_t>(), nq, codes_of(db), n, k, dist.data_ptr<int32_t>(),
+  topk_impl(kernel_choice(db.size(1)), q.const_data_ptr<uint8_t>(), nq, codes_of(db), n, k, dist.data_ptr<int32_t>(),
             idx.data_ptr<int64_t>());
 }
 
@@ -322,19 +398,29 @@ void hamming_radius_count_cpu(const at::Tensor& q, const at::Tensor& db, int64_t
   const int32_t radius = static_cast<int32_t>(std::min<int64_t>(r, 8 * codes.width));
   const uint8_t* pq = q.const_data_ptr<uint8_t>();
   int64_t* out = counts.data_ptr<int64_t>();
-  const HammingKernels& kernels = hamming_kernels();
-  at::parallel_for(0, q.size(0), 1, [&](int64_t begin, int64_t end) {
+  const HammingKernels kernels = kernel_choice(codes.width).kernels;
+  // Tasks are (query, part of the database): with fewer queries than threads, each query's
+  // database is split so that every thread has work.
+  const int64_t nq = q.size(0), threads = at::get_num_threads();
+  if (nq == 0) return;
+  const int64_t part_rows = split_rows(n, nq >= threads ? 1 : (threads + nq - 1) / nq);
+  const int64_t parts = (n + part_rows - 1) / part_rows;
+  std::vector<int64_t> part_counts(nq * parts, 0);
+  at::parallel_for(0, nq * parts, 1, [&](int64_t begin, int64_t end) {
     std::vector<int32_t> dist(kBlockRows);
-    for (int64_t i = begin; i < end; ++i) {
-      int64_t c = 0;
-      for (int64_t b = 0; b < n; b += kBlockRows) {
-        const int64_t len = std::min(n, b + kBlockRows) - b;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t i = task / parts, j1 = std::min(n, (task % parts + 1) * part_rows);
+      for (int64_t b = task % parts * part_rows; b < j1; b += kBlockRows) {
+        const int64_t len = std::min(j1, b + kBlockRows) - b;
         kernels.distances(pq + i * codes.width, codes.row(b), codes.width, len, dist.data());
-        c += kernels.count_within(dist.data(), len, radius);
+        part_counts[task] += kernels.count_within(dist.data(), len, radius);
       }
-      out[i] = c;
     }
   });
+  for (int64_t i = 0; i < nq; ++i) {
+    out[i] = 0;
+    for (int64_t c = 0; c < parts; ++c) out[i] += part_counts[i * parts + c];
+  }
 }
 
 void hamming_radius_fill_cpu(const at::Tensor& q, const at::Tensor& db, int64_t r, const at::Tensor& offsets,
@@ -346,17 +432,14 @@ void hamming_radius_fill_cpu(const at::Tensor& q, const at::Tensor& db, int64_t 
   const Codes codes = codes_of(db);
   const int32_t radius = static_cast<int32_t>(std::min<int64_t>(r, 8 * codes.width));
   const uint8_t* pq = q.const_data_ptr<uint8_t>();
-  const HammingKernels& kernels = hamming_kernels();
-  at::parallel_for(0, nq, 1, [&](int64_t begin, int64_t end) {
-    Scratch scratch(static_cast<int32_t>(8 * codes.width));
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t len = off[i + 1] - off[i];
-      TORCH_CHECK_VALUE(len >= 0 && off[i] >= 0 && off[i + 1] <= nnz, "offsets must be non-decreasing from 0");
-      const int64_t found = two_pass(kernels, pq + i * codes.width, codes, db.size(0), 0, radius, len,
-                                     dist.data_ptr<int32_t>() + off[i], idx.data_ptr<int64_t>() + off[i], scratch);
-      TORCH_CHECK_VALUE(found == len, "offsets do not match hamming_radius_count for query ", i, ": ", len,
-                        " slots for ", found, " hits");
-    }
+  const HammingKernels kernels = kernel_choice(codes.width).kernels;
+  for_each_query_two_pass(nq, static_cast<int32_t>(8 * codes.width), [&](int64_t i, Scratch& scratch, int64_t parts) {
+    const int64_t len = off[i + 1] - off[i];
+    TORCH_CHECK_VALUE(len >= 0 && off[i] >= 0 && off[i + 1] <= nnz, "offsets must be non-decreasing from 0");
+    const int64_t found = two_pass(kernels, pq + i * codes.width, codes, db.size(0), 0, radius, len,
+                                   dist.data_ptr<int32_t>() + off[i], idx.data_ptr<int64_t>() + off[i], scratch, parts);
+    TORCH_CHECK_VALUE(found == len, "offsets do not match hamming_radius_count for query ", i, ": ", len,
+                      " slots for ", found, " hits");
   });
 }
 

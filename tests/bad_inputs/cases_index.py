@@ -95,12 +95,15 @@ def cases() -> list[Case]:
     out += tensor_arg_cases("HammingIndex.search", _method("search", k=2), "queries", bad_codes)
     out += tensor_arg_cases("HammingIndex.radius_search", _method("radius_search", r=2), "queries", bad_codes)
     queries = lambda: torch.from_numpy(Q_BITS)  # noqa: E731  (bool codes)
+    # No upper limit: k beyond ntotal pads as faiss does (valid cases below).
     out += int_arg_cases("HammingIndex.search", lambda: {**_method("search")(), "queries": queries()}, "k",
-                         low=1, high=11)
+                         low=1)
     out += int_arg_cases("HammingIndex.radius_search", lambda: {**_method("radius_search")(), "queries": queries()},
                          "r", low=0, high=2**63 - 1)
-    out.append(Case("HammingIndex.search/index/empty", lambda tmp: HammingIndex(12).search(queries(), 1),
-                    names=("empty",)))
+    out.append(Case("HammingIndex.search/index/valid-empty", lambda tmp: HammingIndex(12).search(queries(), 2),
+                    reference=lambda tmp: _padded(np.zeros((3, 0), np.int64), np.zeros((3, 0), np.int64), 2)))
+    out.append(Case("HammingIndex.search/k/valid-above-ntotal", lambda tmp: _index().search(queries(), 13),
+                    reference=lambda tmp: _padded(*np_topk(np_pack(Q_BITS), np_pack(BITS), 11), 13)))
     for k in (1, 5, 11):
         out.append(Case(f"HammingIndex.search/k/valid-{k}", lambda tmp, k=k: _index().search(queries(), k),
                         reference=lambda tmp, k=k: np_topk(np_pack(Q_BITS), np_pack(BITS), k)))
@@ -111,6 +114,13 @@ def cases() -> list[Case]:
     out.append(Case("HammingIndex.add/codes/valid-packed", lambda tmp: _add_packed(),
                     reference=lambda tmp: np_topk(np_pack(Q_BITS), np_pack(BITS), 3)))
     return out + _path_cases()
+
+
+def _padded(dist, idx, k):
+    """faiss's padding of a search for k > ntotal: id -1 at distance 2**31 - 1."""
+    pad = k - dist.shape[1]
+    return (np.pad(dist, ((0, 0), (0, pad)), constant_values=2**31 - 1),
+            np.pad(idx, ((0, 0), (0, pad)), constant_values=-1))
 
 
 def _add_packed():

@@ -1,5 +1,7 @@
-"""Every CPU kernel set this machine runs (portable, AVX2, AVX-512 VPOPCNTDQ), forced in turn,
-against the plain-PyTorch references: hamming_distance, hamming_topk, hamming_radius, exact."""
+"""Every CPU kernel set this machine runs (portable, AVX2 with and without the bit-sliced search,
+AVX-512 VPOPCNTDQ), forced in turn, and the per-width choice calibration makes ("auto"), against
+the plain-PyTorch references: hamming_distance, hamming_topk, hamming_radius, exact."""
+import json
 import os
 import subprocess
 import sys
@@ -15,14 +17,14 @@ from hashkern.ops.search import hamming_radius, hamming_radius_reference, hammin
 pytestmark = pytest.mark.skipif(not _ext.has_kernel("hamming_topk", "cpu"), reason="CPU kernels not built")
 
 # Every width from 1 to 130 bits, the wide lengths, and widths with a byte tail past the words.
-WIDTHS = list(range(1, 131)) + [256, 512, 1000, 1024]
+WIDTHS = list(range(1, 131)) + [256, 512, 768, 1000, 1024, 1536, 2048]
 
 
 def kernel_sets():
-    """The kernel sets this CPU supports, best first (the first name returned is the one in use)."""
+    """The kernel sets this CPU supports, widest first, then "auto" (chosen per width by measuring)."""
     if not _ext.has_kernel("hamming_topk", "cpu"):
         return []
-    return list(torch.ops.hashkern._cpu_kernels(""))[1:]
+    return list(torch.ops.hashkern._cpu_kernels(""))[1:] + ["auto"]
 
 
 @pytest.fixture(params=kernel_sets())
@@ -71,13 +73,13 @@ def test_block_boundaries_and_ties_at_the_threshold(kernels, nbits):
     assert_all_ops_match(q, db, (1, 100, 700, db.shape[0] // 2), radius=1)
 
 
-@pytest.mark.parametrize("nbits", [128, 256])
+@pytest.mark.parametrize("nbits", [128, 256, 384, 1536])
 @pytest.mark.parametrize("tied", [False, True])
 def test_wide_codes_across_query_tiles_and_blocks(kernels, nbits, tied):
-    # The bit-sliced search of 128- and 256-bit codes (AVX2), which takes every block after a
-    # chunk's first: 70 queries, more than one tile; 4,396 rows, two 2048-row blocks and a tail
-    # whose last 256-row group is partial; all-ones and all-zeros codes, whose weights reach the
-    # counters' limits; rows at an odd address.
+    # The bit-sliced search of 16m-byte codes (AVX2; 9 count planes up to 256 bits, 11 above),
+    # which takes every block after a chunk's first: 70 queries, more than one tile; 4,396 rows,
+    # two 2048-row blocks and a tail whose last 256-row group is partial; all-ones and all-zeros
+    # codes, whose weights reach the counters' limits; rows at an odd address.
     g = torch.Generator().manual_seed(nbits + tied)
     bits = codes(70 + 4396, nbits, tied, g)
     bits[0], bits[1], bits[2500], bits[-1] = 1, 0, 1, 0
@@ -88,31 +90,43 @@ def test_wide_codes_across_query_tiles_and_blocks(kernels, nbits, tied):
     assert_all_ops_match(packed[:70], db, (1, 37, 500), radius=nbits // 3)
 
 
-def test_few_queries_split_database(kernels):
-    # One query, 40,000 codes: the database is split across threads and the parts merged.
-    g = torch.Generator().manual_seed(0)
-    packed = pack_bits(codes(40001, 16, True, g))
-    q, db = packed[:1], packed[1:]
-    for k in (1, 1000, 4999):
-        dist, idx = hamming_topk(q, db, k, backend="cpu")
-        ref_dist, ref_idx = hamming_topk_reference(q, db, k)
-        assert torch.equal(dist, ref_dist) and torch.equal(idx, ref_idx)
+@pytest.mark.parametrize("threads", [2, 3])
+def test_few_queries_split_database(kernels, threads):
+    # One query (and 2 < 3 threads), 40,000 codes with many ties: the database is split across
+    # threads, the streaming parts merged (k <= N / 8), the two-pass parts (larger k, radius)
+    # each given their slots after the ties of the parts before them.
+    g = torch.Generator().manual_seed(threads)
+    packed = pack_bits(codes(40002, 16, True, g))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for q in (packed[:1], packed[:2]):
+            db = packed[2:]
+            for k in (1, 1000, 4999, 5001, 40000):
+                dist, idx = hamming_topk(q, db, k, backend="cpu")
+                ref_dist, ref_idx = hamming_topk_reference(q, db, k)
+                assert torch.equal(dist, ref_dist) and torch.equal(idx, ref_idx), k
+            for r in (0, 2, 16):
+                for got, want in zip(hamming_radius(q, db, r, backend="cpu"), hamming_radius_reference(q, db, r)):
+                    assert torch.equal(got, want), r
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_unaligned_rows(kernels):
     # A storage offset of one byte: no kernel may assume aligned rows.
     g = torch.Generator().manual_seed(2)
-    for nbits in (16, 32, 64, 128, 256):
+    for nbits in (16, 32, 64, 128, 256, 512, 1000, 1536):
         packed = pack_bits(codes(101, nbits, False, g))
         flat = torch.cat([torch.zeros(1, dtype=torch.uint8), packed.flatten()])
-        db = flat[1:].view(101, -1)[1:]
+        db = flat[1:].view(101, -1)[2:]  # 1 + 2 * width bytes from the start: odd for every width
         assert db.data_ptr() % 2 == 1
-        assert_all_ops_match(packed[:3], db, (1, 12, 100), radius=nbits // 2)
+        assert_all_ops_match(packed[:3], db, (1, 12, 99), radius=nbits // 2)
 
 
 def test_unknown_kernel_set_is_refused():
     names = kernel_sets()
-    assert names[-1] == "portable"
+    assert names[-2:] == ["portable", "auto"]
     with pytest.raises(ValueError, match="available: .*portable"):
         torch.ops.hashkern._cpu_kernels("sse9")
 
@@ -125,3 +139,80 @@ def test_environment_variable_picks_the_kernels():
     script = f"import torch; torch.ops.load_library({_C.__file__!r}); print(torch.ops.hashkern._cpu_kernels('')[0])"
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "portable"
+
+
+@pytest.mark.parametrize("nbits", [16, 128, 256, 1024])
+def test_query_counts(kernels, nbits):
+    # 1 and 3 queries (the database split across threads), 33 (past the bit-sliced search's
+    # measured query count, so a tile slices), 1000 (several query tiles); 2,100 rows: a second
+    # block, which is where the bit-sliced search starts.
+    g = torch.Generator().manual_seed(nbits)
+    packed = pack_bits(codes(1000 + 2100, nbits, False, g))
+    db = packed[1000:]
+    for nq in (1, 3, 33, 1000):
+        assert_all_ops_match(packed[:nq], db, (1, 5, 20, db.shape[0]), radius=nbits // 3)
+
+
+@pytest.mark.parametrize("nbits", [8, 64, 128, 256, 768])
+def test_database_sizes_around_block_boundaries(kernels, nbits):
+    # Sizes one short of, at and one past: a 2048-row block, two blocks, and (one query, so the
+    # database is split into chunks of at least 16,384 rows) two and three chunks.
+    g = torch.Generator().manual_seed(nbits + 1)
+    packed = pack_bits(codes(49153 + 40, nbits, True, g))
+    for n in (2047, 2048, 2049, 4095, 4096, 4097):
+        assert_all_ops_match(packed[:40], packed[40:40 + n], (1, 5, 20), radius=nbits // 4)
+    for n in (32767, 32768, 32769, 49151, 49152, 49153):
+        q, db = packed[:1], packed[40:40 + n]
+        for k in (1, 20):
+            dist, idx = hamming_topk(q, db, k, backend="cpu")
+            ref_dist, ref_idx = hamming_topk_reference(q, db, k)
+            assert torch.equal(dist, ref_dist) and torch.equal(idx, ref_idx), (n, k)
+
+
+def _choices_in_subprocess(env_overrides, widths):
+    """{width: [kernels, sliced queries, source]} from a fresh process (the choice is cached per process)."""
+    from hashkern import _C
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HASHKERN_CPU_KERNELS", "HASHKERN_CPU_CALIBRATION")}
+    env.update(env_overrides)
+    script = (f"import json, torch; torch.ops.load_library({_C.__file__!r}); "
+              f"print(json.dumps({{w: torch.ops.hashkern._cpu_kernel_choice(w) for w in {widths!r}}}))")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    return {int(w): c for w, c in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+def test_calibration_cache_is_keyed_by_cpu_identity_and_forcing_overrides_it(tmp_path):
+    cache = tmp_path / "calibration.tsv"
+    measured = _choices_in_subprocess({"HASHKERN_CPU_CALIBRATION": str(cache)}, [5, 40])
+    assert {c[2] for c in measured.values()} == {"measured"}
+    lines = cache.read_text().splitlines()
+    identity = torch.ops.hashkern._cpu_identity()
+    assert len(lines) == 2 and all(line.split("\t")[1] == identity for line in lines)
+    # This CPU's lines are read back; edit them to a choice calibration would not make here.
+    sets = [s for s in kernel_sets() if s not in ("auto", "avx2")]  # "avx2" = "avx2-rows" + slicing
+    planted = sets[-1] if measured[40][0] != sets[-1] else sets[0]
+    cache.write_text("".join(line.rsplit("\t", 2)[0] + f"\t{planted}\t0\n" for line in lines))
+    again = _choices_in_subprocess({"HASHKERN_CPU_CALIBRATION": str(cache)}, [5, 40])
+    assert again == {5: [planted, "0", "cache"], 40: [planted, "0", "cache"]}
+    # The same lines under another CPU's identity are ignored: measured again.
+    family = identity.split(" model ")[0]
+    cache.write_text(cache.read_text().replace(f"{family} model ", f"{family} model 9"))
+    other = _choices_in_subprocess({"HASHKERN_CPU_CALIBRATION": str(cache)}, [40])
+    assert other[40][2] == "measured"
+    # A forced set wins over the cache.
+    cache.write_text("".join(line.rsplit("\t", 2)[0] + f"\t{planted}\t0\n" for line in lines))
+    forced = "portable" if planted != "portable" else sets[0]
+    choice = _choices_in_subprocess({"HASHKERN_CPU_CALIBRATION": str(cache), "HASHKERN_CPU_KERNELS": forced}, [40])
+    assert choice == {40: [forced, "0", "forced"]}
+
+
+def test_cpu_kernel_choice_reports_the_kernels_in_use(kernels):
+    choice = _ext.cpu_kernel_choice(1024)
+    assert set(choice) == {"kernels", "sliced_min_queries", "source", "cpu"}
+    if kernels == "auto":
+        assert choice["source"] in ("measured", "cache") and choice["kernels"] in kernel_sets()
+    else:
+        assert choice == dict(choice, kernels=kernels, source="forced")
+    assert choice["cpu"] == torch.ops.hashkern._cpu_identity() and " family " in choice["cpu"]
+    with pytest.raises(ValueError, match="nbits must be >= 1"):
+        _ext.cpu_kernel_choice(0)

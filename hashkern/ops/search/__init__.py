@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from hashkern._dispatch import OpBackends, declare, resolve_backend
-from hashkern._validation import check_int
+from hashkern._validation import as_tensor, check_int
 from hashkern.ops.hamming import check_packed_pair
 from hashkern.ops.search import autograd  # noqa: F401  (registers the fakes for torch.compile)
 from hashkern.ops.search.reference import hamming_radius_reference, hamming_topk_reference
@@ -44,15 +44,17 @@ def hamming_topk(q_packed: torch.Tensor, db_packed: torch.Tensor, k: int, *, bac
     """The k nearest database codes of each query in Hamming distance.
 
     Args:
-        q_packed: uint8 ``[nq, W]`` packed query codes (``hashkern.pack_bits``).
+        q_packed: uint8 ``[nq, W]`` packed query codes (``hashkern.pack_bits``); a tensor or a
+            NumPy array (faiss's layout: least significant bit first).
         db_packed: uint8 ``[N, W]`` packed database codes, same W, same device.
-        k: ``1 <= k <= N``; no other limit.
+        k: ``1 <= k <= N`` (an int or a NumPy integer); no other limit.
         backend: ``"auto" | "cuda" | "cpu" | "torch"``.
 
     Returns:
         ``(dist int32 [nq, k], idx int64 [nq, k])`` ordered by (distance, index) ascending:
         ties are broken by the smaller database index, so results are reproducible.
     """
+    q_packed, db_packed = as_tensor(q_packed), as_tensor(db_packed)
     check_search_inputs(q_packed, db_packed)
     k = check_int("k", k, low=1, high=db_packed.shape[0])
     chosen = resolve_backend(backend, TOPK_BACKENDS, q_packed.device)
@@ -69,14 +71,18 @@ def hamming_radius(q_packed: torch.Tensor, db_packed: torch.Tensor, r: int, *, b
     """Every database code within Hamming distance ``r`` (inclusive) of each query.
 
     Args:
-        q_packed: uint8 ``[nq, W]``; db_packed: uint8 ``[N, W]``, same W and device.
-        r: radius, an int in ``[0, 2**63 - 1]``; any r >= K (the code length) returns every code.
+        q_packed: uint8 ``[nq, W]``; db_packed: uint8 ``[N, W]``, same W and device (tensors
+            or NumPy arrays).
+        r: radius, an int (or NumPy integer) in ``[0, 2**63 - 1]``; any r >= K (the code length)
+            returns every code. Inclusive: faiss's ``range_search`` keeps d < radius, so its
+            radius r + 1 gives this set.
         backend: ``"auto" | "cuda" | "cpu" | "torch"``.
 
     Returns:
         ``(offsets int64 [nq + 1], idx int64 [nnz], dist int32 [nnz])``: query i's hits are
         ``idx[offsets[i]:offsets[i + 1]]`` ordered by (distance, index) ascending.
     """
+    q_packed, db_packed = as_tensor(q_packed), as_tensor(db_packed)
     check_search_inputs(q_packed, db_packed)
     # Clamped to the longest possible distance, so no backend ever sees an r its integers would wrap.
     r = min(check_int("r", r, low=0, high=2**63 - 1), 8 * q_packed.shape[1])
