@@ -29,8 +29,16 @@ def _cpu_kernels() -> str:
         return "none (hashkern._C is not loaded)"
     chosen, *supported = torch.ops.hashkern._cpu_kernels("")
     forced = os.environ.get("HASHKERN_CPU_KERNELS")
-    how = f"forced by HASHKERN_CPU_KERNELS={forced}" if forced else "the widest this CPU has"
+    how = f"forced by HASHKERN_CPU_KERNELS={forced}" if forced else "each code width takes the fastest, measured"
     return f"{chosen} ({how}; this CPU supports: {', '.join(supported)})"
+
+
+def _search_kernels_per_width(widths=(64, 256, 1024)) -> str:
+    """The Hamming search kernels measured (or forced) for a few code widths: ``_ext.cpu_kernel_choice``."""
+    if not _ext.has_kernel(_PROBE_OP, "cpu") or not hasattr(torch.ops.hashkern, "_cpu_kernel_choice"):
+        return "none (hashkern._C is not loaded)"
+    choices = {nbits: _ext.cpu_kernel_choice(nbits) for nbits in widths}
+    return ", ".join(f"{nbits} bits: {c['kernels']} ({c['source']})" for nbits, c in choices.items())
 
 
 def auto_backends(device: torch.device) -> list[str]:
@@ -86,6 +94,7 @@ def report() -> str:
         f"built with: {_built_with(record)}",
         "GPU architectures compiled in: " + (", ".join(_ext.compiled_cuda_archs()) or "none"),
         f"CPU kernels: {_cpu_kernels()}",
+        f"CPU search kernels per width: {_search_kernels_per_width()}",
         f"CPU: auto uses: {', '.join(auto_backends(cpu))}",
     ]
     return "\n".join(lines + _gpu_lines())

@@ -28,6 +28,9 @@ def test_python_m_hashkern_info_reports_versions_and_kernels():
     if _ext.has_kernel("hamming_topk", "cpu"):
         chosen = torch.ops.hashkern._cpu_kernels("")[0]
         assert f"CPU kernels: {chosen} (" in text and "CPU: auto uses: cpu, " in text
+        per_width = next(line for line in text.splitlines() if line.startswith("CPU search kernels per width: "))
+        for nbits in (64, 256, 1024):
+            assert f"{nbits} bits: " in per_width, per_width
 
 
 def test_version_flag(capsys):
