@@ -124,7 +124,8 @@ trainer = Trainer(cfg, out, progress=False, device="cpu", workers=2)
 trainer.fit(max_steps=1)
 first = time.time() - t0
 trainer.fit(max_steps=4)
-own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM: this program's own peak (ru_maxrss would carry the launching process's peak across exec)
+own = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
 worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps({"first_step_s": first, "peak_rss_mb": own, "worker_peak_rss_mb": worker,
                   "n": len(trainer.train_images)}))

@@ -76,12 +76,12 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path,
     real_step = loop.TrainingLoop.train_step
     poisoned = {"step": 2}
 
-    def poisoning_step(self, step):
+    def poisoning_step(self, step, *rest):
         if step == poisoned["step"]:  # the model's weights turn NaN: the loss of this step is NaN
             with torch.no_grad():
                 for p in self.model.parameters():
                     p.fill_(float("nan"))
-        return real_step(self, step)
+        return real_step(self, step, *rest)
 
     monkeypatch.setattr(loop.TrainingLoop, "train_step", poisoning_step)
     rc = main(args)
