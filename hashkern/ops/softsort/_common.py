@@ -22,3 +22,10 @@ def cosine_grad_coefficients(dc, c, norms, eps):
     beta = torch.where(big, -dc * c / (safe * safe), torch.zeros_like(dc))
     delta = torch.where(big, torch.zeros_like(dc), dc * c)
     return alpha, beta, delta, dc / norms.clamp_min(eps)
+
+
+def refuse_shared_atomics_if_deterministic(shared: bool, q: torch.Tensor) -> None:
+    """The Triton backwards add the gradient of shared values ``[1, n, d]`` with float atomics on a GPU."""
+    if shared and q.is_cuda and torch.are_deterministic_algorithms_enabled():
+        raise RuntimeError("softsort backend='triton' accumulates the gradient of shared values with float "
+                           "atomics, which torch.use_deterministic_algorithms(True) forbids; use backend='torch'")

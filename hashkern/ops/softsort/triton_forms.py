@@ -20,6 +20,7 @@ import torch
 import triton
 
 from hashkern.ops._device_guard import on_device_of
+from hashkern.ops.softsort._common import refuse_shared_atomics_if_deterministic
 from hashkern.ops.softsort.triton_chunked_kernels import (
     SCALAR_CHECKPOINTS,
     VECTOR_CHECKPOINTS,
@@ -144,9 +145,7 @@ def scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
     d = v.shape[-1]
     cfg = form_config(n, d, q.device)
     shared, cosine = v.shape[0] == 1, u is not None
-    if shared and q.is_cuda and torch.are_deterministic_algorithms_enabled():
-        raise RuntimeError("softsort backend='triton' accumulates the gradient of shared values with float "
-                           "atomics, which torch.use_deterministic_algorithms(True) forbids; use backend='torch'")
+    refuse_shared_atomics_if_deterministic(shared, q)
     nb = cfg.blocks_d(d)
     delta = q if cosine else (grad * scan_fwd(q, idx, v, tau)[0]).sum(-1)  # dE.E needs every feature of E
     ds = torch.empty_like(q)

@@ -14,7 +14,7 @@ import torch
 import triton
 
 from hashkern.ops._device_guard import on_device_of
-from hashkern.ops.softsort._common import cosine_grad_coefficients
+from hashkern.ops.softsort._common import cosine_grad_coefficients, refuse_shared_atomics_if_deterministic
 from hashkern.ops.softsort.triton_kernels import _softsort_scan_bwd_kernel, _softsort_scan_fwd_kernel
 
 SCRATCH_BYTES = 256 << 20  # checkpoints + scratch + partials of one launch
@@ -92,9 +92,7 @@ def softsort_scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
     d = v.shape[-1]
     cfg = scan_config(n, d, q.device)
     shared, cosine = v.shape[0] == 1, u is not None
-    if shared and q.is_cuda and torch.are_deterministic_algorithms_enabled():
-        raise RuntimeError("softsort backend='triton' accumulates the gradient of shared values with float "
-                           "atomics, which torch.use_deterministic_algorithms(True) forbids; use backend='torch'")
+    refuse_shared_atomics_if_deterministic(shared, q)
     if cosine:
         alpha, beta, delta, du_coef = cosine_grad_coefficients(grad, c, norms, eps)
     else:  # delta = dE.E needs all features of E: rebuilt by the forward kernel
