@@ -97,6 +97,17 @@ def triton_available(device: torch.device) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
+class AutoVia:
+    """``backend="auto"`` hands calls whose ``argument`` is one of ``values`` to ``op``'s own choice
+    (``default``: the argument's value when the call leaves it out)."""
+
+    argument: str
+    values: tuple
+    op: str
+    default: object
+
+
+@dataclasses.dataclass(frozen=True)
 class OpBackends:
     """The backends of one op, declared once.
 
@@ -107,6 +118,7 @@ class OpBackends:
     nondeterministic: ``{backend: device types}`` where the backend's results may change from run to
         run (float atomics); ``auto`` passes over it there under ``torch.use_deterministic_algorithms``.
     kernel: the ``hashkern._C`` op whose presence decides whether ``cpu``/``cuda`` are built (default: op).
+    auto_via: calls that ``auto`` runs as another op (:class:`AutoVia`), so :func:`explain_backend` follows it.
     """
 
     op: str
@@ -115,6 +127,7 @@ class OpBackends:
     support: Mapping[str, Support] = dataclasses.field(default_factory=dict)
     nondeterministic: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     kernel: str | None = None
+    auto_via: AutoVia | None = None
 
     def __post_init__(self):
         for name in self.backends + tuple(self.support) + tuple(self.nondeterministic):
@@ -229,28 +242,39 @@ def resolve_backend(backend: str, backends: OpBackends, device: torch.device, *,
     return backend
 
 
-def explain_backend(op: str, *inputs, sizes: Mapping[str, int] | None = None) -> list[tuple[str, str | None]]:
+def explain_backend(op: str, *inputs, sizes: Mapping[str, int] | None = None,
+                    **arguments) -> list[tuple[str, str | None]]:
     """Why ``backend="auto"`` takes the backend it takes for ``op`` on these inputs.
 
     Args:
         op: a public op name (``"patch_similarity"``, ``"sorted_cosine"``, ``"hamming_topk"``, ...).
         inputs: the call's tensors (the first one's device and dtype decide), or a device.
         sizes: the sizes the op's support matrix limits, if it limits any.
+        arguments: the call's arguments that send ``auto`` to another op, when the op has such
+            (``patch_similarity``'s ``reduce``: ``"maxmean"``, its default, runs as ``maxsim``).
     Returns:
         ``[(backend, reason)]`` in the device's order of preference, up to the backend taken:
         ``reason`` says why ``auto`` passed over that backend, None for the one it takes;
-        ``("torch", None)`` last when it passed over every other.
+        ``("torch", None)`` last when it passed over every other. A call that ``auto`` runs as
+        another op gets that op's trail (``patch_similarity`` on the CPU: ``maxsim``'s C++ kernel, ``"cpu"``).
     """
     if op not in _DECLARED:  # importing hashkern imported every op package, which declared its backends
         raise ValueError(f"op must be one of {sorted(_DECLARED)}, got {op!r}")
     if not inputs:
         raise TypeError("explain_backend needs the call's tensors or a device after op")
+    backends = _DECLARED[op]
+    via = backends.auto_via
+    unknown = set(arguments) - ({via.argument} if via is not None else set())
+    if unknown:
+        raise TypeError(f"explain_backend for {op} takes no argument {sorted(unknown)}"
+                        + (f"; only {via.argument!r}" if via is not None else ""))
+    if via is not None and arguments.get(via.argument, via.default) in via.values:
+        backends = _DECLARED[via.op]
     first = inputs[0]
     if isinstance(first, torch.Tensor):
         device, dtype = first.device, first.dtype
     else:
         device, dtype = torch.device(first), None
-    backends = _DECLARED[op]
     chosen, trail = _auto(backends, device, dtype, sizes or {})
     if trail[-1] != (chosen, None):
         trail.append((chosen, None))

@@ -132,6 +132,32 @@ def test_explain_backend_says_why_auto_passed_over_each_backend(monkeypatch):
         hashkern.explain_backend("no_such_op", x)
 
 
+def test_explain_backend_follows_patch_similarity_to_maxsim(monkeypatch):
+    """auto runs patch_similarity's maxmean (its default) as maxsim, whose C++ kernel leads on the CPU:
+    explain_backend names the backend that really runs, for maxmean and for softmaxmean."""
+    import sys
+
+    import hashkern
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    taken = []
+    for name in ("hashkern.ops.maxsim", "hashkern.ops.patchsim"):
+        def spy(backend, backends, device, _real=resolve_backend, **kwargs):
+            taken.append(_real(backend, backends, device, **kwargs))
+            return taken[-1]
+        monkeypatch.setattr(sys.modules[name], "resolve_backend", spy)
+    x1, x2 = torch.randn(2, 3, 4), torch.randn(3, 5, 4)
+    for arguments in ({}, {"reduce": "maxmean"}, {"reduce": "softmaxmean"}):
+        hashkern.patch_similarity(x1, x2, **arguments)
+        assert hashkern.explain_backend("patch_similarity", x1, **arguments)[-1] == (taken[-1], None), arguments
+    if hashkern._ext.has_kernel("maxsim", "cpu"):
+        assert hashkern.explain_backend("patch_similarity", x1) == [("cpu", None)]
+    assert hashkern.explain_backend("patch_similarity", x1, reduce="softmaxmean") == [("torch", None)]
+    with pytest.raises(TypeError, match="takes no argument \\['normalize'\\]; only 'reduce'"):
+        hashkern.explain_backend("patch_similarity", x1, normalize=False)
+    with pytest.raises(TypeError, match="takes no argument"):
+        hashkern.explain_backend("sorted_cosine", x1, reduce="mean")
+
+
 def test_explain_backend_reports_the_support_matrix_and_determinism(gpu):
     import hashkern
     assert hashkern.explain_backend("patch_similarity", CUDA) == [("triton", None)]

@@ -219,15 +219,15 @@ def softsort_forms_launches(size: dict, dtype: torch.dtype, modes=SCAN_MODES) ->
     from hashkern.ops.softsort.triton_grouped_kernels import _softsort_grouped_bwd_kernel, _softsort_grouped_fwd_kernel
 
     rows, n, d = size["rows"], size["n"], size["d"]
-    cfg = F.form_config(n, d, torch.device("cuda"))
+    cfg = F.form_config(n, d, torch.device("cuda"), dtype)
     ints = {"b": rows, "n": n, "d": d, "slots": rows, "nchunks": triton.cdiv(n, cfg.chunk), "tau": 0.005,
             "eps": 1e-8, "rows_ptr": "*i64", "idx_ptr": "*i64"}
-    options = {"num_warps": cfg.num_warps}
+    options = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
     result = []
     for cosine, shared in modes:
         final = cosine and cfg.blocks_d(d) == 1
         common = {"SHARED_V": shared, "COSINE": cosine, "BD": cfg.features, "IEEE": dtype == torch.float64}
-        grouped = dict(common, G=F.GROUPS_MAX, BN=cfg.block_n)
+        grouped = dict(common, G=F.GROUPS_MAX, RB=cfg.group_rows(F.GROUPS_MAX), BN=cfg.block_n)
         result.append(make_launch(_softsort_grouped_fwd_kernel, ints, dict(grouped, FINAL=final), options,
                                   rest="*" + _TL[dtype]))
         result.append(make_launch(_softsort_grouped_bwd_kernel, ints, grouped, options, rest="*" + _TL[dtype]))

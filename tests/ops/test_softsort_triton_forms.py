@@ -24,9 +24,9 @@ def form(request):
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    """16 positions per block / chunk and 16 features per program."""
-    monkeypatch.setattr(triton_forms, "form_config", lambda n, d, device: triton_forms.FormConfig(
-        block_n=16, chunk=16, features=16, num_warps=4))
+    """16 positions per block / chunk, 16 features per program, 16 rows per block of the group tables."""
+    monkeypatch.setattr(triton_forms, "form_config", lambda n, d, device, dtype=None: triton_forms.FormConfig(
+        block_n=16, chunk=16, features=16, num_warps=4, block_g=16))
 
 
 def _randn(*shape):
@@ -146,7 +146,8 @@ def test_memory_at_n_1024_d_128_with_the_cuda_tiles(monkeypatch, similarities):
     from hashkern.ops import softsort as ss
 
     cuda_config = triton_forms.form_config
-    monkeypatch.setattr(triton_forms, "form_config", lambda n, d, device: cuda_config(n, d, torch.device("cuda")))
+    monkeypatch.setattr(triton_forms, "form_config",
+                        lambda n, d, device, dtype: cuda_config(n, d, torch.device("cuda"), dtype))
     for name in ("_softsort_grouped_fwd_kernel", "_softsort_grouped_bwd_kernel", "_softsort_chunked_fwd_kernel",
                  "_softsort_chunked_bwd_kernel"):
         monkeypatch.setattr(triton_forms, name, _NoKernel())

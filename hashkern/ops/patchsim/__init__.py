@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from hashkern._dispatch import OpBackends, Support, declare, resolve_backend
+from hashkern._dispatch import AutoVia, OpBackends, Support, declare, resolve_backend
 from hashkern._validation import FLOAT_DTYPES, check_bool, check_positive, check_same_device, check_tensor
 from hashkern.ops._numerics import unit_tokens
 from hashkern.ops.patchsim._common import acc_dtype
@@ -26,7 +26,8 @@ __all__ = ["PatchSimilarityFunction", "patch_similarity", "patch_similarity_refe
 # backend="auto" with reduce="maxmean" is hashkern.maxsim's own choice (its C++ kernel on the CPU).
 BACKENDS = declare(OpBackends("patch_similarity", preference=("torch", "triton"),
                               preference_by_device={"cuda": ("triton", "torch")},
-                              support={"triton": Support(min_capability=(8, 0))}))
+                              support={"triton": Support(min_capability=(8, 0))},
+                              auto_via=AutoVia("reduce", ("maxmean",), "maxsim", default="maxmean")))
 
 
 def _check_mask(name: str, mask, batch: int, patches: int, device: torch.device):

@@ -9,8 +9,8 @@ largest group count on the host: one synchronisation per call.
 
 Memory beyond the outputs: the rows' group counts ``[b]``, the per-feature-block partials
 ``[nb, b, n]`` when ``d`` spans several feature blocks (none when it fits one), and the chunked
-form's checkpoints and the grouped backward's ``[3, rows, G, d]`` tables, launched in slices of rows
-that keep them under ``SCRATCH_BYTES``.
+form's checkpoints and the grouped form's ``[G, d]`` tables (the gather's forward: 1 per row, the
+backward: 3), launched in slices of rows that keep them under ``SCRATCH_BYTES``.
 """
 from __future__ import annotations
 
@@ -27,7 +27,11 @@ from hashkern.ops.softsort.triton_chunked_kernels import (
     _softsort_chunked_bwd_kernel,
     _softsort_chunked_fwd_kernel,
 )
-from hashkern.ops.softsort.triton_grouped_kernels import _softsort_grouped_bwd_kernel, _softsort_grouped_fwd_kernel
+from hashkern.ops.softsort.triton_grouped_kernels import (
+    SCALAR_TABLES,
+    _softsort_grouped_bwd_kernel,
+    _softsort_grouped_fwd_kernel,
+)
 
 FORMS = ("auto", "grouped", "chunked", "walk")
 policy = "auto"    # one of FORMS; set through ``use_forms``
@@ -50,19 +54,29 @@ class FormConfig:
     chunk: int      # chunked: positions per chunk (>= 16: a tl.dot operand)
     features: int   # BD: features per program
     num_warps: int
+    block_g: int = 32  # grouped: rows of the [G, G] Laplace tables formed at a time (>= 16: a tl.dot operand)
+    num_stages: int = 1  # no software pipelining: its prefetched loads live in registers
 
     def blocks_d(self, d: int) -> int:
         return triton.cdiv(d, self.features)
 
+    def group_rows(self, width: int) -> int:
+        """RB: row blocks of the ``[width, width]`` tables."""
+        return min(self.block_g, width)
 
-def form_config(n: int, d: int, device: torch.device) -> FormConfig:
-    """Tiles for ``n`` positions and ``d`` features. The interpreter (CPU tensors) pays per program
+
+def form_config(n: int, d: int, device: torch.device, dtype: torch.dtype = torch.float32) -> FormConfig:
+    """Tiles for ``n`` positions and ``d`` features of ``dtype``. The interpreter (CPU tensors) pays per program
     and per operation, not per element: wide features and large blocks there."""
     if device.type == "cpu":
         return FormConfig(block_n=128, chunk=64, features=max(16, min(triton.next_power_of_2(d), 128)), num_warps=4)
-    # 32 positions per block / chunk: what keeps the backward kernels' registers in bounds (ptxas -v through
-    # tools/aot_specs.py), with [C, C] blocks and [G, G] tables of G up to 128 live beside [C or G, BD] tiles.
-    return FormConfig(block_n=32, chunk=32, features=max(16, min(triton.next_power_of_2(d), 64)), num_warps=8)
+    # 32 positions per block / chunk and 64 features (fp64, two registers an element: 16 and 32), 16 rows per block
+    # of the [G, G] tables and no pipelining keep every kernel free of register spills on sm_90 (ptxas -v through
+    # tools/aot_specs.py, Triton 3.8 and 3.6.0; benchmarks/notes/softsort.md). Narrower feature tiles for small d
+    # spilled more (other layouts), so d < 64 is padded.
+    wide = dtype != torch.float64
+    return FormConfig(block_n=32 if wide else 16, chunk=32 if wide else 16, features=64 if wide else 32, num_warps=8,
+                      block_g=16)
 
 
 def split_rows(q: torch.Tensor, n: int, form: str | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -90,10 +104,18 @@ def _chunk_slices(rows: torch.Tensor, n: int, d: int, cfg: FormConfig, elem: int
     return [rows[i:i + step] for i in range(0, rows.numel(), step)], nchunks
 
 
-def _table_slices(rows: torch.Tensor, width: int, d: int, elem: int):
-    """Slices of the grouped rows whose backward tables (3 x [G, d] per row) stay under SCRATCH_BYTES."""
-    step = max(1, SCRATCH_BYTES // (3 * width * d * elem))
+def _table_slices(rows: torch.Tensor, width: int, d: int, nb: int, elem: int, tables: int):
+    """Slices of the grouped rows whose scratch stays under SCRATCH_BYTES: ``tables`` x [G, d] tables and
+    the [nb, SCALAR_TABLES, G] scalar tables per row."""
+    step = max(1, SCRATCH_BYTES // ((tables * d + nb * SCALAR_TABLES) * width * elem))
     return [rows[i:i + step] for i in range(0, rows.numel(), step)]
+
+
+def _group_scratch(slots: int, width: int, d: int, nb: int, tables: int, like: torch.Tensor):
+    """The grouped kernels' scratch: ``[tables, slots, G, d]`` (none: ``like`` stands in) and ``[slots, nb,
+    SCALAR_TABLES, G]``."""
+    return (like.new_empty(tables, slots, width, d) if tables else like,
+            like.new_empty(slots, nb, SCALAR_TABLES, width))
 
 
 def _checkpoints(slots: int, nchunks: int, d: int, nb: int, kinds: tuple[int, int], like: torch.Tensor):
@@ -106,7 +128,7 @@ def scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
         return triton_launch.softsort_scan_fwd(q, idx, v, tau, u, eps)
     b, n = q.shape
     d = v.shape[-1]
-    cfg = form_config(n, d, q.device)
+    cfg = form_config(n, d, q.device, q.dtype)
     shared, cosine = v.shape[0] == 1, u is not None
     nb = cfg.blocks_d(d)
     final = cosine and nb == 1
@@ -119,13 +141,15 @@ def scan_fwd(q, idx, v, tau, u=None, eps=1e-8):
     else:
         ee = eu = q
     common = dict(SHARED_V=shared, COSINE=cosine, FINAL=final, BD=cfg.features,
-                  IEEE=q.dtype == torch.float64, num_warps=cfg.num_warps)
+                  IEEE=q.dtype == torch.float64, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     tensors = (q, idx, v, u if cosine else q, q if cosine else out, ee, eu)
     grouped, chunked, width = split_rows(q, n)
     with on_device_of(q):
-        if grouped.numel():
-            _softsort_grouped_fwd_kernel[(grouped.numel() * nb,)](
-                grouped, *tensors, b, n, d, tau, eps, G=width, BN=cfg.block_n, **common)
+        tables = 0 if cosine else 1  # the gather's E table
+        for rows in _table_slices(grouped, width, d, nb, q.element_size(), tables):
+            _softsort_grouped_fwd_kernel[(rows.numel() * nb,)](
+                rows, *tensors, *_group_scratch(rows.numel(), width, d, nb, tables, q), b, n, d, rows.numel(), tau,
+                eps, G=width, RB=cfg.group_rows(width), BN=cfg.block_n, **common)
         slices, nchunks = _chunk_slices(chunked, n, d, cfg, q.element_size())
         for rows in slices:
             ck, cks = _checkpoints(rows.numel(), nchunks, d, nb, (1, 1), q)  # the right carries only
@@ -143,7 +167,7 @@ def scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
         return triton_launch.softsort_scan_bwd(q, idx, v, tau, u, eps, grad, c, norms)
     b, n = q.shape
     d = v.shape[-1]
-    cfg = form_config(n, d, q.device)
+    cfg = form_config(n, d, q.device, q.dtype)
     shared, cosine = v.shape[0] == 1, u is not None
     refuse_shared_atomics_if_deterministic(shared, q)
     nb = cfg.blocks_d(d)
@@ -153,15 +177,15 @@ def scan_bwd(q, idx, v, tau, u, eps, grad, c=None, norms=None):
     dv = torch.zeros_like(v) if shared else torch.empty_like(v)  # per-row values: every entry written once
     du = q.new_empty(b, d) if cosine else None
     common = dict(SHARED_V=shared, COSINE=cosine, BD=cfg.features, IEEE=q.dtype == torch.float64,
-                  num_warps=cfg.num_warps)
+                  num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     tensors = (q, idx, v, u if cosine else q, grad, c if cosine else q, norms if cosine else q, delta, dsp, dv,
                du if cosine else q)
     grouped, chunked, width = split_rows(q, n)
     with on_device_of(q):
-        for rows in _table_slices(grouped, width, d, q.element_size()):
-            tables = q.new_empty(3, rows.numel(), width, d)
+        for rows in _table_slices(grouped, width, d, nb, q.element_size(), 3):
             _softsort_grouped_bwd_kernel[(rows.numel() * nb,)](
-                rows, *tensors, tables, b, n, d, rows.numel(), tau, eps, G=width, BN=cfg.block_n, **common)
+                rows, *tensors, *_group_scratch(rows.numel(), width, d, nb, 3, q), b, n, d, rows.numel(), tau, eps,
+                G=width, RB=cfg.group_rows(width), BN=cfg.block_n, **common)
         slices, nchunks = _chunk_slices(chunked, n, d, cfg, q.element_size())
         for rows in slices:
             ck, cks = _checkpoints(rows.numel(), nchunks, d, nb, (VECTOR_CHECKPOINTS, SCALAR_CHECKPOINTS), q)

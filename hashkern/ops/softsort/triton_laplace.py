@@ -13,13 +13,24 @@ import triton.language as tl
 
 
 @triton.jit
+def _exponent(gap, tau: tl.float64):
+    """``|gap| / tau`` in gap's dtype, 0 on a tie. ``gap`` is a difference of two values of its dtype: 0 only
+    on a tie and of the right sign, rounded once (fp32 math for fp32: fp64 temporaries spilled registers). fp32
+    multiplies by ``1 / tau`` formed in fp64 and rounded, so a temperature below fp32's range gives an infinite
+    exponent (a weight of 0) and a tie 0, never 0/0."""
+    if gap.dtype == tl.float64:
+        dist = tl.abs(gap) / tau
+    else:
+        dist = tl.abs(gap) * tl.cast(1.0 / tau, gap.dtype)
+    return tl.where(gap == 0, 0.0, dist).to(gap.dtype)
+
+
+@triton.jit
 def _laplace(qa, qb, valid_a, valid_b, tau: tl.float64, SIGNED: tl.constexpr):
     """``[M, N]`` block ``K[i, j] = exp(-|qa_i - qb_j| / tau)`` (times ``sign(qa_i - qb_j)`` if SIGNED),
-    0 outside ``valid_a x valid_b``, in qa's dtype. The exponent is formed in fp64, so a temperature
-    below fp32's range still gives 0 (and a tie 1), never 0/0."""
-    gap = qa.to(tl.float64)[:, None] - qb.to(tl.float64)[None, :]
-    dist = tl.where(gap == 0, 0.0, tl.abs(gap) / tau)
-    k = tl.exp(-dist.to(qa.dtype))
+    0 outside ``valid_a x valid_b``, in qa's dtype (the exponent as ``_exponent`` forms it)."""
+    gap = qa[:, None] - qb[None, :]
+    k = tl.exp(-_exponent(gap, tau))
     if SIGNED:
         k = tl.where(gap > 0, k, tl.where(gap < 0, -k, 0.0))
     return tl.where(valid_a[:, None] & valid_b[None, :], k, 0.0).to(qa.dtype)
@@ -28,18 +39,15 @@ def _laplace(qa, qb, valid_a, valid_b, tau: tl.float64, SIGNED: tl.constexpr):
 @triton.jit
 def _laplace_pair(qa, qb, valid_a, valid_b, tau: tl.float64):
     """``(K, Ks)`` of ``_laplace`` from one exponential per entry."""
-    gap = qa.to(tl.float64)[:, None] - qb.to(tl.float64)[None, :]
-    dist = tl.where(gap == 0, 0.0, tl.abs(gap) / tau)
-    k = tl.where(valid_a[:, None] & valid_b[None, :], tl.exp(-dist.to(qa.dtype)), 0.0).to(qa.dtype)
+    gap = qa[:, None] - qb[None, :]
+    k = tl.where(valid_a[:, None] & valid_b[None, :], tl.exp(-_exponent(gap, tau)), 0.0).to(qa.dtype)
     return k, tl.where(gap > 0, k, tl.where(gap < 0, -k, 0.0)).to(qa.dtype)
 
 
 @triton.jit
 def _decay_to(q_ref, q, valid, tau: tl.float64):
     """``[M]`` ``exp(-|q_ref - q_i| / tau)`` for a scalar reference ``q_ref`` (0 where not valid)."""
-    gap = q_ref.to(tl.float64) - q.to(tl.float64)
-    dist = tl.where(gap == 0, 0.0, tl.abs(gap) / tau)
-    return tl.where(valid, tl.exp(-dist.to(q.dtype)), 0.0).to(q.dtype)
+    return tl.where(valid, tl.exp(-_exponent(q_ref - q, tau)), 0.0).to(q.dtype)
 
 
 @triton.jit
@@ -49,6 +57,24 @@ def _mm(a, b, IEEE: tl.constexpr):
     if IEEE:
         return tl.dot(a, b, input_precision="ieee", out_dtype=a.dtype)
     return tl.dot(a, b, input_precision="tf32x3")
+
+
+@triton.jit
+def _tf32_head(x):
+    """fp32 ``x`` rounded to nearest TF32 (10 mantissa bits); ``x - head`` is exact in fp32."""
+    return ((x.to(tl.uint32, bitcast=True) + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _onehot_mm(onehot, b, IEEE: tl.constexpr):
+    """``onehot @ b`` for a 0/1 ``onehot`` (exact in TF32): fp32 ``b`` split into its TF32 part, rounded to
+    nearest, and the rest, two TF32 products (tf32x3 would spend a third on onehot's zero low part); fp64 exactly."""
+    if IEEE:
+        product = tl.dot(onehot, b, input_precision="ieee", out_dtype=b.dtype)
+    else:
+        head = _tf32_head(b)
+        product = tl.dot(onehot, head, input_precision="tf32") + tl.dot(onehot, b - head, input_precision="tf32")
+    return product
 
 
 @triton.jit
