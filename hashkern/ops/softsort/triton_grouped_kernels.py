@@ -4,8 +4,8 @@
 A row of n sorted similarities of K-bit codes falls into g <= K + 1 tie groups; every position of
 a group gathers the same ``E``. One program owns one row and ``BD`` features. It walks the sorted
 positions in blocks of ``BN`` with nothing carried between blocks but the running group number:
-each block forms its one-hot ``[G, BN]`` group matrix and adds its values' group sums with one
-``tl.dot`` (``S = onehot @ Zσ``, ``G`` = the groups padded to a power of two). The scans over the
+each block forms its one-hot ``[G, BN]`` group matrix and adds its values' group sums with a one-hot
+product (``S = onehot @ Zσ``, two TF32 products; ``G`` = the groups padded to a power of two). The scans over the
 groups are dense Laplace products (``K S``, ``Ks S``, ``K G``, ``Ks G``), formed in row blocks of
 ``RB`` groups so that one ``[RB, G]`` block of the ``[G, G]`` kernel is live at a time (the whole
 table beside the ``[G, BD]`` tiles spilled registers). Per-position results are read back from

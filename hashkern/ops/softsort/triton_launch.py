@@ -43,7 +43,7 @@ def scan_config(n: int, d: int, device: torch.device) -> ScanConfig:
     chunk = min(max(16, triton.next_power_of_2(math.isqrt(2 * n))), 128)
     if device.type == "cpu":
         return ScanConfig(rows=64, features=min(triton.next_power_of_2(d), 128), chunk=chunk, num_warps=4)
-    return ScanConfig(rows=16, features=min(triton.next_power_of_2(d), 32), chunk=chunk, num_warps=4)
+    return ScanConfig(rows=16, features=max(16, min(triton.next_power_of_2(d), 32)), chunk=chunk, num_warps=4)
 
 
 def _row_slices(b: int, n: int, d: int, cfg: ScanConfig, elem: int):
