@@ -165,6 +165,9 @@ HK_SSE4 void distances_sse4(const uint8_t* q, const uint8_t* db, int64_t width, 
     case 16: done = rows_16m<1>(q, db, width, n, out); break;
     case 32: done = rows_16m<2>(q, db, width, n, out); break;
     case 64: done = rows_16m<4>(q, db, width, n, out); break;
+    case 96: done = rows_16m<6>(q, db, width, n, out); break;
+    case 128: done = rows_16m<8>(q, db, width, n, out); break;
+    case 192: done = rows_16m<12>(q, db, width, n, out); break;
     default:
       if (width % 16 == 0 && width <= 16 * 31) done = rows_16m<0>(q, db, width, n, out);
       break;
