@@ -17,8 +17,8 @@
 namespace hashkern {
 namespace {
 
-// Queries sharing a block from which a forced "avx2" or "sse4" set takes its bit-sliced search (calibration
-// measures it instead): fewer pay the block's transposition for too few queries.
+// Queries sharing a block from which a forced "avx2" or "sse4" set takes its bit-sliced search
+// (calibration measures it instead): fewer pay the block's transposition for too few queries.
 constexpr int64_t kForcedSlicedMinQueries = 8;
 
 const KernelSet* set_named(const std::string& name) {

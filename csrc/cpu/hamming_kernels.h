@@ -3,8 +3,8 @@
 // Search and distance ops work a block of database rows at a time: `distances` writes the
 // block's distances to one query into a small buffer that stays in L1, and the selection takes
 // the few that can matter from it with `collect_within`. Each instruction set (portable C++,
-// SSE4.1, AVX2, AVX-512 VPOPCNTDQ) lives in its own file, compiled with target attributes, so the build
-// never needs those instructions. Which one runs is decided per code width by timing the
+// SSE4.1, AVX2, AVX-512 VPOPCNTDQ) lives in its own file, compiled with target attributes, so
+// the build never needs those instructions. Which one runs is decided per code width by timing the
 // candidates this CPU supports at the width's first use (hamming_calibrate.cpp), unless
 // HASHKERN_CPU_KERNELS (or the op hashkern::_cpu_kernels, which tests use) forces one set.
 #pragma once
