@@ -59,7 +59,8 @@ Q_GROUP, SIZE, DEN, KS_M, KS_H, U_KS, E_KS = (tl.constexpr(i) for i in range(7))
 EE, EU = DEN, KS_M  # the forward's cosine tables
 SCALAR_TABLES = 8
 SCALARS = tl.constexpr(SCALAR_TABLES)
-STATS = tl.constexpr(16)  # columns of the per-position statistics summed by group with one product (a tl.dot operand: >= 16)
+# columns of the per-position statistics summed by group with one product (a tl.dot operand: >= 16)
+STATS = tl.constexpr(16)
 
 
 @triton.jit
