@@ -15,8 +15,9 @@ from hashkern.training.train import TrainConfig
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
-WCH = {"lr": 1e-5, "epochs": 50, "batch_size": 32, "backbone": "vit-b16", "augment": "wch"}
-CIBHASH = {"lr": 1e-3, "epochs": 60, "batch_size": 64, "backbone": "vgg16", "augment": "cibhash"}
+WCH = {"lr": 1e-5, "lr_schedule": "cosine", "epochs": 50, "batch_size": 32, "backbone": "vit-b16", "augment": "wch"}
+CIBHASH = {"lr": 1e-3, "lr_schedule": "constant", "epochs": 60, "batch_size": 64, "backbone": "vgg16",
+           "augment": "cibhash"}
 TOPK = {"cifar10": 1000, "imagelist": 5000}  # config_dataset: cifar 1000, nuswide_21 and coco 5000
 
 
