@@ -17,8 +17,8 @@ README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 WCH = {"lr": 1e-5, "lr_schedule": "cosine", "epochs": 50, "batch_size": 32, "backbone": "vit-b16", "augment": "wch"}
 CIBHASH = {"lr": 1e-3, "lr_schedule": "constant", "epochs": 60, "batch_size": 64, "backbone": "vgg16",
-           "augment": "cibhash"}
-TOPK = {"cifar10": 1000, "imagelist": 5000}  # config_dataset: cifar 1000, nuswide_21 and coco 5000
+           "augment": "cibhash", "dataset": "cifar10-cibhash"}
+TOPK = {"cifar10": 1000, "cifar10-cibhash": 1000, "imagelist": 5000}  # config_dataset; CIBHash's topK 1000
 
 
 def _commands() -> list[list[str]]:
@@ -42,7 +42,7 @@ def _train_configs() -> list[TrainConfig]:
 def test_every_command_parses_and_every_paper_and_dataset_is_there():
     configs = _train_configs()
     assert {(c.method, c.dataset) for c in configs} >= {("wch", "cifar10"), ("wch", "imagelist"),
-                                                        ("cibhash", "cifar10"), ("nsh", "cifar10")}
+                                                        ("cibhash", "cifar10-cibhash"), ("nsh", "cifar10")}
     lists = {c.train_list for c in configs if c.dataset == "imagelist"}
     assert any("nuswide_21" in p for p in lists) and any("coco" in p for p in lists)
 
