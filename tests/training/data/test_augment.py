@@ -209,11 +209,11 @@ def test_retry_crops_keep_the_drawn_area_and_ratio_as_torchvision():
     image = torch.zeros(1, 1000, 1000)
     tv = torch.tensor([math.prod(RandomResizedCrop.get_params(image, [0.5, 1.0], [3 / 4, 4 / 3])[2:]) / 1e6
                        for _ in range(n)])
-    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
-        assert abs(torch.quantile(w * h, q) - torch.quantile(tv, q)) < 0.02, q
-    # hashkern's default clips instead: boxes whose area or ratio left the drawn range
+    quantiles = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
+    assert (torch.quantile(w * h, quantiles) - torch.quantile(tv, quantiles)).abs().max() < 0.01
+    # hashkern's default clips the boxes that do not fit instead: larger crops than torchvision's
     w, h = TwoViewAugment(8, (0.5,), (0.5,), crop_scale=(0.5, 1.0)).crop_boxes(n, _gen(3))
-    assert ((w * h < 0.5 - 1e-3) | (w / h > 4 / 3 + 1e-3) | (w / h < 3 / 4 - 1e-3)).any()
+    assert (torch.quantile(w * h, quantiles) - torch.quantile(tv, quantiles)).max() > 0.05
 
 
 def test_bad_pipeline_options():
