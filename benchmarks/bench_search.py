@@ -65,7 +65,7 @@ def kernel_choice(bits: int) -> str:
     """The CPU kernels hamming_topk runs for this code length (measured, cached or forced)."""
     choice = hashkern._ext.cpu_kernel_choice(bits)
     sliced = choice["sliced_min_queries"]
-    return choice["kernels"] + (f", bit-sliced from {sliced} queries" if sliced else "")
+    return choice["kernels"] + (f", bit-sliced {choice['sliced']} from {sliced} queries" if choice["sliced"] else "")
 
 
 # CPU: the float matmul baseline takes ~30 s a call at N = 1e6, so it runs at one size only.
@@ -110,9 +110,10 @@ def topk_notes(device: torch.device) -> str:
     faiss_version = faiss.__version__ if faiss is not None else "not installed"
     cpu = (f"**CPU**: {torch.ops.hashkern._cpu_identity()} (vendor, family, model, the vector flags the "
            f"kernels use); faiss-cpu {faiss_version}. **kernels**: what hamming_topk ran for the row's code "
-           "length: chosen per width by timing every set this CPU runs at first use (avx512: AVX-512 "
-           "VPOPCNTDQ, avx2-rows: AVX2 vpshufb per row, portable: scalar popcount), and the query count per "
-           "block from which codes of 16m bytes up to 1536 bits take the bit-sliced search instead.")
+           "length: chosen per width by timing every set this CPU runs at first use (avx512-rows: AVX-512 "
+           "VPOPCNTDQ per row, avx2-rows: AVX2 vpshufb per row, portable: scalar popcount), and the bit-sliced "
+           "search (avx512: 512-row planes, avx2: 256-row planes) with the query count per block from which "
+           "codes of 16m bytes up to 1536 bits take it instead.")
     return (f"{notes}\n\n{cpu}\n\n**Machine limit** per width: xor + popcount + one compare per pair with the "
             "kernels chosen, the minimum of any search that computes every distance, measured alone on codes "
             f"in L1/L2 (CPU time per pair on one core) and as the floor of 1,000 × 1,000,000 pairs on "

@@ -33,12 +33,19 @@ def _cpu_kernels() -> str:
     return f"{chosen} ({how}; this CPU supports: {', '.join(supported)})"
 
 
-def _search_kernels_per_width(widths=(64, 256, 1024)) -> str:
+def _search_kernels_per_width(widths=(64, 128, 256, 512, 1024)) -> str:
     """The Hamming search kernels measured (or forced) for a few code widths: ``_ext.cpu_kernel_choice``."""
     if not _ext.has_kernel(_PROBE_OP, "cpu") or not hasattr(torch.ops.hashkern, "_cpu_kernel_choice"):
         return "none (hashkern._C is not loaded)"
     choices = {nbits: _ext.cpu_kernel_choice(nbits) for nbits in widths}
-    return ", ".join(f"{nbits} bits: {c['kernels']} ({c['source']})" for nbits, c in choices.items())
+    return ", ".join(f"{nbits} bits: {_describe(c)}" for nbits, c in choices.items())
+
+
+def _describe(choice: dict) -> str:
+    """"avx512-rows + bit-sliced avx512 from 8 queries (measured)": per-row kernels, bit-sliced search, source."""
+    sliced = (f" + bit-sliced {choice['sliced']} from {choice['sliced_min_queries']} queries"
+              if choice["sliced"] else "")
+    return f"{choice['kernels']}{sliced} ({choice['source']})"
 
 
 def auto_backends(device: torch.device) -> list[str]:

@@ -3,14 +3,16 @@
 // Every supported set computes the distances of kQueries queries to kRows random codes (which
 // stay in L1/L2, as a search's block does) and scans them at a limit about 1% of the rows meet
 // (a streaming top-k's usual selectivity); candidates take turns, kReps times, and each keeps
-// its best time. Where the bit-sliced search applies (AVX2, codes of 16m bytes up to 1536
-// bits), its transposition of the block and its per-query cost are timed too: it pays from the
-// query count at which the per-query saving covers the transposition. A few milliseconds per
-// width; any choice is exact.
+// its best time. Where the bit-sliced search applies (codes of 16m bytes up to 1536 bits), each
+// of its vector widths this CPU runs (AVX-512: 512-row planes, AVX2: 256-row planes) is timed
+// too, its transposition of the block and its per-query cost: the one cheaper for a full query
+// tile is kept, and it pays from the query count at which the per-query saving covers the
+// transposition. A few milliseconds per width; any choice is exact.
 //
 // HASHKERN_CPU_CALIBRATION=<file> keeps the answers across processes: lines of
-// "<version>\t<cpu identity>\t<width>\t<kernels>\t<sliced queries>". Only lines of this
-// calibration version and this CPU's identity (vendor, family, model, vector flags) are used.
+// "<version>\t<cpu identity>\t<width>\t<kernels>\t<sliced kernels or ->\t<sliced queries>".
+// Only lines of this calibration version and this CPU's identity (vendor, family, model, vector
+// flags) are used.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -32,7 +34,7 @@
 namespace hashkern {
 namespace {
 
-constexpr const char* kVersion = "hashkern-cpu-calibration-1";  // bump when the kernels change
+constexpr const char* kVersion = "hashkern-cpu-calibration-2";  // bump when the kernels change
 constexpr int64_t kRows = 2048, kQueries = 8;
 constexpr int kReps = 5;
 constexpr double kSlicedSearchOverhead = 1.5;
@@ -53,13 +55,13 @@ double seconds(F&& f) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-KernelChoice choice_of(const KernelSet& set, int64_t sliced_min_queries) {
+KernelChoice choice_of(const KernelSet& set, const SlicedKernels* sliced, int64_t sliced_min_queries) {
   HammingKernels kernels = *set.kernels;
   kernels.name = set.name;
   // The scans do not depend on the width: the widest set's.
   kernels.collect_within = supported_sets().front().kernels->collect_within;
   kernels.count_within = supported_sets().front().kernels->count_within;
-  return {kernels, sliced_min_queries};
+  return {kernels, sliced_min_queries > 0 ? sliced : nullptr, sliced_min_queries};
 }
 
 struct Sample {
@@ -88,29 +90,43 @@ std::vector<double> time_sets(const std::vector<const KernelSet*>& sets, const S
   return best;
 }
 
-// The query count from which the bit-sliced search beats `row_seconds` per (query, row), or 0.
-int64_t sliced_min_queries(const Sample& s, double row_seconds) {
+struct SlicedCost {
+  double slice = 1e30, within = 1e30;  // seconds per row: transposition, and search per query
+  // Per (query, row) over a full query tile.
+  double per_pair() const { return slice / kSlicedTile + within; }
+};
+
+// The best times of one bit-sliced search on the sample.
+SlicedCost time_sliced(const SlicedKernels& sliced, const Sample& s) {
   SlicedBlock planes;
   std::vector<SlicedQuery> queries(kQueries);
   for (int64_t i = 0; i < kQueries; ++i) slice_query(s.q.data() + i * s.width, s.width, queries[i]);
   std::vector<int32_t> d(kRows), hits(kRows);
   volatile int64_t sink = 0;
-  double slice = 1e30, within = 1e30;
+  SlicedCost best;
   for (int rep = 0; rep <= kReps; ++rep) {
-    const double ts = seconds([&] { slice_block(s.db.data(), s.width, kRows, planes); });
+    const double ts = seconds([&] { sliced.slice_block(s.db.data(), s.width, kRows, planes); });
     const double tw = seconds([&] {
       for (int64_t i = 0; i < kQueries; ++i)
-        sink = sink + sliced_within(planes, queries[i], s.q.data() + i * s.width, s.db.data(), kRows, s.limit,
+        sink = sink + sliced.within(planes, queries[i], s.q.data() + i * s.width, s.db.data(), kRows, s.limit,
                                     d.data(), hits.data());
     });
-    if (rep > 0) slice = std::min(slice, ts / kRows), within = std::min(within, tw / (kQueries * kRows));
+    if (rep == 0) continue;
+    best.slice = std::min(best.slice, ts / kRows);
+    best.within = std::min(best.within, tw / (kQueries * kRows));
   }
   // Inside a search the sliced scan shares the caches with the selection and computes each
   // hit's distance apart; measured end to end (Xeon family 6 model 167) it gains about 1.5x less
   // on the per-row kernels than measured alone, so it has to win by that much here.
-  within *= kSlicedSearchOverhead;
-  if (within >= row_seconds) return 0;
-  const double needed = std::ceil(slice / (row_seconds - within));
+  best.within *= kSlicedSearchOverhead;
+  return best;
+}
+
+// The query count from which a bit-sliced search of cost `cost` beats `row_seconds` per
+// (query, row), or 0.
+int64_t sliced_min_queries(const SlicedCost& cost, double row_seconds) {
+  if (cost.within >= row_seconds) return 0;
+  const double needed = std::ceil(cost.slice / (row_seconds - cost.within));
   return needed > kSlicedTile ? 0 : std::max<int64_t>(1, static_cast<int64_t>(needed));
 }
 
@@ -121,15 +137,23 @@ KernelChoice measure(int64_t width) {
   portable_kernels()->distances(s.q.data(), s.db.data(), width, kRows, d.data());
   std::nth_element(d.begin(), d.begin() + kRows / 100, d.end());
   s.limit = d[kRows / 100];
-  // Distinct distance kernels only: "avx2" and "avx2-rows" share theirs.
+  // Distinct distance kernels only: "avx2" and "avx2-rows" share theirs; the bit-sliced
+  // searches of the sets that take one.
   std::vector<const KernelSet*> sets;
+  std::vector<const SlicedKernels*> sliced;
   for (const KernelSet& set : supported_sets()) {
-    if (!set.sliced) sets.push_back(&set);
+    if (set.sliced == nullptr) sets.push_back(&set);
+    if (set.sliced != nullptr && sliced_width_supported(width)) sliced.push_back(set.sliced);
   }
   const std::vector<double> t = time_sets(sets, s);
   const size_t best = std::min_element(t.begin(), t.end()) - t.begin();
-  const int64_t sliced = sliced_search_supported(width) ? sliced_min_queries(s, t[best]) : 0;
-  return choice_of(*sets[best], sliced);
+  const SlicedKernels* best_sliced = nullptr;
+  SlicedCost best_cost;
+  for (const SlicedKernels* candidate : sliced) {
+    const SlicedCost cost = time_sliced(*candidate, s);
+    if (cost.per_pair() < best_cost.per_pair()) best_sliced = candidate, best_cost = cost;
+  }
+  return choice_of(*sets[best], best_sliced, best_sliced ? sliced_min_queries(best_cost, t[best]) : 0);
 }
 
 const char* cache_path() {
@@ -152,11 +176,17 @@ bool read_cached(int64_t width, KernelChoice& out) {
   while (std::getline(file, line)) {  // the last matching line wins
     if (line.compare(0, key.size(), key) != 0) continue;
     std::istringstream rest(line.substr(key.size()));
-    std::string name;
+    std::string name, sliced_name;
     int64_t sliced = -1;
-    if (!(rest >> name >> sliced) || sliced < 0 || (sliced > 0 && !sliced_search_supported(width))) continue;
+    if (!(rest >> name >> sliced_name >> sliced) || sliced < 0 || (sliced > 0 && !sliced_width_supported(width)))
+      continue;
+    const SlicedKernels* search = nullptr;
     for (const KernelSet& set : supported_sets()) {
-      if (name == set.name && !set.sliced) out = choice_of(set, sliced), found = true;
+      if (set.sliced != nullptr && sliced_name == set.sliced->name) search = set.sliced;
+    }
+    if (sliced > 0 && search == nullptr) continue;  // a search this CPU or build lacks
+    for (const KernelSet& set : supported_sets()) {
+      if (name == set.name && set.sliced == nullptr) out = choice_of(set, search, sliced), found = true;
     }
   }
   return found;
@@ -168,8 +198,9 @@ void append_cached(int64_t width, const KernelChoice& choice) {
   // One short line in append mode: concurrent processes do not interleave it. A cache that
   // cannot be written only costs the next process a measurement.
   if (std::FILE* f = std::fopen(path, "a")) {
-    const std::string line =
-        cache_key(width) + choice.kernels.name + "\t" + std::to_string(choice.sliced_min_queries) + "\n";
+    const std::string line = cache_key(width) + choice.kernels.name + "\t" +
+                             (choice.sliced != nullptr ? choice.sliced->name : "-") + "\t" +
+                             std::to_string(choice.sliced_min_queries) + "\n";
     std::fputs(line.c_str(), f);
     std::fclose(f);
   }

@@ -17,7 +17,7 @@
 namespace hashkern {
 namespace {
 
-// Queries sharing a block from which a forced "avx2" set takes the bit-sliced search (calibration
+// Queries sharing a block from which a forced "avx512" or "avx2" set takes its bit-sliced search (calibration
 // measures it instead): fewer pay the block's transposition for too few queries.
 constexpr int64_t kForcedSlicedMinQueries = 8;
 
@@ -69,7 +69,8 @@ const Measured& measured(int64_t width) {
 KernelChoice forced_choice(const KernelSet& set, int64_t width) {
   HammingKernels kernels = *set.kernels;
   kernels.name = set.name;
-  return {kernels, set.sliced && sliced_search_supported(width) ? kForcedSlicedMinQueries : 0};
+  if (set.sliced == nullptr || !sliced_width_supported(width)) return {kernels, nullptr, 0};
+  return {kernels, set.sliced, kForcedSlicedMinQueries};
 }
 
 // use "" keeps the kernels, "auto" (or "best") chooses them by measurement, a name forces that set.
@@ -87,16 +88,14 @@ std::vector<std::string> cpu_kernels(const std::string& use) {
 }
 
 // [kernels, the query count from which the bit-sliced search runs (0: never), where the choice
-// came from: "forced", "measured" or "cache"] for codes of `width` bytes.
+// came from: "forced", "measured" or "cache", the bit-sliced search's instruction set ("" when
+// none)] for codes of `width` bytes.
 std::vector<std::string> cpu_kernel_choice(int64_t width) {
   TORCH_CHECK_VALUE(width >= 1, "width must be at least 1 byte, got ", width);
   const KernelSet* forced = forced_set().load();
-  if (forced != nullptr) {
-    const KernelChoice c = forced_choice(*forced, width);
-    return {forced->name, std::to_string(c.sliced_min_queries), "forced"};
-  }
-  const Measured& m = measured(width);
-  return {m.choice.kernels.name, std::to_string(m.choice.sliced_min_queries), m.source};
+  const Measured m = forced != nullptr ? Measured{forced_choice(*forced, width), "forced"} : measured(width);
+  return {m.choice.kernels.name, std::to_string(m.choice.sliced_min_queries), m.source,
+          m.choice.sliced != nullptr ? m.choice.sliced->name : ""};
 }
 
 }  // namespace
@@ -104,12 +103,15 @@ std::vector<std::string> cpu_kernel_choice(int64_t width) {
 const std::vector<KernelSet>& supported_sets() {
   static const std::vector<KernelSet> sets = [] {
     std::vector<KernelSet> all;
-    if (avx512_kernels() != nullptr) all.push_back({avx512_kernels(), "avx512", false});
-    if (avx2_kernels() != nullptr) {
-      all.push_back({avx2_kernels(), "avx2", true});
-      all.push_back({avx2_kernels(), "avx2-rows", false});
+    if (avx512_kernels() != nullptr) {
+      if (sliced_avx512_kernels() != nullptr) all.push_back({avx512_kernels(), "avx512", sliced_avx512_kernels()});
+      all.push_back({avx512_kernels(), "avx512-rows", nullptr});
     }
-    all.push_back({portable_kernels(), "portable", false});
+    if (avx2_kernels() != nullptr) {
+      all.push_back({avx2_kernels(), "avx2", sliced_avx2_kernels()});
+      all.push_back({avx2_kernels(), "avx2-rows", nullptr});
+    }
+    all.push_back({portable_kernels(), "portable", nullptr});
     return all;
   }();
   return sets;

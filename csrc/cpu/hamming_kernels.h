@@ -30,10 +30,13 @@ const HammingKernels* portable_kernels();
 const HammingKernels* avx2_kernels();
 const HammingKernels* avx512_kernels();
 
-// What runs for codes of one width: the distance kernels, and from how many queries sharing a
-// block of rows the bit-sliced search (hamming_sliced.h) takes over (0: never).
+struct SlicedKernels;
+
+// What runs for codes of one width: the distance kernels, and which bit-sliced search
+// (hamming_sliced.h) takes over from how many queries sharing a block of rows (0: never).
 struct KernelChoice {
   HammingKernels kernels;
+  const SlicedKernels* sliced = nullptr;
   int64_t sliced_min_queries = 0;
 };
 
@@ -44,18 +47,19 @@ KernelChoice kernel_choice(int64_t width);
 // soft sort's scans follow it: portable or AVX2).
 const HammingKernels& hamming_kernels();
 
-// Every set this CPU and build support, widest first. Each entry is a set of kernels plus
-// whether it takes the bit-sliced search ("avx2" does, "avx2-rows" is the same per-row kernels
-// without it).
+// Every set this CPU and build support, widest first. Each entry is a set of kernels plus the
+// bit-sliced search it takes, if any ("avx512" and "avx2" take theirs, "avx512-rows" and
+// "avx2-rows" are the same per-row kernels without it).
 struct KernelSet {
   const HammingKernels* kernels;
   const char* name;
-  bool sliced;
+  const SlicedKernels* sliced;
 };
 const std::vector<KernelSet>& supported_sets();
 
 // Calibration (hamming_calibrate.cpp): times every supported set on a sample of `width`-byte
-// codes and returns the fastest, with the query count from which the bit-sliced search wins.
+// codes and returns the fastest, with the bit-sliced search that is fastest for this width and
+// the query count from which it wins.
 // `source` says where the answer came from: "measured", or "cache" (the file named by
 // HASHKERN_CPU_CALIBRATION, for this CPU; a measured answer is appended to it).
 KernelChoice calibrate(int64_t width, std::string& source);

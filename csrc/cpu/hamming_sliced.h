@@ -1,14 +1,16 @@
-// Bit-sliced Hamming search for codes of 16m bytes up to 1536 bits (AVX2), used by the
+// Bit-sliced Hamming search for codes of 16m bytes up to 1536 bits (AVX2, AVX-512), used by the
 // streaming top-k where calibration measured it faster than the per-row kernels.
 //
-// A block of database rows is transposed into bit planes, 256 rows at a time: bit i of plane b
-// is bit b of row i. For a query q with set bits B, the distances of all 256 rows are
+// A block of database rows is transposed into bit planes, one vector of rows at a time (256
+// rows with AVX2, 512 with AVX-512): bit i of plane b is bit b of row i. For a query q with set
+// bits B, the distances of all rows of a group are
 //   d = w + |q| - 2 S,   w = Σ_b plane_b (each row's weight),   S = Σ_{b in B} plane_b,
 // or d = 2 S0 - w + |q| with S0 over q's zero bits when those are fewer, summed bit-sliced with
-// carry-save adders: about min(|B|, bits - |B|) / 16 * 85 logic operations for 256 rows,
-// where a per-row popcount costs several instructions per row and 64 bits. The rows with
-// d <= limit come out as a bit mask, and only they get their exact distance. The transposition
-// is shared by the queries of a tile. Exact: the mask is computed in integer logic.
+// carry-save adders: about min(|B|, bits - |B|) / 16 * 85 logic operations for 256 rows (AVX2;
+// AVX-512's three-input logic: about 40 for 512 rows), where a per-row popcount costs several
+// instructions per row and 64 bits. The rows with d <= limit come out as a bit mask, and only
+// they get their exact distance. The transposition is shared by the queries of a tile. Exact:
+// the mask is computed in integer logic.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -22,8 +24,8 @@ constexpr int64_t kMaxSlicedWidth = 192;
 // block after block.
 struct SlicedBlock {
   int64_t width = 0, groups = 0;
-  std::vector<uint64_t> planes;   // [groups][8 * width + 1][4]: 256 rows per group, then a zero plane
-  std::vector<uint64_t> weights;  // [groups][9 or 11][4]: each row's popcount, bit-sliced
+  std::vector<uint64_t> planes;   // [groups][8 * width + 1][words]: a vector of rows per group, then a zero plane
+  std::vector<uint64_t> weights;  // [groups][9 or 11][words]: each row's popcount, bit-sliced
 };
 
 // The bits a query's distances are summed over, ascending: its one bits, or its zero bits when
@@ -39,6 +41,25 @@ constexpr int64_t kSlicedTile = 128;
 
 // Whether this CPU and width can take the bit-sliced search (AVX2, rows of 16m bytes <= 192).
 bool sliced_search_supported(int64_t width);
+
+// The bit-sliced search of one vector width (the free functions here are the AVX2 one's).
+struct SlicedKernels {
+  const char* name;    // the instruction set: "avx2" (256-row planes) or "avx512" (512-row planes)
+  int64_t group_rows;  // rows per plane vector
+  // Transposes rows [0, len) of `width` bytes (len <= a search block) into `out`.
+  void (*slice_block)(const uint8_t* rows, int64_t width, int64_t len, SlicedBlock& out);
+  // Every j < len with popcount(q xor rows[j]) <= limit, ascending, into hits; d[j] is set for
+  // each hit. Returns how many (limit < 0: none).
+  int64_t (*within)(const SlicedBlock& block, const SlicedQuery& query, const uint8_t* q, const uint8_t* rows,
+                    int64_t len, int32_t limit, int32_t* d, int32_t* hits);
+};
+
+// Each vector width's search; nullptr where this build or this CPU lacks it.
+const SlicedKernels* sliced_avx2_kernels();
+const SlicedKernels* sliced_avx512_kernels();
+
+// Whether codes of `width` bytes can take the bit-sliced search (16m bytes, at most 192).
+bool sliced_width_supported(int64_t width);
 
 void slice_query(const uint8_t* q, int64_t width, SlicedQuery& out);
 

@@ -290,7 +290,14 @@ HK_SLICED int64_t sliced_within(const SlicedBlock& block, const SlicedQuery& que
              : sliced_within_planes<kMaxCountPlanes>(block, query, q, rows, len, limit, d, hits);
 }
 
+const SlicedKernels* sliced_avx2_kernels() {
+  static const SlicedKernels kAvx2{"avx2", 256, &slice_block, &sliced_within};
+  return sliced_search_supported(16) ? &kAvx2 : nullptr;
+}
+
 #else  // no AVX2 compiler support: the search never takes this path
+
+const SlicedKernels* sliced_avx2_kernels() { return nullptr; }
 
 bool sliced_search_supported(int64_t) { return false; }
 void slice_query(const uint8_t*, int64_t, SlicedQuery&) {}
@@ -301,5 +308,7 @@ int64_t sliced_within(const SlicedBlock&, const SlicedQuery&, const uint8_t*, co
 }
 
 #endif
+
+bool sliced_width_supported(int64_t width) { return width % 16 == 0 && width <= kMaxSlicedWidth; }
 
 }  // namespace hashkern

@@ -11,10 +11,11 @@
 // Few queries (fewer than threads): the database is split into chunks searched in parallel, then
 // merged by counting (streaming), or each part's histogram gives it its slots (two passes, radius).
 // Distances come a block of rows at a time from the kernels chosen for the code width
-// (hamming_kernels.h) into a buffer in L1, which the selection scans with vector compares. With
-// AVX2, 128- and 256-bit codes after a chunk's first block may take the bit-sliced search
-// (hamming_sliced.h), which finds the rows within the selector's limit without a popcount per
-// row, when enough queries share the block (the choice says how many: measured, or forced).
+// (hamming_kernels.h) into a buffer in L1, which the selection scans with vector compares. Codes
+// of 16m bytes up to 1536 bits, after a chunk's first block, may take the bit-sliced search
+// (hamming_sliced.h; AVX2 or AVX-512), which finds the rows within the selector's limit without a
+// popcount per row, when enough queries share the block (the choice says which search and from
+// how many queries: measured, or forced).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -42,7 +43,9 @@ struct Codes {
 // fewer times, but each holds a selector of ~2k items, so large k gets fewer.
 // The bit-sliced search shares each block's transposition among the tile, so it takes more
 // queries; with k > 4096 the tile is too small for it to pay (and it is not measured there).
-inline bool use_sliced(int64_t k, const KernelChoice& choice) { return k <= 4096 && choice.sliced_min_queries > 0; }
+inline bool use_sliced(int64_t k, const KernelChoice& choice) {
+  return k <= 4096 && choice.sliced != nullptr && choice.sliced_min_queries > 0;
+}
 inline int64_t query_tile(int64_t k, bool sliced) { return k <= 4096 ? (sliced ? kSlicedTile : 32) : 8; }
 
 // Exact top-k by (distance, index) of a stream of items that arrive in increasing index order.
@@ -163,11 +166,11 @@ void stream_topk(const KernelChoice& choice, const uint8_t* q, int64_t nq, const
       for (int64_t b = j0; b < j1; b += kBlockRows) {
         const int64_t len = std::min(j1, b + kBlockRows) - b;
         if (slice_tile && b > j0) {  // the first block takes every row: all distances are needed
-          slice_block(db.row(b), db.width, len, planes);
+          choice.sliced->slice_block(db.row(b), db.width, len, planes);
           for (int64_t i = q0; i < q1; ++i) {
             Selector& s = sel[i - q0];
-            const int64_t count = sliced_within(planes, query_bits[i - q0], q + i * db.width, db.row(b), len,
-                                                s.limit(), dist.data(), hits.data());
+            const int64_t count = choice.sliced->within(planes, query_bits[i - q0], q + i * db.width, db.row(b),
+                                                        len, s.limit(), dist.data(), hits.data());
             s.accept_block(dist.data(), hits.data(), count, b);
           }
           continue;

@@ -1,6 +1,7 @@
-"""Every CPU kernel set this machine runs (portable, AVX2 with and without the bit-sliced search,
-AVX-512 VPOPCNTDQ), forced in turn, and the per-width choice calibration makes ("auto"), against
-the plain-PyTorch references: hamming_distance, hamming_topk, hamming_radius, exact."""
+"""Every CPU kernel set this machine runs (portable, AVX2 and AVX-512 VPOPCNTDQ each with and
+without its bit-sliced search), forced in turn, and the per-width choice calibration makes
+("auto"), against the plain-PyTorch references: hamming_distance, hamming_topk, hamming_radius,
+exact."""
 import json
 import os
 import subprocess
@@ -27,10 +28,30 @@ def kernel_sets():
     return list(torch.ops.hashkern._cpu_kernels(""))[1:] + ["auto"]
 
 
+def row_kernel_sets():
+    """kernel_sets() less the "<isa>-rows" twin of each set that takes a bit-sliced search: for a
+    test whose searches never take it (fewer than 8 queries or one block of rows) the two run the
+    same code."""
+    names = kernel_sets()
+    return [name for name in names if not (name.endswith("-rows") and name[:-len("-rows")] in names)]
+
+
+def _forced(name):
+    previous = torch.ops.hashkern._cpu_kernels("")[0]
+    assert torch.ops.hashkern._cpu_kernels(name)[0] == name
+    return previous
+
+
 @pytest.fixture(params=kernel_sets())
 def kernels(request):
-    previous = torch.ops.hashkern._cpu_kernels("")[0]
-    assert torch.ops.hashkern._cpu_kernels(request.param)[0] == request.param
+    previous = _forced(request.param)
+    yield request.param
+    torch.ops.hashkern._cpu_kernels(previous)
+
+
+@pytest.fixture(params=row_kernel_sets())
+def row_kernels(request):
+    previous = _forced(request.param)
     yield request.param
     torch.ops.hashkern._cpu_kernels(previous)
 
@@ -54,7 +75,7 @@ def assert_all_ops_match(q, db, ks, radius):
 
 
 @pytest.mark.parametrize("tied", [False, True])
-def test_every_width_matches_reference(kernels, tied):
+def test_every_width_matches_reference(row_kernels, tied):
     # 45 rows: one full 32-row vector of 8-bit codes and a scalar remainder; k = 1 and 5 stream
     # (8k <= N), k = 20 and N count all distances.
     g = torch.Generator().manual_seed(1)
@@ -65,7 +86,7 @@ def test_every_width_matches_reference(kernels, tied):
 
 
 @pytest.mark.parametrize("nbits", [3, 16, 24, 32, 48, 64, 128])
-def test_block_boundaries_and_ties_at_the_threshold(kernels, nbits):
+def test_block_boundaries_and_ties_at_the_threshold(row_kernels, nbits):
     # Past one 2048-row block, with 17 distinct codes: the k-th distance has thousands of ties.
     g = torch.Generator().manual_seed(nbits)
     packed = pack_bits(codes(2 * 2048 + 45, nbits, True, g))
@@ -76,10 +97,10 @@ def test_block_boundaries_and_ties_at_the_threshold(kernels, nbits):
 @pytest.mark.parametrize("nbits", [128, 256, 384, 1536])
 @pytest.mark.parametrize("tied", [False, True])
 def test_wide_codes_across_query_tiles_and_blocks(kernels, nbits, tied):
-    # The bit-sliced search of 16m-byte codes (AVX2; 9 count planes up to 256 bits, 11 above),
-    # which takes every block after a chunk's first: 70 queries, more than one tile; 4,396 rows,
-    # two 2048-row blocks and a tail whose last 256-row group is partial; all-ones and all-zeros
-    # codes, whose weights reach the counters' limits; rows at an odd address.
+    # The bit-sliced search of 16m-byte codes (AVX2 and AVX-512; 9 count planes up to 256 bits, 11
+    # above), which takes every block after a chunk's first: 70 queries, more than one tile; 4,396
+    # rows, two 2048-row blocks and a tail whose last 256-row (and 512-row) group is partial;
+    # all-ones and all-zeros codes, whose weights reach the counters' limits; rows at an odd address.
     g = torch.Generator().manual_seed(nbits + tied)
     bits = codes(70 + 4396, nbits, tied, g)
     bits[0], bits[1], bits[2500], bits[-1] = 1, 0, 1, 0
@@ -91,7 +112,7 @@ def test_wide_codes_across_query_tiles_and_blocks(kernels, nbits, tied):
 
 
 @pytest.mark.parametrize("threads", [2, 3])
-def test_few_queries_split_database(kernels, threads):
+def test_few_queries_split_database(row_kernels, threads):
     # One query (and 2 < 3 threads), 40,000 codes with many ties: the database is split across
     # threads, the streaming parts merged (k <= N / 8), the two-pass parts (larger k, radius)
     # each given their slots after the ties of the parts before them.
@@ -113,7 +134,7 @@ def test_few_queries_split_database(kernels, threads):
         torch.set_num_threads(before)
 
 
-def test_unaligned_rows(kernels):
+def test_unaligned_rows(row_kernels):
     # A storage offset of one byte: no kernel may assume aligned rows.
     g = torch.Generator().manual_seed(2)
     for nbits in (16, 32, 64, 128, 256, 512, 1000, 1536):
@@ -153,6 +174,51 @@ def test_query_counts(kernels, nbits):
         assert_all_ops_match(packed[:nq], db, (1, 5, 20, db.shape[0]), radius=nbits // 3)
 
 
+@pytest.mark.parametrize("nbits", [128, 512])
+def test_sliced_groups_and_steps_around_their_boundaries(kernels, nbits):
+    # The block after the first is bit-sliced: its rows one short of, at and one past a 32-row
+    # transposition step (AVX2), a 64-row one (AVX-512), a 256-row plane group (AVX2) and a
+    # 512-row one (AVX-512); 9 queries, past the 8 from which a forced set slices.
+    g = torch.Generator().manual_seed(nbits + 2)
+    packed = pack_bits(codes(9 + 2048 + 1025, nbits, False, g))
+    q = packed[:9]
+    for tail in (1, 31, 32, 33, 63, 64, 65, 255, 256, 257, 511, 512, 513, 1023, 1024, 1025):
+        db = packed[9:9 + 2048 + tail]
+        for k in (1, 20):
+            dist, idx = hamming_topk(q, db, k, backend="cpu")
+            ref_dist, ref_idx = hamming_topk_reference(q, db, k)
+            assert torch.equal(dist, ref_dist) and torch.equal(idx, ref_idx), (tail, k)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_avx512_bit_sliced_search_at_every_width_it_takes(tied):
+    # Forced "avx512": the bit-sliced search on 512-row planes at every width it takes (16m bytes,
+    # 128 to 1536 bits). 33 queries, one tile, past the 8 from which a forced set slices; 5,096
+    # rows at an odd address: the first block computes every distance, the second is sliced whole
+    # and the third's last 512-row group is partial; all-ones and all-zeros queries (one sums no
+    # plane) and rows in sliced blocks; k = 500 still streams (8k <= N), k = N counts.
+    if "avx512" not in _sliced_sets():
+        pytest.skip("no AVX-512 VPOPCNTDQ on this CPU")
+    previous = _forced("avx512")
+    try:
+        g = torch.Generator().manual_seed(7 + tied)
+        for nbits in range(128, 1537, 128):
+            choice = _ext.cpu_kernel_choice(nbits)
+            assert (choice["sliced"], choice["sliced_min_queries"]) == ("avx512", 8), nbits
+            bits = codes(33 + 5096, nbits, tied, g)
+            bits[0], bits[1], bits[33 + 2048], bits[33 + 2049], bits[-1] = 1, 0, 1, 0, 1
+            packed = pack_bits(bits)
+            flat = torch.cat([torch.zeros(1, dtype=torch.uint8), packed[33:].flatten()])
+            q, db = packed[:33], flat[1:].view(5096, -1)
+            assert db.data_ptr() % 2 == 1
+            ref_dist, ref_idx = torch.sort(hamming_distance_reference(q, db), dim=1, stable=True)
+            for k in (1, 37, 500, db.shape[0]):
+                dist, idx = hamming_topk(q, db, k, backend="cpu")
+                assert torch.equal(dist, ref_dist[:, :k]) and torch.equal(idx, ref_idx[:, :k]), (nbits, k)
+    finally:
+        torch.ops.hashkern._cpu_kernels(previous)
+
+
 @pytest.mark.parametrize("nbits", [8, 64, 128, 256, 768])
 def test_database_sizes_around_block_boundaries(kernels, nbits):
     # Sizes one short of, at and one past: a 2048-row block, two blocks, and (one query, so the
@@ -183,36 +249,65 @@ def _choices_in_subprocess(env_overrides, widths):
 
 def test_calibration_cache_is_keyed_by_cpu_identity_and_forcing_overrides_it(tmp_path):
     cache = tmp_path / "calibration.tsv"
-    measured = _choices_in_subprocess({"HASHKERN_CPU_CALIBRATION": str(cache)}, [5, 40])
+    measured = _choices_in_subprocess({"HASHKERN_CPU_CALIBRATION": str(cache)}, [5, 32])
     assert {c[2] for c in measured.values()} == {"measured"}
     lines = cache.read_text().splitlines()
     identity = torch.ops.hashkern._cpu_identity()
     assert len(lines) == 2 and all(line.split("\t")[1] == identity for line in lines)
-    # This CPU's lines are read back; edit them to a choice calibration would not make here.
-    sets = [s for s in kernel_sets() if s not in ("auto", "avx2")]  # "avx2" = "avx2-rows" + slicing
-    planted = sets[-1] if measured[40][0] != sets[-1] else sets[0]
-    cache.write_text("".join(line.rsplit("\t", 2)[0] + f"\t{planted}\t0\n" for line in lines))
-    again = _choices_in_subprocess({"HASHKERN_CPU_CALIBRATION": str(cache)}, [5, 40])
-    assert again == {5: [planted, "0", "cache"], 40: [planted, "0", "cache"]}
+    # This CPU's lines are read back; edit them to a choice calibration would not make here: other
+    # per-row kernels, and at 32 bytes the other bit-sliced search (or none), from 3 queries.
+    sets = [s for s in kernel_sets() if s != "auto" and s not in _sliced_sets()]  # "avx2" = "avx2-rows" + slicing
+    planted = sets[-1] if measured[32][0] != sets[-1] else sets[0]
+    searches = [s for s in _sliced_sets() if s != measured[32][3]]
+    search, queries = (searches[0], "3") if searches else ("", "0")
+
+    def plant(lines):
+        widths = [int(line.split("\t")[2]) for line in lines]
+        return "".join(line.rsplit("\t", 3)[0] + (f"\t{planted}\t{search or '-'}\t{queries}\n" if w == 32 else
+                                                   f"\t{planted}\t-\t0\n") for line, w in zip(lines, widths))
+
+    cache.write_text(plant(lines))
+    again = _choices_in_subprocess({"HASHKERN_CPU_CALIBRATION": str(cache)}, [5, 32])
+    assert again == {5: [planted, "0", "cache", ""], 32: [planted, queries, "cache", search]}
     # The same lines under another CPU's identity are ignored: measured again.
     family = identity.split(" model ")[0]
     cache.write_text(cache.read_text().replace(f"{family} model ", f"{family} model 9"))
-    other = _choices_in_subprocess({"HASHKERN_CPU_CALIBRATION": str(cache)}, [40])
-    assert other[40][2] == "measured"
+    other = _choices_in_subprocess({"HASHKERN_CPU_CALIBRATION": str(cache)}, [32])
+    assert other[32][2] == "measured"
     # A forced set wins over the cache.
-    cache.write_text("".join(line.rsplit("\t", 2)[0] + f"\t{planted}\t0\n" for line in lines))
+    cache.write_text(plant(lines))
     forced = "portable" if planted != "portable" else sets[0]
-    choice = _choices_in_subprocess({"HASHKERN_CPU_CALIBRATION": str(cache), "HASHKERN_CPU_KERNELS": forced}, [40])
-    assert choice == {40: [forced, "0", "forced"]}
+    choice = _choices_in_subprocess({"HASHKERN_CPU_CALIBRATION": str(cache), "HASHKERN_CPU_KERNELS": forced}, [32])
+    assert choice == {32: [forced, "0", "forced", ""]}
+
+
+def _sliced_sets():
+    """The sets that take a bit-sliced search: each is its "-rows" twin plus the search of its name."""
+    names = kernel_sets()
+    return [name for name in names if f"{name}-rows" in names]
+
+
+def test_avx512_sets_are_offered_where_the_cpu_has_them():
+    # CPUs with AVX-512 F, BW, VL and VPOPCNTDQ get the per-row VPOPCNTDQ kernels with and without
+    # the bit-sliced search on 512-row planes, and calibration times that search.
+    flags = torch.ops.hashkern._cpu_identity().split(" flags ")[1].split(",")
+    if not {"avx512f", "avx512bw", "avx512vl", "avx512vpopcntdq"} <= set(flags):
+        pytest.skip("no AVX-512 VPOPCNTDQ on this CPU")
+    assert {"avx512", "avx512-rows"} <= set(kernel_sets()) and "avx512" in _sliced_sets()
+    assert _ext.cpu_kernel_choice(1024)["sliced"] in ("avx512", "avx2", None)
 
 
 def test_cpu_kernel_choice_reports_the_kernels_in_use(kernels):
     choice = _ext.cpu_kernel_choice(1024)
-    assert set(choice) == {"kernels", "sliced_min_queries", "source", "cpu"}
+    assert set(choice) == {"kernels", "sliced", "sliced_min_queries", "source", "cpu"}
     if kernels == "auto":
         assert choice["source"] in ("measured", "cache") and choice["kernels"] in kernel_sets()
+        assert choice["sliced"] in (*_sliced_sets(), None) and (choice["sliced"] is None) == (
+            choice["sliced_min_queries"] == 0)
     else:
-        assert choice == dict(choice, kernels=kernels, source="forced")
+        sliced = kernels if kernels in _sliced_sets() else None
+        assert choice == dict(choice, kernels=kernels, source="forced", sliced=sliced,
+                              sliced_min_queries=8 if sliced else 0)
     assert choice["cpu"] == torch.ops.hashkern._cpu_identity() and " family " in choice["cpu"]
     with pytest.raises(ValueError, match="nbits must be >= 1"):
         _ext.cpu_kernel_choice(0)
