@@ -46,6 +46,10 @@ bool sliced_search_supported(int64_t width);
 struct SlicedKernels {
   const char* name;    // the instruction set: "avx2" (256-row planes) or "avx512" (512-row planes)
   int64_t group_rows;  // rows per plane vector
+  // Its cost per pair inside a search over its cost measured alone, as calibration assumes it:
+  // measured end to end on a Xeon of family 6 model 167 (N = 10^6, nq = 1000 and 16, one core),
+  // AVX2 gained about 1.5x less on the per-row kernels than measured alone, AVX-512 no less.
+  double search_overhead;
   // Transposes rows [0, len) of `width` bytes (len <= a search block) into `out`.
   void (*slice_block)(const uint8_t* rows, int64_t width, int64_t len, SlicedBlock& out);
   // Every j < len with popcount(q xor rows[j]) <= limit, ascending, into hits; d[j] is set for

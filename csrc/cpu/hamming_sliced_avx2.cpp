@@ -291,7 +291,7 @@ HK_SLICED int64_t sliced_within(const SlicedBlock& block, const SlicedQuery& que
 }
 
 const SlicedKernels* sliced_avx2_kernels() {
-  static const SlicedKernels kAvx2{"avx2", 256, &slice_block, &sliced_within};
+  static const SlicedKernels kAvx2{"avx2", 256, 1.5, &slice_block, &sliced_within};
   return sliced_search_supported(16) ? &kAvx2 : nullptr;
 }
 

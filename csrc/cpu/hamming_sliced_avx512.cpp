@@ -293,7 +293,7 @@ HK_Z int64_t within_avx512(const SlicedBlock& block, const SlicedQuery& query, c
 }  // namespace
 
 const SlicedKernels* sliced_avx512_kernels() {
-  static const SlicedKernels kAvx512{"avx512", kGroupRows, &slice_block_avx512, &within_avx512};
+  static const SlicedKernels kAvx512{"avx512", kGroupRows, 1.0, &slice_block_avx512, &within_avx512};
   static const bool supported = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
