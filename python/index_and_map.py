@@ -48,7 +48,9 @@ def main(argv=None):
         from hashkern.training.data import make_transforms
         state = load_checkpoint(args.checkpoint)
         model = model_from_checkpoint(state, args.checkpoint)
-        _, normalize = make_transforms(state["train_config"]["dataset"], model.backbone.input_size, xq.shape[1])
+        cfg = state["train_config"]
+        _, normalize = make_transforms(cfg["dataset"], model.backbone.input_size, xq.shape[1],
+                                       augment=cfg.get("augment", "hashkern"))
         encode = lambda x: torch.cat([model.encode(normalize(x[i:i + 1024])) for i in range(0, len(x), 1024)])  # noqa: E731
         bits = model.nbits
     else:

@@ -247,7 +247,7 @@ HK_AVX2 int64_t count_within_avx2(const int32_t* d, int64_t n, int32_t limit) {
 }  // namespace
 
 const HammingKernels* avx2_kernels() {
-  static const HammingKernels kAvx2{"avx2", &distances_avx2, &collect_within_avx2, &count_within_avx2};
+  static const HammingKernels kAvx2{"avx2", 256, &distances_avx2, &collect_within_avx2, &count_within_avx2};
   static const bool supported = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");

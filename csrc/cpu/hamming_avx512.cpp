@@ -161,7 +161,7 @@ bool cpu_has_avx512_popcount() {
 const HammingKernels* avx512_kernels() {
   static const HammingKernels* kernels = [] {
     const HammingKernels* avx2 = avx2_kernels();
-    static HammingKernels k{"avx512", &distances_avx512, avx2 ? avx2->collect_within : nullptr,
+    static HammingKernels k{"avx512", 512, &distances_avx512, avx2 ? avx2->collect_within : nullptr,
                             avx2 ? avx2->count_within : nullptr};
     return cpu_has_avx512_popcount() && avx2 ? &k : nullptr;
   }();

@@ -17,8 +17,8 @@
 namespace hashkern {
 namespace {
 
-// Queries sharing a block from which a forced "avx512" or "avx2" set takes its bit-sliced search (calibration
-// measures it instead): fewer pay the block's transposition for too few queries.
+// Queries sharing a block from which a forced "avx512", "avx2" or "sse4" set takes its bit-sliced
+// search (calibration measures it instead): fewer pay the block's transposition for too few queries.
 constexpr int64_t kForcedSlicedMinQueries = 8;
 
 const KernelSet* set_named(const std::string& name) {
@@ -104,12 +104,16 @@ const std::vector<KernelSet>& supported_sets() {
   static const std::vector<KernelSet> sets = [] {
     std::vector<KernelSet> all;
     if (avx512_kernels() != nullptr) {
-      if (sliced_avx512_kernels() != nullptr) all.push_back({avx512_kernels(), "avx512", sliced_avx512_kernels()});
+      all.push_back({avx512_kernels(), "avx512", sliced_avx512_kernels()});
       all.push_back({avx512_kernels(), "avx512-rows", nullptr});
     }
     if (avx2_kernels() != nullptr) {
       all.push_back({avx2_kernels(), "avx2", sliced_avx2_kernels()});
       all.push_back({avx2_kernels(), "avx2-rows", nullptr});
+    }
+    if (sse4_kernels() != nullptr) {
+      all.push_back({sse4_kernels(), "sse4", sliced_sse4_kernels()});
+      all.push_back({sse4_kernels(), "sse4-rows", nullptr});
     }
     all.push_back({portable_kernels(), "portable", nullptr});
     return all;

@@ -17,7 +17,7 @@ int64_t count_within_portable(const int32_t* d, int64_t n, int32_t limit) {
   return count_within_scalar(d, n, limit);
 }
 
-const HammingKernels kPortable{"portable", &distances_portable, &collect_within_portable, &count_within_portable};
+const HammingKernels kPortable{"portable", 64, &distances_portable, &collect_within_portable, &count_within_portable};
 
 }  // namespace
 

@@ -13,9 +13,9 @@
 // Distances come a block of rows at a time from the kernels chosen for the code width
 // (hamming_kernels.h) into a buffer in L1, which the selection scans with vector compares. Codes
 // of 16m bytes up to 1536 bits, after a chunk's first block, may take the bit-sliced search
-// (hamming_sliced.h; AVX2 or AVX-512), which finds the rows within the selector's limit without a
-// popcount per row, when enough queries share the block (the choice says which search and from
-// how many queries: measured, or forced).
+// (hamming_sliced.h; AVX-512, AVX2 or SSE4.1), which finds the rows within the selector's limit
+// without a popcount per row, when enough queries share the block (the choice says which search
+// and from how many queries: measured, or forced).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

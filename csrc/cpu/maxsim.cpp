@@ -14,7 +14,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -31,9 +30,9 @@ Isa active_isa() {
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool avx512f = __builtin_cpu_supports("avx512f");
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const char* name = hamming_kernels().name;
-  if (std::strcmp(name, "avx512") == 0 && avx512f) return Isa::avx512;
-  if (std::strcmp(name, "portable") != 0 && avx2) return Isa::avx2;
+  const int bits = hamming_kernels().vector_bits;  // the Hamming set's vectors: 128-bit sets run portable
+  if (bits >= 512 && avx512f) return Isa::avx512;
+  if (bits >= 256 && avx2) return Isa::avx2;
 #endif
   return Isa::portable;
 }

@@ -8,7 +8,6 @@
 #include <torch/library.h>
 
 #include <atomic>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -20,12 +19,12 @@ namespace softsort {
 namespace {
 
 // The scans follow the instruction set chosen for the Hamming kernels (HASHKERN_CPU_KERNELS, or
-// hashkern::_cpu_kernels in tests): "portable" runs the portable scans, a wider set the AVX2 + FMA
-// ones where the CPU has them.
+// hashkern::_cpu_kernels in tests): sets of 256-bit vectors or wider run the AVX2 + FMA scans
+// where the CPU has them, "portable" and "sse4" the portable ones.
 bool use_avx2() {
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has && std::strcmp(hamming_kernels().name, "portable") != 0;
+  return has && hamming_kernels().vector_bits >= 256;
 #else
   return false;
 #endif

@@ -24,7 +24,8 @@ def evaluate_checkpoint(path: str, *, data_dir: str | None = None, topk: int | N
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model_from_checkpoint(state, path).to(dev)
     split = split or config_split(cfg, data_dir)
-    _, normalize = make_transforms(cfg.dataset, model.backbone.input_size, split.train.images.shape[1])
+    _, normalize = make_transforms(cfg.dataset, model.backbone.input_size, split.train.images.shape[1],
+                                   augment=cfg.augment)
     db = subset_database(split.database, cfg.database_size if database_size == -1 else database_size, cfg.seed)
 
     def encode(images):

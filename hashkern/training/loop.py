@@ -2,7 +2,7 @@
 
 The loop knows nothing of hashing or pretraining: a :class:`Task` builds the data and the model
 and may group the parameters or report at the end of an epoch; the loop owns the rest (batch
-order, per-step seeds, the warm-up + cosine schedule, Adam, resume checks, DDP, checkpoints,
+order, per-step seeds, the warm-up + cosine (or constant) schedule, Adam, resume checks, DDP, checkpoints,
 progress bar).
 
 Every step's randomness (batch order, augmentations, stochastic codes) is derived from
@@ -89,10 +89,12 @@ def _canonical(obj):
     return obj
 
 
-def _lr_lambda(total: int, warmup: int):
-    def f(step: int) -> float:  # linear warm-up, then cosine to 0
+def _lr_lambda(total: int, warmup: int, schedule: str = "cosine"):
+    def f(step: int) -> float:  # linear warm-up, then cosine to 0 or constant
         if step < warmup:
             return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
     return f
 
@@ -176,7 +178,8 @@ class TrainingLoop:
         self.total_steps = self.steps_per_epoch * config.epochs
         self.optimizer = torch.optim.Adam(task.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           _lr_lambda(self.total_steps, config.warmup_steps))
+                                                           _lr_lambda(self.total_steps, config.warmup_steps,
+                                                                      config.lr_schedule))
         self.step, self.history = 0, {"loss": [], "eval": []}
         self.autocast_dtype = PRECISIONS[config.precision]
         self.scaler = torch.amp.GradScaler(self.device.type) if config.precision == "fp16" else None

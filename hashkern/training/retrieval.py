@@ -25,13 +25,16 @@ __all__ = ["load_model", "export_model", "encode_to_file"]
 
 
 def _preprocess_config(train_config: dict) -> dict:
-    """What the preprocessing of a run depends on: its dataset (normalisation) and image channels."""
+    """What the preprocessing of a run depends on: its dataset and augmentations (the normalisation) and
+    image channels."""
     dataset = train_config.get("dataset", "fashion-mnist")
-    return {"dataset": dataset, "channels": 1 if dataset == "fashion-mnist" else 3}
+    return {"dataset": dataset, "channels": 1 if dataset == "fashion-mnist" else 3,
+            "augment": train_config.get("augment", "hashkern")}
 
 
 def _preprocess(model, info: dict):
-    return make_transforms(info["dataset"], model.backbone.input_size, info["channels"])[1]
+    return make_transforms(info["dataset"], model.backbone.input_size, info["channels"],
+                           augment=info.get("augment", "hashkern"))[1]  # exports before --augment: hashkern
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):

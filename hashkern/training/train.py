@@ -50,8 +50,9 @@ class TrainConfig(LoopConfig):
     database_size: int | None = option(None, help="evaluate on a seeded subset of the database (None: all)")
     topk: int = option(1000, help="mAP@k cut-off")
     eval_every: int = option(0, help="epochs between mAP evaluations (0: only at the end)")
-    augment: str = option("hashkern", help="two-view augmentations: hashkern (seeded per sample) or cibhash "
-                          "(CIBHash's official pipeline, also seeded)", choices=tuple(AUGMENTATIONS))
+    augment: str = option("hashkern", help="two-view augmentations, all seeded per sample: hashkern (this "
+                          "library's), cibhash or wch (the official code's pipeline and ImageNet normalisation)",
+                          choices=tuple(AUGMENTATIONS))
     model_kwargs: dict = option(factory=dict, flag="model-arg",
                                 help="extra model argument, e.g. num_positives=4 (JSON values); repeatable")
 

@@ -1,5 +1,5 @@
-"""Every CPU kernel set this machine runs (portable, AVX2 and AVX-512 VPOPCNTDQ each with and
-without its bit-sliced search), forced in turn, and the per-width choice calibration makes
+"""Every CPU kernel set this machine runs (portable, SSE4.1, AVX2 and AVX-512 VPOPCNTDQ, each
+with and without its bit-sliced search), forced in turn, and the per-width choice calibration makes
 ("auto"), against the plain-PyTorch references: hamming_distance, hamming_topk, hamming_radius,
 exact."""
 import json
@@ -64,14 +64,41 @@ def codes(n, nbits, tied, generator):
     return pool[torch.randint(0, 3, (n,), generator=generator)]
 
 
+_REFERENCES = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _forget_references():
+    yield
+    _REFERENCES.clear()
+
+
+def reference(op, q, db, *args):
+    """op(q, db, *args), computed once per input: every kernel set is checked against the same
+    answer (the references unpack every bit; recomputing them per set took most of this file's time)."""
+    key = (op.__name__, q.shape, db.shape, hash(q.numpy().tobytes()), hash(db.numpy().tobytes()), args)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = op(q, db, *args)
+    return _REFERENCES[key]
+
+
+def assert_topk_matches(q, db, k, message=""):
+    dist, idx = hamming_topk(q, db, k, backend="cpu")
+    ref_dist, ref_idx = reference(hamming_topk_reference, q, db, k)
+    assert torch.equal(dist, ref_dist) and torch.equal(idx, ref_idx), message or f"k={k}"
+
+
+def assert_radius_matches(q, db, radius):
+    want = reference(hamming_radius_reference, q, db, radius)
+    for got, expected in zip(hamming_radius(q, db, radius, backend="cpu"), want):
+        assert torch.equal(got, expected), f"r={radius}"
+
+
 def assert_all_ops_match(q, db, ks, radius):
-    assert torch.equal(hamming_distance(q, db), hamming_distance_reference(q, db))
+    assert torch.equal(hamming_distance(q, db), reference(hamming_distance_reference, q, db))
     for k in ks:
-        dist, idx = hamming_topk(q, db, k, backend="cpu")
-        ref_dist, ref_idx = hamming_topk_reference(q, db, k)
-        assert torch.equal(dist, ref_dist) and torch.equal(idx, ref_idx), f"k={k}"
-    for got, want in zip(hamming_radius(q, db, radius, backend="cpu"), hamming_radius_reference(q, db, radius)):
-        assert torch.equal(got, want), f"r={radius}"
+        assert_topk_matches(q, db, k)
+    assert_radius_matches(q, db, radius)
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -97,9 +124,9 @@ def test_block_boundaries_and_ties_at_the_threshold(row_kernels, nbits):
 @pytest.mark.parametrize("nbits", [128, 256, 384, 1536])
 @pytest.mark.parametrize("tied", [False, True])
 def test_wide_codes_across_query_tiles_and_blocks(kernels, nbits, tied):
-    # The bit-sliced search of 16m-byte codes (AVX2 and AVX-512; 9 count planes up to 256 bits, 11
-    # above), which takes every block after a chunk's first: 70 queries, more than one tile; 4,396
-    # rows, two 2048-row blocks and a tail whose last 256-row (and 512-row) group is partial;
+    # The bit-sliced search of 16m-byte codes (SSE4.1, AVX2 and AVX-512; 9 count planes up to 256
+    # bits, 11 above), which takes every block after a chunk's first: 70 queries, more than one tile;
+    # 4,396 rows, two 2048-row blocks and a tail whose last 128-, 256- and 512-row group is partial;
     # all-ones and all-zeros codes, whose weights reach the counters' limits; rows at an odd address.
     g = torch.Generator().manual_seed(nbits + tied)
     bits = codes(70 + 4396, nbits, tied, g)
@@ -124,12 +151,9 @@ def test_few_queries_split_database(row_kernels, threads):
         for q in (packed[:1], packed[:2]):
             db = packed[2:]
             for k in (1, 1000, 4999, 5001, 40000):
-                dist, idx = hamming_topk(q, db, k, backend="cpu")
-                ref_dist, ref_idx = hamming_topk_reference(q, db, k)
-                assert torch.equal(dist, ref_dist) and torch.equal(idx, ref_idx), k
+                assert_topk_matches(q, db, k)
             for r in (0, 2, 16):
-                for got, want in zip(hamming_radius(q, db, r, backend="cpu"), hamming_radius_reference(q, db, r)):
-                    assert torch.equal(got, want), r
+                assert_radius_matches(q, db, r)
     finally:
         torch.set_num_threads(before)
 
@@ -176,18 +200,17 @@ def test_query_counts(kernels, nbits):
 
 @pytest.mark.parametrize("nbits", [128, 512])
 def test_sliced_groups_and_steps_around_their_boundaries(kernels, nbits):
-    # The block after the first is bit-sliced: its rows one short of, at and one past a 32-row
-    # transposition step (AVX2), a 64-row one (AVX-512), a 256-row plane group (AVX2) and a
-    # 512-row one (AVX-512); 9 queries, past the 8 from which a forced set slices.
+    # The block after the first is bit-sliced: its rows one short of, at and one past a 16-row
+    # transposition step (SSE), a 32-row one (AVX2), a 64-row one (AVX-512), a 128-, 256- and
+    # 512-row plane group (SSE, AVX2, AVX-512); 9 queries, past the 8 from which a forced set slices.
     g = torch.Generator().manual_seed(nbits + 2)
     packed = pack_bits(codes(9 + 2048 + 1025, nbits, False, g))
     q = packed[:9]
-    for tail in (1, 31, 32, 33, 63, 64, 65, 255, 256, 257, 511, 512, 513, 1023, 1024, 1025):
+    for tail in (1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 513, 1023, 1024,
+                 1025):
         db = packed[9:9 + 2048 + tail]
         for k in (1, 20):
-            dist, idx = hamming_topk(q, db, k, backend="cpu")
-            ref_dist, ref_idx = hamming_topk_reference(q, db, k)
-            assert torch.equal(dist, ref_dist) and torch.equal(idx, ref_idx), (tail, k)
+            assert_topk_matches(q, db, k, f"rows 2048 + {tail}, k={k}")
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -202,6 +225,8 @@ def test_avx512_bit_sliced_search_at_every_width_it_takes(tied):
     previous = _forced("avx512")
     try:
         g = torch.Generator().manual_seed(7 + tied)
+        if _ext.cpu_kernel_choice(128)["sliced"] is None:
+            pytest.skip("AVX-512 VPOPCNTDQ without GFNI and VBMI: no 512-row bit-sliced search")
         for nbits in range(128, 1537, 128):
             choice = _ext.cpu_kernel_choice(nbits)
             assert (choice["sliced"], choice["sliced_min_queries"]) == ("avx512", 8), nbits
@@ -230,9 +255,7 @@ def test_database_sizes_around_block_boundaries(kernels, nbits):
     for n in (32767, 32768, 32769, 49151, 49152, 49153):
         q, db = packed[:1], packed[40:40 + n]
         for k in (1, 20):
-            dist, idx = hamming_topk(q, db, k, backend="cpu")
-            ref_dist, ref_idx = hamming_topk_reference(q, db, k)
-            assert torch.equal(dist, ref_dist) and torch.equal(idx, ref_idx), (n, k)
+            assert_topk_matches(q, db, k, f"n={n}, k={k}")
 
 
 def _choices_in_subprocess(env_overrides, widths):
@@ -295,6 +318,16 @@ def test_avx512_sets_are_offered_where_the_cpu_has_them():
         pytest.skip("no AVX-512 VPOPCNTDQ on this CPU")
     assert {"avx512", "avx512-rows"} <= set(kernel_sets()) and "avx512" in _sliced_sets()
     assert _ext.cpu_kernel_choice(1024)["sliced"] in ("avx512", "avx2", None)
+
+
+def test_128_bit_sets_are_offered_where_the_cpu_has_them():
+    # x86-64 CPUs with SSE4.1 and POPCNT (every one this project's machines run) get the 128-bit
+    # per-row kernels and the bit-sliced search on 128-row planes, and calibration times them.
+    flags = torch.ops.hashkern._cpu_identity().split(" flags ")[1].split(",")
+    if not {"sse4.1", "popcnt"} <= set(flags):
+        pytest.skip("no SSE4.1 and POPCNT on this CPU")
+    assert {"sse4", "sse4-rows"} <= set(kernel_sets())
+    assert _ext.cpu_kernel_choice(1024)["sliced"] in ("avx2", "sse4", None)
 
 
 def test_cpu_kernel_choice_reports_the_kernels_in_use(kernels):

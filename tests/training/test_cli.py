@@ -41,6 +41,33 @@ def test_train_then_eval(tmp_path, fmnist, capsys):
     assert json.load(open(os.path.join(out, "eval.json")))["map@10"] == pytest.approx(result["map@10"])
 
 
+def test_cibhash_augmentations_evaluate_and_encode_with_their_normalisation(tmp_path, fmnist, monkeypatch):
+    """--augment cibhash normalises with ImageNet's mean and std: eval, load_model and exports must too."""
+    from hashkern.training import checkpoint_eval
+    from hashkern.training.checkpoint_eval import evaluate_checkpoint
+    from hashkern.training.retrieval import export_model, load_model
+
+    out = str(tmp_path / "run")
+    assert main(["train", "--method", "cibhash", "--augment", "cibhash", "--data-dir", fmnist, "--out", out,
+                 *TRAIN]) == 0
+    checkpoint = os.path.join(out, "last.pt")
+    trained = json.load(open(os.path.join(out, "eval.json")))
+    used = []
+    encode_images = checkpoint_eval.encode_images
+    monkeypatch.setattr(checkpoint_eval, "encode_images", lambda *a, normalize, **k: used.append(normalize) or
+                        encode_images(*a, normalize=normalize, **k))
+    again = evaluate_checkpoint(checkpoint)
+    assert {(n.mean, n.std) for n in used} == {((0.485,), (0.229,))}
+    for curve in ("precision", "recall"):  # the same codes as the trainer's evaluation
+        assert again["pr"][curve] == pytest.approx(trained["pr"][curve])
+    assert again["map@10"] == pytest.approx(trained["map@10"])
+    export = str(tmp_path / "model.pt")
+    export_model(checkpoint, export)
+    for path in (checkpoint, export):
+        _, preprocess = load_model(path)
+        assert (preprocess.mean, preprocess.std) == ((0.485,), (0.229,))  # ImageNet's, on the 1-channel images
+
+
 def test_interrupt_and_resume_from_the_command_line(tmp_path, fmnist):
     args = ["train", "--method", "nsh", "--data-dir", fmnist, *TRAIN, "--model-arg", "num_positives=2",
             "--checkpoint-every", "1"]

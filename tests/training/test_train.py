@@ -1,4 +1,5 @@
 """Trainer: runs, checkpoints atomically, resumes to the bit, refuses to overwrite or to load bad files."""
+import math
 import os
 
 import pytest
@@ -120,8 +121,26 @@ def test_config_validation(split, tmp_path):
         TrainConfig(lr=0.0)
     with pytest.raises(ValueError, match="unknown config keys"):
         TrainConfig.from_dict({"method": "nsh", "colour": 1})
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        TrainConfig(lr_schedule="linear")
     with pytest.raises(ValueError, match="smaller than one global batch"):
         Trainer(_cfg(batch_size=64), str(tmp_path), split=split, progress=False)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_learning_rate_schedules(tmp_path, split, schedule):
+    """After 2 warm-up steps: cosine decays to 0 at the last step; constant (CIBHash's code) stays at --lr."""
+    tr = Trainer(_cfg(epochs=3, warmup_steps=2, lr_schedule=schedule), str(tmp_path), split=split, progress=False)
+    rates = []
+    for _ in range(tr.total_steps):
+        rates.append(tr.optimizer.param_groups[0]["lr"])
+        tr.optimizer.step()
+        tr.scheduler.step()
+    assert rates[:2] == pytest.approx([5e-4, 1e-3])
+    if schedule == "constant":
+        assert rates[2:] == pytest.approx([1e-3] * 4)
+    else:
+        assert rates[2:] == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)])
 
 
 def test_fine_tuning_from_the_shipped_backbone_with_a_gentler_backbone_lr(tmp_path, split):

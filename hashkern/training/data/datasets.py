@@ -115,7 +115,8 @@ def load_fashion_mnist_train_images(root: str = FASHION_MNIST_DIR) -> torch.Tens
 
 
 def load_cifar10(root: str) -> ImageSet:
-    """CIFAR-10 from its python-pickle folder (``cifar-10-batches-py``): images [60000, 3, 32, 32]."""
+    """CIFAR-10 from its python-pickle folder (``cifar-10-batches-py``): images [60000, 3, 32, 32], the
+    training batches first; ``official_test`` marks the 10,000 of ``test_batch``."""
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     missing = [n for n in names if not os.path.isfile(os.path.join(root, n))]
     if missing:
@@ -127,7 +128,10 @@ def load_cifar10(root: str) -> ImageSet:
             batch = pickle.load(f, encoding="bytes")
         images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
-    return ImageSet(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)), "cifar10")
+    official_test = torch.zeros(sum(len(x) for x in images), dtype=torch.bool)
+    official_test[-len(images[-1]):] = True  # test_batch
+    return ImageSet(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)), "cifar10",
+                    official_test)
 
 
 def read_image_list(list_file: str) -> tuple[list[str], torch.Tensor]:

@@ -17,7 +17,7 @@ from hashkern.training.data.datasets import (
 )
 from hashkern.training.data.streamed import ImageFiles, read_image_folder
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar10-1", "imagelist", "imagefolder")
+DATASETS = ("fashion-mnist", "cifar10", "cifar10-1", "cifar10-cibhash", "imagelist", "imagefolder")
 LIST_PARTS = {"query": "test", "train": "train", "database": "database"}  # DeepHash-pytorch's file names
 
 
@@ -36,7 +36,7 @@ def standard_split(labels: torch.Tensor, query_per_class: int = 100, train_per_c
 
     labels: [N] int64 class ids. Returns index tensors (query, train, database), disjoint, each
     sorted by class then by a seeded permutation. With 10 classes and the defaults: 1,000 queries,
-    5,000 training images (the CIFAR-10 protocol of CIBHash, NSH and WCH).
+    5,000 training images (DeepHash-pytorch's CIFAR-10 protocol, which WCH's code uses).
     ``query_from``: [N] bool, the images queries may come from (e.g. a dataset's official test split);
     training images then come only from the others, so neither ever holds the other's images.
     """
@@ -72,12 +72,38 @@ def standard_split(labels: torch.Tensor, query_per_class: int = 100, train_per_c
     return torch.cat(query), torch.cat(train), torch.cat(database)
 
 
+def cibhash_cifar10_split(official_test: torch.Tensor, labels: torch.Tensor, train_per_class: int = 500,
+                          seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CIBHash's code's CIFAR-10 split (zexuanqiu/CIBHash ``utils/data.py``, ``get_cifar``): index tensors
+    (query, train, database).
+
+    official_test: [N] bool, labels: [N] int64. The database is every image of the training batches;
+    ``train_per_class`` of them per class are the training images (also in the database); the queries
+    are a seeded random half of the test batch (the code's other half is a validation set, unused here).
+    """
+    check_tensor("official_test", official_test, ndim=1, dtypes=(torch.bool,))
+    check_int("train_per_class", train_per_class, low=1)
+    gen = torch.Generator().manual_seed(int(seed))
+    test, database = torch.nonzero(official_test).flatten(), torch.nonzero(~official_test).flatten()
+    query = test[torch.randperm(test.numel(), generator=gen)][test.numel() // 2:]
+    train = []
+    for c in torch.unique(labels[database]).tolist():
+        members = database[labels[database] == c]
+        if members.numel() < train_per_class:
+            raise ValueError(f"class {c} has {members.numel()} training-batch images, fewer than "
+                             f"train_per_class = {train_per_class}")
+        train.append(members[torch.randperm(members.numel(), generator=gen)][:train_per_class])
+    return query, torch.cat(train), database
+
+
 def load_split(dataset: str, data_dir: str | None = None, *, seed: int = 0, query_per_class: int = 100,
                train_per_class: int = 500, image_size: int = 224, lists: dict | None = None) -> Split:
     """Load ``dataset`` (one of :data:`DATASETS`) and split it.
 
     Single-label sets get :func:`standard_split`; ``"cifar10-1"`` is DeepHash-pytorch's variant
-    whose database also holds the training images (59,000 with the defaults). ``"imagelist"``
+    whose database also holds the training images (59,000 with the defaults); ``"cifar10-cibhash"``
+    is CIBHash's code's split (:func:`cibhash_cifar10_split`: 5,000 queries from the test batch, the
+    50,000 training images as database; ``query_per_class`` is not used). ``"imagelist"``
     brings its own DeepHash-pytorch lists: ``lists`` maps "query", "train", "database" to list
     files anywhere (default ``data_dir``/test.txt, train.txt, database.txt), paths inside relative to
     ``data_dir``. ``"imagefolder"``: ``data_dir/<class>/<image>``, split by :func:`standard_split`.
@@ -85,11 +111,11 @@ def load_split(dataset: str, data_dir: str | None = None, *, seed: int = 0, quer
     Fashion-MNIST takes its queries from
     the official test split and its training images from the training split (so a backbone
     pretrained on the training split, see :func:`load_pretraining_images`, has never seen a query);
-    CIFAR-10 draws both from all 60,000 images, as CIBHash, NSH and WCH do.
+    ``"cifar10"`` draws both from all 60,000 images, as DeepHash-pytorch and WCH's code do.
     """
     if dataset == "fashion-mnist":
         full = load_fashion_mnist(data_dir or FASHION_MNIST_DIR)
-    elif dataset in ("cifar10", "cifar10-1"):
+    elif dataset in ("cifar10", "cifar10-1", "cifar10-cibhash"):
         if data_dir is None:
             raise ValueError(f"{dataset} needs --data-dir: the cifar-10-batches-py folder")
         full = load_cifar10(data_dir)
@@ -107,6 +133,9 @@ def load_split(dataset: str, data_dir: str | None = None, *, seed: int = 0, quer
         full = ImageSet(ImageFiles(data_dir, paths, image_size), labels, os.path.basename(data_dir))
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+    if dataset == "cifar10-cibhash":
+        q, t, d = cibhash_cifar10_split(full.official_test, full.labels, train_per_class, seed)
+        return Split(full.subset(q), full.subset(t), full.subset(d))
     query_from = full.official_test if dataset == "fashion-mnist" else None
     q, t, d = standard_split(full.labels, query_per_class, train_per_class, seed, query_from=query_from)
     if dataset == "cifar10-1":  # the database is every image but the queries

@@ -106,8 +106,8 @@ def test_cibhash_pipeline_is_seeded_and_leaves_the_default_draws_alone():
     default, _ = make_transforms("cifar10", 32, 3)
     named, _ = make_transforms("cifar10", 32, 3, augment="hashkern")
     cib, _ = make_transforms("cifar10", 32, 3, augment="cibhash")
-    assert (cib.hue, cib.jitter_p, cib.blur_kernel, cib.crop_scale) == (0.1, 0.7, 3, (0.08, 1.0))
     assert AUGMENTATIONS["hashkern"] == {} and default.hue == 0
+    assert (default.jitter_order, default.crop_sampling) == ("fixed", "clamp")
     for a, b in zip(default(images, torch.Generator().manual_seed(4)), named(images, torch.Generator().manual_seed(4))):
         assert torch.equal(a, b)
     v1 = cib(images, torch.Generator().manual_seed(4))
@@ -116,3 +116,108 @@ def test_cibhash_pipeline_is_seeded_and_leaves_the_default_draws_alone():
     assert not torch.equal(v1[0], default(images, torch.Generator().manual_seed(4))[0])
     with pytest.raises(ValueError, match="augment must be one of"):
         make_transforms("cifar10", 32, 3, augment="simclr")
+
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def test_cibhash_pipeline_is_the_official_train_transform():
+    """Every parameter of zexuanqiu/CIBHash utils/data.py's train_transforms (and utils/gaussian_blur.py)."""
+    aug, norm = make_transforms("cifar10", 224, 3, augment="cibhash")
+    assert aug.size == 224                                                   # RandomResizedCrop(size=224, ...
+    assert aug.crop_scale == (0.5, 1.0) and aug.crop_sampling == "retry"     # ... scale=(0.5, 1.0))
+    assert aug.flip is True                                                  # RandomHorizontalFlip() (p = 0.5)
+    assert (aug.jitter, aug.hue) == (0.4, 0.1)                               # ColorJitter(0.4, 0.4, 0.4, 0.1) ...
+    assert aug.jitter_order == "random"                                      # ... in a random order per image
+    assert aug.jitter_p == 0.7                                               # RandomApply([color_jitter], p=0.7)
+    assert aug.gray_p == 0.2                                                 # RandomGrayscale(p=0.2)
+    assert (aug.blur_kernel, aug.blur_p) == (3, 0.5)                         # GaussianBlur(3): σ in 0.1..2, p=0.5
+    assert (aug.normalize.mean, aug.normalize.std) == IMAGENET               # Normalize(ImageNet mean, std) ...
+    assert (norm.mean, norm.std, norm.size) == (*IMAGENET, 224)              # ... and Resize((224, 224)) to encode
+    for dataset in ("fashion-mnist", "imagelist"):  # one normalisation whatever the data
+        assert make_transforms(dataset, 224, 3, augment="cibhash")[1].mean == IMAGENET[0]
+    assert make_transforms("cifar10", 224, 3)[1].mean == (0.4914, 0.4822, 0.4465)  # hashkern's: the dataset's
+
+
+def test_wch_pipeline_is_the_official_train_transform():
+    """Every parameter of RosieYuu/WCH utils/tools.py's train_transform (flip last there: it commutes)."""
+    aug, norm = make_transforms("cifar10", 224, 3, augment="wch")
+    assert aug.size == 224                                                   # RandomResizedCrop(224, ...
+    assert aug.crop_scale == (0.2, 1.0) and aug.crop_sampling == "retry"     # ... scale=(0.2, 1.))
+    assert (aug.jitter, aug.hue, aug.jitter_order) == (0.4, 0.1, "random")   # ColorJitter(0.4, 0.4, 0.4, 0.1)
+    assert aug.jitter_p == 0.8 and aug.gray_p == 0.2                         # p=0.8; RandomGrayscale(p=0.2)
+    assert aug.blur_p == 0.5 and aug.blur_kernel is None                     # GaussianBlur([.1, 2.]), p=0.5
+    assert aug.flip is True                                                  # RandomHorizontalFlip()
+    assert (aug.normalize.mean, aug.normalize.std) == IMAGENET == (norm.mean, norm.std)
+
+
+def test_color_jitter_matches_torchvision_in_every_order():
+    import itertools
+
+    import torchvision.transforms.functional as TF
+
+    from hashkern.training.data.augment import BRIGHTNESS, CONTRAST, HUE, SATURATION, color_jitter
+
+    perms = torch.tensor(list(itertools.permutations(range(4))))  # all 24 orders
+    x = (torch.rand(1, 3, 6, 7, generator=_gen(2)) * 0.6 + 0.3).expand(24, -1, -1, -1)  # one image, clamps act
+    one = {BRIGHTNESS: 1.3, CONTRAST: 0.7, SATURATION: 1.4, HUE: 0.08}
+    factors = {op: torch.full((24,), f) for op, f in one.items()}
+    adjust = {BRIGHTNESS: TF.adjust_brightness, CONTRAST: TF.adjust_contrast, SATURATION: TF.adjust_saturation,
+              HUE: TF.adjust_hue}
+    got = color_jitter(x, factors, perms)
+    for i, order in enumerate(perms.tolist()):
+        want = x[i]
+        for op in order:
+            want = adjust[op](want, one[op])
+        # torchvision weighs gray with 0.2989 (R), PIL's "L" (CIBHash's images) and hashkern with 0.299
+        torch.testing.assert_close(got[i], want, atol=2e-3, rtol=0)
+    assert (got - got[:1]).abs().amax(dim=(1, 2, 3)).max() > 0.02  # the order matters
+    torch.testing.assert_close(color_jitter(x, factors), got[:1].expand(24, -1, -1, -1))  # None: as numbered
+
+
+def test_random_jitter_order_draws_a_permutation_per_image(monkeypatch):
+    from hashkern.training.data import augment
+
+    seen = []
+    real = augment.color_jitter
+    monkeypatch.setattr(augment, "color_jitter", lambda x, factors, order=None: seen.append(order) or
+                        real(x, factors, order))
+    images = torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8)
+    TwoViewAugment(8, *IMAGENET, hue=0.1, jitter_order="random").view(images, _gen(1))
+    order = seen[-1]
+    assert order.shape == (300, 4) and torch.equal(order.sort(1).values, torch.arange(4).expand(300, 4))
+    assert len({tuple(row) for row in order.tolist()}) == 24  # every order occurs
+    TwoViewAugment(8, *IMAGENET, hue=0.1).view(images, _gen(1))
+    assert seen[-1] is None  # hashkern's default: brightness, contrast, saturation, hue
+
+
+def test_retry_crops_keep_the_drawn_area_and_ratio_as_torchvision():
+    import math
+
+    from torchvision.transforms import RandomResizedCrop
+
+    n = 4000
+    retry = TwoViewAugment(8, (0.5,), (0.5,), crop_scale=(0.5, 1.0), crop_sampling="retry")
+    w, h = retry.crop_boxes(n, _gen(3))
+    whole = (w == 1) & (h == 1)
+    area, ratio = (w * h)[~whole], (w / h)[~whole]
+    assert (w <= 1).all() and (h <= 1).all()
+    assert (area >= 0.5 - 1e-6).all() and (area <= 1 + 1e-6).all()
+    assert (ratio >= 3 / 4 - 1e-6).all() and (ratio <= 4 / 3 + 1e-6).all()
+    # torchvision's sampler on a large square image: the same distribution of crop areas (fractions)
+    torch.manual_seed(0)
+    image = torch.zeros(1, 1000, 1000)
+    tv = torch.tensor([math.prod(RandomResizedCrop.get_params(image, [0.5, 1.0], [3 / 4, 4 / 3])[2:]) / 1e6
+                       for _ in range(n)])
+    quantiles = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
+    assert (torch.quantile(w * h, quantiles) - torch.quantile(tv, quantiles)).abs().max() < 0.01
+    # hashkern's default clips the boxes that do not fit instead: larger crops than torchvision's
+    w, h = TwoViewAugment(8, (0.5,), (0.5,), crop_scale=(0.5, 1.0)).crop_boxes(n, _gen(3))
+    assert (torch.quantile(w * h, quantiles) - torch.quantile(tv, quantiles)).max() > 0.05
+
+
+def test_bad_pipeline_options():
+    with pytest.raises(ValueError, match="jitter_order must be one of"):
+        TwoViewAugment(8, (0.5,), (0.5,), jitter_order="shuffled")
+    with pytest.raises(ValueError, match="crop_sampling must be one of"):
+        TwoViewAugment(8, (0.5,), (0.5,), crop_sampling="reject")

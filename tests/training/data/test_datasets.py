@@ -60,6 +60,27 @@ def test_cifar10_pickles(tmp_path):
         load_cifar10(str(tmp_path))
 
 
+def test_cibhash_cifar10_split(tmp_path):
+    """zexuanqiu/CIBHash get_cifar: training images per class from the training batches, which are the whole
+    database; queries: a random half of the test batch."""
+    _, labels = write_cifar10(str(tmp_path), per_batch=20)  # 100 training-batch images, 20 test images
+    split = load_split("cifar10-cibhash", str(tmp_path), seed=4, train_per_class=2)
+    data = load_cifar10(str(tmp_path))
+    assert data.official_test.tolist() == [False] * 100 + [True] * 20
+    assert len(split.query) == 10 and split.query.official_test.all()
+    assert len(split.database) == 100 and not split.database.official_test.any()
+    assert torch.equal(split.database.images, data.images[:100])
+    assert torch.bincount(split.train.labels, minlength=10).tolist() == [2] * 10
+    db = {tuple(x.flatten()[:16].tolist()) for x in split.database.images}
+    assert all(tuple(x.flatten()[:16].tolist()) in db for x in split.train.images)  # training images in the database
+    again = load_split("cifar10-cibhash", str(tmp_path), seed=4, train_per_class=2)
+    assert torch.equal(again.query.images, split.query.images) and torch.equal(again.train.images, split.train.images)
+    other = load_split("cifar10-cibhash", str(tmp_path), seed=5, train_per_class=2)
+    assert not torch.equal(other.query.images, split.query.images)
+    with pytest.raises(ValueError, match="fewer than train_per_class = 50"):
+        load_split("cifar10-cibhash", str(tmp_path), train_per_class=50)
+
+
 def test_image_list(tmp_path):
     from PIL import Image
     rng = np.random.default_rng(0)
