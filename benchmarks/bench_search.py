@@ -110,11 +110,11 @@ def topk_notes(device: torch.device) -> str:
     faiss_version = faiss.__version__ if faiss is not None else "not installed"
     cpu = (f"**CPU**: {torch.ops.hashkern._cpu_identity()} (vendor, family, model, the vector flags the "
            f"kernels use); faiss-cpu {faiss_version}. **kernels**: what hamming_topk ran for the row's code "
-           "length: chosen per width by timing every set this CPU runs at first use (avx512: AVX-512 "
-           "VPOPCNTDQ, avx2-rows: AVX2 vpshufb per row, sse4-rows: SSE4.1 pshufb per row on 128-bit "
-           "vectors, portable: scalar popcount), and the bit-sliced search (avx2: 256-row planes, sse4: "
-           "128-row planes) with the query count per block from which codes of 16m bytes up to 1536 bits "
-           "take it instead.")
+           "length: chosen per width by timing every set this CPU runs at first use (avx512-rows: AVX-512 "
+           "VPOPCNTDQ per row, avx2-rows: AVX2 vpshufb per row, sse4-rows: SSE4.1 pshufb per row on 128-bit "
+           "vectors, portable: scalar popcount), and the bit-sliced search (avx512: 512-row planes, avx2: "
+           "256-row planes, sse4: 128-row planes) with the query count per block from which codes of 16m "
+           "bytes up to 1536 bits take it instead.")
     return (f"{notes}\n\n{cpu}\n\n**Machine limit** per width: xor + popcount + one compare per pair with the "
             "kernels chosen, the minimum of any search that computes every distance, measured alone on codes "
             f"in L1/L2 (CPU time per pair on one core) and as the floor of 1,000 × 1,000,000 pairs on "

@@ -223,13 +223,13 @@ def cpu_kernel_choice(nbits: int) -> dict:
     """The CPU Hamming kernels that search and distance ops run for codes of ``nbits`` bits.
 
     Returns ``{"kernels": name, "sliced": search, "sliced_min_queries": n, "source": how,
-    "cpu": identity}``: ``kernels`` is ``"avx512" | "avx2-rows" | "sse4-rows" | "portable"``
-    when measured, or the set that ``HASHKERN_CPU_KERNELS`` forces (``"avx2"`` is
-    ``"avx2-rows"`` plus the bit-sliced search on 256-row AVX2 planes, ``"sse4"`` is
-    ``"sse4-rows"`` plus the one on 128-row SSE planes); ``sliced`` the bit-sliced search's
-    instruction set, ``"avx2" | "sse4"``, or None when top-k never takes it; ``sliced_min_queries``
-    the number of queries sharing a block of codes from which top-k of codes of 16m bytes up to
-    1536 bits takes the bit-sliced search (0: never); ``source`` is ``"measured"`` (timed
+    "cpu": identity}``: ``kernels`` is ``"avx512-rows" | "avx2-rows" | "sse4-rows" | "portable"``
+    when measured, or the set that ``HASHKERN_CPU_KERNELS`` forces (``"avx512"``, ``"avx2"`` and
+    ``"sse4"`` are their ``-rows`` sets plus the bit-sliced search on 512-row AVX-512, 256-row AVX2
+    and 128-row SSE planes); ``sliced`` the bit-sliced search's instruction set, ``"avx512" |
+    "avx2" | "sse4"``, or None when top-k never takes it; ``sliced_min_queries`` the number of
+    queries sharing a block of codes from which top-k of codes of 16m bytes up to 1536 bits takes
+    the bit-sliced search (0: never); ``source`` is ``"measured"`` (timed
     on this machine at the width's first use in this process), ``"cache"`` (read from the file
     named by ``HASHKERN_CPU_CALIBRATION``) or ``"forced"``; ``cpu`` the vendor, family, model
     and vector flags the cache is keyed by. Measuring takes a few milliseconds, once per width.

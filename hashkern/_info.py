@@ -42,7 +42,7 @@ def _search_kernels_per_width(widths=(64, 128, 256, 512, 1024)) -> str:
 
 
 def _describe(choice: dict) -> str:
-    """"avx512 + bit-sliced sse4 from 8 queries (measured)": per-row kernels, bit-sliced search, source."""
+    """"avx512-rows + bit-sliced avx512 from 8 queries (measured)": per-row kernels, bit-sliced search, source."""
     sliced = (f" + bit-sliced {choice['sliced']} from {choice['sliced_min_queries']} queries"
               if choice["sliced"] else "")
     return f"{choice['kernels']}{sliced} ({choice['source']})"

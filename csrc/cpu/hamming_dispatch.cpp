@@ -17,8 +17,8 @@
 namespace hashkern {
 namespace {
 
-// Queries sharing a block from which a forced "avx2" or "sse4" set takes its bit-sliced search
-// (calibration measures it instead): fewer pay the block's transposition for too few queries.
+// Queries sharing a block from which a forced "avx512", "avx2" or "sse4" set takes its bit-sliced
+// search (calibration measures it instead): fewer pay the block's transposition for too few queries.
 constexpr int64_t kForcedSlicedMinQueries = 8;
 
 const KernelSet* set_named(const std::string& name) {
@@ -103,7 +103,10 @@ std::vector<std::string> cpu_kernel_choice(int64_t width) {
 const std::vector<KernelSet>& supported_sets() {
   static const std::vector<KernelSet> sets = [] {
     std::vector<KernelSet> all;
-    if (avx512_kernels() != nullptr) all.push_back({avx512_kernels(), "avx512", nullptr});
+    if (avx512_kernels() != nullptr) {
+      all.push_back({avx512_kernels(), "avx512", sliced_avx512_kernels()});
+      all.push_back({avx512_kernels(), "avx512-rows", nullptr});
+    }
     if (avx2_kernels() != nullptr) {
       all.push_back({avx2_kernels(), "avx2", sliced_avx2_kernels()});
       all.push_back({avx2_kernels(), "avx2-rows", nullptr});

@@ -52,8 +52,8 @@ KernelChoice kernel_choice(int64_t width);
 const HammingKernels& hamming_kernels();
 
 // Every set this CPU and build support, widest first. Each entry is a set of kernels plus the
-// bit-sliced search it takes, if any ("avx2" and "sse4" take theirs, "avx2-rows" and
-// "sse4-rows" are the same per-row kernels without it).
+// bit-sliced search it takes, if any ("avx512", "avx2" and "sse4" take theirs; "avx512-rows",
+// "avx2-rows" and "sse4-rows" are the same per-row kernels without it).
 struct KernelSet {
   const HammingKernels* kernels;
   const char* name;

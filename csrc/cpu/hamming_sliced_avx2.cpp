@@ -41,7 +41,7 @@ struct Avx2Planes {
 namespace hashkern {
 
 const SlicedKernels* sliced_avx2_kernels() {
-  static const SlicedKernels kAvx2{"avx2", 64 * Avx2Planes::kWords, &sliced::slice_block<Avx2Planes>,
+  static const SlicedKernels kAvx2{"avx2", 64 * Avx2Planes::kWords, 1.5, &sliced::slice_block<Avx2Planes>,
                                    &sliced::within<Avx2Planes>};
   static const bool supported = [] {
     __builtin_cpu_init();

@@ -45,7 +45,7 @@ struct SsePlanes {
 namespace hashkern {
 
 const SlicedKernels* sliced_sse4_kernels() {
-  static const SlicedKernels kSse4{"sse4", 64 * SsePlanes::kWords, &sliced::slice_block<SsePlanes>,
+  static const SlicedKernels kSse4{"sse4", 64 * SsePlanes::kWords, 1.5, &sliced::slice_block<SsePlanes>,
                                    &sliced::within<SsePlanes>};
   static const bool supported = [] {
     __builtin_cpu_init();

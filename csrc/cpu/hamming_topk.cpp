@@ -13,9 +13,9 @@
 // Distances come a block of rows at a time from the kernels chosen for the code width
 // (hamming_kernels.h) into a buffer in L1, which the selection scans with vector compares. Codes
 // of 16m bytes up to 1536 bits, after a chunk's first block, may take the bit-sliced search
-// (hamming_sliced.h; AVX2 or SSE4.1), which finds the rows within the selector's limit without a
-// popcount per row, when enough queries share the block (the choice says which search and from
-// how many queries: measured, or forced).
+// (hamming_sliced.h; AVX-512, AVX2 or SSE4.1), which finds the rows within the selector's limit
+// without a popcount per row, when enough queries share the block (the choice says which search
+// and from how many queries: measured, or forced).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -45,6 +45,12 @@ struct Codes {
 // queries; with k > 4096 the tile is too small for it to pay (and it is not measured there).
 inline bool use_sliced(int64_t k, const KernelChoice& choice) {
   return k <= 4096 && choice.sliced != nullptr && choice.sliced_min_queries > 0;
+}
+// Rows the bit-sliced search transposes at a time: whole plane groups whose planes (8 width + 1
+// bits a row) fill about half of a 48 KiB L1, at least one group.
+inline int64_t sliced_part_rows(const SlicedKernels& sliced, int64_t width) {
+  const int64_t rows = 24 * 1024 * 8 / (8 * width + 1);
+  return std::max<int64_t>(1, rows / sliced.group_rows) * sliced.group_rows;
 }
 inline int64_t query_tile(int64_t k, bool sliced) { return k <= 4096 ? (sliced ? kSlicedTile : 32) : 8; }
 
@@ -160,18 +166,23 @@ void stream_topk(const KernelChoice& choice, const uint8_t* q, int64_t nq, const
       const int64_t j0 = chunk * chunk_rows, j1 = std::min(n, j0 + chunk_rows);
       for (int64_t i = q0; i < q1; ++i) sel[i - q0].reset(std::min(k, j1 - j0), max_d);
       const bool slice_tile = sliced && q1 - q0 >= choice.sliced_min_queries;
+      const int64_t slice_rows = sliced ? sliced_part_rows(*choice.sliced, db.width) : 0;
       if (slice_tile) {
         for (int64_t i = q0; i < q1; ++i) slice_query(q + i * db.width, db.width, query_bits[i - q0]);
       }
       for (int64_t b = j0; b < j1; b += kBlockRows) {
         const int64_t len = std::min(j1, b + kBlockRows) - b;
         if (slice_tile && b > j0) {  // the first block takes every row: all distances are needed
-          choice.sliced->slice_block(db.row(b), db.width, len, planes);
-          for (int64_t i = q0; i < q1; ++i) {
-            Selector& s = sel[i - q0];
-            const int64_t count = choice.sliced->within(planes, query_bits[i - q0], q + i * db.width, db.row(b),
-                                                        len, s.limit(), dist.data(), hits.data());
-            s.accept_block(dist.data(), hits.data(), count, b);
+          // Part of the block at a time, whose planes stay in L1 while the whole tile scans them.
+          for (int64_t p = b; p < b + len; p += slice_rows) {
+            const int64_t rows = std::min(b + len, p + slice_rows) - p;
+            choice.sliced->slice_block(db.row(p), db.width, rows, planes);
+            for (int64_t i = q0; i < q1; ++i) {
+              Selector& s = sel[i - q0];
+              const int64_t count = choice.sliced->within(planes, query_bits[i - q0], q + i * db.width, db.row(p),
+                                                          rows, s.limit(), dist.data(), hits.data());
+              s.accept_block(dist.data(), hits.data(), count, p);
+            }
           }
           continue;
         }

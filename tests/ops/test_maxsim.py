@@ -201,9 +201,9 @@ def test_every_cpu_instruction_set_gives_identical_results():
             results[torch.ops.hashkern._maxsim_isa()] = (out, *torch.autograd.grad(out.square().sum(), (a, b)))
     finally:
         torch.ops.hashkern._cpu_kernels("auto")
-    # each Hamming set selects the MaxSim kernels of its vector width: "avx2-rows" (AVX2 without the bit-sliced
-    # search) runs the AVX2 ones, the 128-bit sets the portable ones
-    same = {"avx2-rows": "avx2", "sse4": "portable", "sse4-rows": "portable"}
+    # each Hamming set selects the MaxSim kernels of its vector width: "avx2-rows" and "avx512-rows" (without the
+    # bit-sliced search) run the AVX2 and AVX-512 ones, the 128-bit sets the portable ones
+    same = {"avx2-rows": "avx2", "avx512-rows": "avx512", "sse4": "portable", "sse4-rows": "portable"}
     assert sorted(results) == sorted({same.get(isa, isa) for isa in available})
     first = next(iter(results.values()))
     for name, got in results.items():

@@ -1,5 +1,5 @@
-"""Every CPU kernel set this machine runs (portable, SSE4.1 and AVX2 each with and without its
-bit-sliced search, AVX-512 VPOPCNTDQ), forced in turn, and the per-width choice calibration makes
+"""Every CPU kernel set this machine runs (portable, SSE4.1, AVX2 and AVX-512 VPOPCNTDQ, each
+with and without its bit-sliced search), forced in turn, and the per-width choice calibration makes
 ("auto"), against the plain-PyTorch references: hamming_distance, hamming_topk, hamming_radius,
 exact."""
 import json
@@ -124,9 +124,9 @@ def test_block_boundaries_and_ties_at_the_threshold(row_kernels, nbits):
 @pytest.mark.parametrize("nbits", [128, 256, 384, 1536])
 @pytest.mark.parametrize("tied", [False, True])
 def test_wide_codes_across_query_tiles_and_blocks(kernels, nbits, tied):
-    # The bit-sliced search of 16m-byte codes (AVX2 and SSE4.1; 9 count planes up to 256 bits, 11
-    # above), which takes every block after a chunk's first: 70 queries, more than one tile; 4,396
-    # rows, two 2048-row blocks and a tail whose last 256-row (and 128-row) group is partial;
+    # The bit-sliced search of 16m-byte codes (SSE4.1, AVX2 and AVX-512; 9 count planes up to 256
+    # bits, 11 above), which takes every block after a chunk's first: 70 queries, more than one tile;
+    # 4,396 rows, two 2048-row blocks and a tail whose last 128-, 256- and 512-row group is partial;
     # all-ones and all-zeros codes, whose weights reach the counters' limits; rows at an odd address.
     g = torch.Generator().manual_seed(nbits + tied)
     bits = codes(70 + 4396, nbits, tied, g)
@@ -201,15 +201,47 @@ def test_query_counts(kernels, nbits):
 @pytest.mark.parametrize("nbits", [128, 512])
 def test_sliced_groups_and_steps_around_their_boundaries(kernels, nbits):
     # The block after the first is bit-sliced: its rows one short of, at and one past a 16-row
-    # transposition step (SSE), a 32-row one (AVX2), a 128-row plane group (SSE) and a 256-row
-    # one (AVX2); 9 queries, past the 8 from which a forced set slices.
+    # transposition step (SSE), a 32-row one (AVX2), a 64-row one (AVX-512), a 128-, 256- and
+    # 512-row plane group (SSE, AVX2, AVX-512); 9 queries, past the 8 from which a forced set slices.
     g = torch.Generator().manual_seed(nbits + 2)
-    packed = pack_bits(codes(9 + 2048 + 257, nbits, False, g))
+    packed = pack_bits(codes(9 + 2048 + 1025, nbits, False, g))
     q = packed[:9]
-    for tail in (1, 15, 16, 17, 31, 32, 33, 127, 128, 129, 255, 256, 257):
+    for tail in (1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 513, 1023, 1024,
+                 1025):
         db = packed[9:9 + 2048 + tail]
         for k in (1, 20):
             assert_topk_matches(q, db, k, f"rows 2048 + {tail}, k={k}")
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_avx512_bit_sliced_search_at_every_width_it_takes(tied):
+    # Forced "avx512": the bit-sliced search on 512-row planes at every width it takes (16m bytes,
+    # 128 to 1536 bits). 33 queries, one tile, past the 8 from which a forced set slices; 5,096
+    # rows at an odd address: the first block computes every distance, the second is sliced whole
+    # and the third's last 512-row group is partial; all-ones and all-zeros queries (one sums no
+    # plane) and rows in sliced blocks; k = 500 still streams (8k <= N), k = N counts.
+    if "avx512" not in _sliced_sets():
+        pytest.skip("no AVX-512 VPOPCNTDQ on this CPU")
+    previous = _forced("avx512")
+    try:
+        g = torch.Generator().manual_seed(7 + tied)
+        if _ext.cpu_kernel_choice(128)["sliced"] is None:
+            pytest.skip("AVX-512 VPOPCNTDQ without GFNI and VBMI: no 512-row bit-sliced search")
+        for nbits in range(128, 1537, 128):
+            choice = _ext.cpu_kernel_choice(nbits)
+            assert (choice["sliced"], choice["sliced_min_queries"]) == ("avx512", 8), nbits
+            bits = codes(33 + 5096, nbits, tied, g)
+            bits[0], bits[1], bits[33 + 2048], bits[33 + 2049], bits[-1] = 1, 0, 1, 0, 1
+            packed = pack_bits(bits)
+            flat = torch.cat([torch.zeros(1, dtype=torch.uint8), packed[33:].flatten()])
+            q, db = packed[:33], flat[1:].view(5096, -1)
+            assert db.data_ptr() % 2 == 1
+            ref_dist, ref_idx = torch.sort(hamming_distance_reference(q, db), dim=1, stable=True)
+            for k in (1, 37, 500, db.shape[0]):
+                dist, idx = hamming_topk(q, db, k, backend="cpu")
+                assert torch.equal(dist, ref_dist[:, :k]) and torch.equal(idx, ref_idx[:, :k]), (nbits, k)
+    finally:
+        torch.ops.hashkern._cpu_kernels(previous)
 
 
 @pytest.mark.parametrize("nbits", [8, 64, 128, 256, 768])
@@ -276,6 +308,16 @@ def _sliced_sets():
     """The sets that take a bit-sliced search: each is its "-rows" twin plus the search of its name."""
     names = kernel_sets()
     return [name for name in names if f"{name}-rows" in names]
+
+
+def test_avx512_sets_are_offered_where_the_cpu_has_them():
+    # CPUs with AVX-512 F, BW, VL and VPOPCNTDQ get the per-row VPOPCNTDQ kernels with and without
+    # the bit-sliced search on 512-row planes, and calibration times that search.
+    flags = torch.ops.hashkern._cpu_identity().split(" flags ")[1].split(",")
+    if not {"avx512f", "avx512bw", "avx512vl", "avx512vpopcntdq"} <= set(flags):
+        pytest.skip("no AVX-512 VPOPCNTDQ on this CPU")
+    assert {"avx512", "avx512-rows"} <= set(kernel_sets()) and "avx512" in _sliced_sets()
+    assert _ext.cpu_kernel_choice(1024)["sliced"] in ("avx512", "avx2", None)
 
 
 def test_128_bit_sets_are_offered_where_the_cpu_has_them():
