@@ -7,7 +7,12 @@
 // of its vector widths this CPU runs (AVX-512: 512-row planes, AVX2: 256, SSE4.1: 128) is timed
 // too, its transposition of the block and its per-query cost: the one cheaper for a full query
 // tile is kept, and it pays from the query count at which the per-query saving covers the
-// transposition. A few milliseconds per width; any choice is exact.
+// transposition. In a search the block comes from memory: the transposition waits for that read,
+// while the per-row kernels overlap it with their arithmetic, so both first passes over a block
+// are timed on rows flushed from the caches, and the crossover weighs the transposition's extra
+// time over the per-row kernels' (measured end to end on a Xeon of family 6 model 167, the cached
+// timing put it at 13 queries at 1024 bits where the search paid from about 40; notes/search.md).
+// A few milliseconds per width; any choice is exact.
 //
 // HASHKERN_CPU_CALIBRATION=<file> keeps the answers across processes: lines of
 // "<version>\t<cpu identity>\t<width>\t<kernels>\t<sliced kernels or ->\t<sliced queries>".
@@ -26,6 +31,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
+#include <immintrin.h>
 #endif
 
 #include "hamming_kernels.h"
@@ -34,7 +40,7 @@
 namespace hashkern {
 namespace {
 
-constexpr const char* kVersion = "hashkern-cpu-calibration-2";  // bump when the kernels change
+constexpr const char* kVersion = "hashkern-cpu-calibration-3";  // bump when the kernels change
 constexpr int64_t kRows = 2048, kQueries = 8;
 constexpr int kReps = 5;
 
@@ -63,11 +69,33 @@ KernelChoice choice_of(const KernelSet& set, const SlicedKernels* sliced, int64_
   return {kernels, sliced_min_queries > 0 ? sliced : nullptr, sliced_min_queries};
 }
 
+// Evicts `bytes` from every cache level, as a block a search has not read yet is.
+void evict(const std::vector<uint8_t>& bytes) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  for (size_t i = 0; i < bytes.size(); i += 64) _mm_clflush(bytes.data() + i);
+  _mm_mfence();
+#else
+  (void)bytes;
+#endif
+}
+
 struct Sample {
   int64_t width;
   std::vector<uint8_t> q, db;
   int32_t limit;  // about 1% of the rows lie within it: a streaming top-k's usual selectivity
 };
+
+// Seconds per row that one query's distances take on rows evicted from the caches, beyond
+// `row_seconds` (their time on cached rows): the read a search's first query of a block waits for.
+double cold_read_seconds(const HammingKernels& k, const Sample& s, double row_seconds) {
+  std::vector<int32_t> d(kRows);
+  double best = 1e30;
+  for (int rep = 0; rep < kReps; ++rep) {
+    evict(s.db);
+    best = std::min(best, seconds([&] { k.distances(s.q.data(), s.db.data(), s.width, kRows, d.data()); }));
+  }
+  return std::max(0.0, best / kRows - row_seconds);
+}
 
 // Seconds per (query, row) of each set's distances + scan, best of kReps, in turns.
 std::vector<double> time_sets(const std::vector<const KernelSet*>& sets, const Sample& s) {
@@ -90,7 +118,7 @@ std::vector<double> time_sets(const std::vector<const KernelSet*>& sets, const S
 }
 
 struct SlicedCost {
-  double slice = 1e30, within = 1e30;  // seconds per row: transposition, and search per query
+  double slice = 1e30, within = 1e30;  // seconds per row: transposition of rows read from memory, search per query
   // Per (query, row) over a full query tile.
   double per_pair() const { return slice / kSlicedTile + within; }
 };
@@ -104,6 +132,7 @@ SlicedCost time_sliced(const SlicedKernels& sliced, const Sample& s) {
   volatile int64_t sink = 0;
   SlicedCost best;
   for (int rep = 0; rep <= kReps; ++rep) {
+    evict(s.db);
     const double ts = seconds([&] { sliced.slice_block(s.db.data(), s.width, kRows, planes); });
     const double tw = seconds([&] {
       for (int64_t i = 0; i < kQueries; ++i)
@@ -120,11 +149,16 @@ SlicedCost time_sliced(const SlicedKernels& sliced, const Sample& s) {
   return best;
 }
 
-// The query count from which a bit-sliced search of cost `cost` beats `row_seconds` per
-// (query, row), or 0.
-int64_t sliced_min_queries(const SlicedCost& cost, double row_seconds) {
-  if (cost.within >= row_seconds) return 0;
-  const double needed = std::ceil(cost.slice / (row_seconds - cost.within));
+// The query count from which a bit-sliced search of cost `cost` beats the per-row kernels, which
+// take `row_seconds` per (query, row) and `read_seconds` per row for each tile of kRowTile
+// queries (its first query's read of the block), or 0.
+int64_t sliced_min_queries(const SlicedCost& cost, double row_seconds, double read_seconds) {
+  const double row_in_tiles = row_seconds + read_seconds / kRowTile;  // per (query, row) over full tiles
+  if (cost.within >= row_in_tiles) return 0;
+  double needed = cost.within < row_seconds ? std::max(0.0, cost.slice - read_seconds) / (row_seconds - cost.within)
+                                            : HUGE_VAL;
+  if (needed > kRowTile) needed = cost.slice / (row_in_tiles - cost.within);  // beyond one per-row tile
+  needed = std::ceil(needed);
   return needed > kSlicedTile ? 0 : std::max<int64_t>(1, static_cast<int64_t>(needed));
 }
 
@@ -151,7 +185,9 @@ KernelChoice measure(int64_t width) {
     const SlicedCost cost = time_sliced(*candidate, s);
     if (cost.per_pair() < best_cost.per_pair()) best_sliced = candidate, best_cost = cost;
   }
-  return choice_of(*sets[best], best_sliced, best_sliced ? sliced_min_queries(best_cost, t[best]) : 0);
+  if (best_sliced == nullptr) return choice_of(*sets[best], nullptr, 0);
+  const double read = cold_read_seconds(*sets[best]->kernels, s, t[best]);
+  return choice_of(*sets[best], best_sliced, sliced_min_queries(best_cost, t[best], read));
 }
 
 const char* cache_path() {

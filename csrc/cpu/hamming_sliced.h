@@ -41,6 +41,8 @@ struct SlicedQuery {
 
 // Queries that share one transposed block (the search's query tile when it slices).
 constexpr int64_t kSlicedTile = 128;
+// Queries that share one block of rows in the per-row search (its query tile).
+constexpr int64_t kRowTile = 32;
 
 // The bit-sliced search of one vector width.
 struct SlicedKernels {

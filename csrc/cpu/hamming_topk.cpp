@@ -52,7 +52,7 @@ inline int64_t sliced_part_rows(const SlicedKernels& sliced, int64_t width) {
   const int64_t rows = 24 * 1024 * 8 / (8 * width + 1);
   return std::max<int64_t>(1, rows / sliced.group_rows) * sliced.group_rows;
 }
-inline int64_t query_tile(int64_t k, bool sliced) { return k <= 4096 ? (sliced ? kSlicedTile : 32) : 8; }
+inline int64_t query_tile(int64_t k, bool sliced) { return k <= 4096 ? (sliced ? kSlicedTile : kRowTile) : 8; }
 
 // Exact top-k by (distance, index) of a stream of items that arrive in increasing index order.
 class Selector {
