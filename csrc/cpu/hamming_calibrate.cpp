@@ -155,10 +155,11 @@ SlicedCost time_sliced(const SlicedKernels& sliced, const Sample& s) {
 int64_t sliced_min_queries(const SlicedCost& cost, double row_seconds, double read_seconds) {
   const double row_in_tiles = row_seconds + read_seconds / kRowTile;  // per (query, row) over full tiles
   if (cost.within >= row_in_tiles) return 0;
-  double needed = cost.within < row_seconds ? std::max(0.0, cost.slice - read_seconds) / (row_seconds - cost.within)
-                                            : HUGE_VAL;
-  if (needed > kRowTile) needed = cost.slice / (row_in_tiles - cost.within);  // beyond one per-row tile
-  needed = std::ceil(needed);
+  // Within one per-row tile both read the block once; beyond it the per-row kernels read it per tile.
+  const double in_one_tile = std::max(0.0, cost.slice - read_seconds) / (row_seconds - cost.within);
+  const double needed = std::ceil(cost.within < row_seconds && in_one_tile <= kRowTile
+                                      ? in_one_tile
+                                      : cost.slice / (row_in_tiles - cost.within));
   return needed > kSlicedTile ? 0 : std::max<int64_t>(1, static_cast<int64_t>(needed));
 }
 

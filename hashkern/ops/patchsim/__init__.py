@@ -91,7 +91,7 @@ def patch_similarity(x1: torch.Tensor, x2: torch.Tensor, normalize: bool = True,
     temperature = check_positive("temperature", temperature)
     mask1 = _check_mask("mask1", mask1, b1, P, device)
     mask2 = _check_mask("mask2", mask2, b2, Q, device)
-    if backend == "auto" and reduce == "maxmean":  # MaxSim's mean of cosines: its kernels, its choice of them
+    if backend == "auto" and reduce in BACKENDS.auto_via.values:  # MaxSim's mean of cosines: its kernels and choice
         from hashkern.ops.maxsim import maxsim
         return maxsim(x1, x2, mask1, mask2, reduce="mean", normalize=normalize)
     backend = resolve_backend(backend, BACKENDS, device)
