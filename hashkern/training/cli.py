@@ -50,10 +50,18 @@ def cmd_train(args) -> int:
     print(f"trained {trainer.step}/{trainer.total_steps} steps; loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
           f"checkpoint {trainer.checkpoint_path}")
     if trainer.step == trainer.total_steps:
-        result = trainer.evaluate()
+        if cfg.keep == "best":  # the kept model, measured on the queries
+            from hashkern.training.checkpoint_eval import evaluate_checkpoint
+
+            result = evaluate_checkpoint(trainer.best_path, split=trainer.split, device=trainer.device)
+            print(f"kept {trainer.best_path} (step {result['step']}, the best {trainer.task.selection_queries} "
+                  f"mAP@{cfg.topk})")
+        else:
+            result = trainer.evaluate()
         write_json(os.path.join(out, "eval.json"), result)
-        trainer.log_metrics({"step": trainer.step, "epoch": cfg.epochs, f"map@{cfg.topk}": result[f"map@{cfg.topk}"],
-                             "p@r2": result["p@r2"]})
+        kept = result.get("step", trainer.step)
+        trainer.log_metrics({"step": kept, "epoch": kept / trainer.steps_per_epoch, "on": "query",
+                             f"map@{cfg.topk}": result[f"map@{cfg.topk}"], "p@r2": result["p@r2"]})
         plot_pr({f"{cfg.method} {cfg.bits} bits": result["pr"]}, os.path.join(out, "pr.png"))
         print(f"mAP@{cfg.topk} {result[f'map@{cfg.topk}']:.4f}  P@H<=2 {result['p@r2']:.4f}  "
               f"({os.path.join(out, 'eval.json')}, pr.png)")
@@ -86,28 +94,35 @@ def _encode_data(args, state: dict):
     from hashkern.training.evaluate import subset_database
     from hashkern.training.train import TrainConfig, config_split
 
+    if "train_config" not in state:  # an export written before exports carried their run's config
+        if args.data in ("query", "train", "database"):
+            raise ValueError(f"--data {args.data} needs the run's split, which {args.checkpoint!r} does not record: "
+                             "pass its checkpoint, a list file or an image folder")
+        state = {"train_config": {"method": state["model_config"]["method"]}}
     cfg = TrainConfig.from_dict(state["train_config"])
     size = args.image_size or cfg.image_size
-    if args.data in ("query", "train", "database"):
+    if args.data in ("query", "train", "database", "validation"):
         part = getattr(config_split(replace(cfg, image_size=size), args.data_dir), args.data)
+        if part is None:
+            raise ValueError(f"--data validation: the {cfg.dataset} split has no validation queries")
         if args.data == "database":  # the database `hashkern eval` measures
             part = subset_database(part, cfg.database_size, cfg.seed)
     elif os.path.isdir(args.data):
         paths, labels, _ = read_image_folder(args.data)
-        part = ImageSet(ImageFiles(args.data, paths, size), labels)
+        part = ImageSet(ImageFiles(args.data, paths, size, cfg.image_resize), labels)
     else:
-        part = image_list(args.data_dir or os.path.dirname(os.path.abspath(args.data)), args.data, size)
+        part = image_list(args.data_dir or os.path.dirname(os.path.abspath(args.data)), args.data, size,
+                          cfg.image_resize)
     ids = part.images.paths if isinstance(part.images, ImageFiles) else torch.arange(len(part))
     return part.images, part.labels, ids
 
 
 def cmd_encode(args) -> int:
-    from hashkern.training.checkpoint import load_checkpoint
-    from hashkern.training.retrieval import encode_to_file, load_model
+    from hashkern.training.retrieval import encode_to_file, load_model, run_record
 
     device = args.device or "cpu"
     model, preprocess = load_model(args.checkpoint, device)
-    images, labels, ids = _encode_data(args, load_checkpoint(args.checkpoint))
+    images, labels, ids = _encode_data(args, run_record(args.checkpoint))
     codes = encode_to_file(model, preprocess, images, labels, ids, args.out, device=device,
                            batch_size=args.batch_size, workers=args.workers)
     print(f"encoded {codes.shape[0]} images to {codes.shape[1]}-bit codes: {args.out}")
@@ -196,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("encode", help="encode images with a trained model: packed codes (.pt) or a HammingIndex "
                        "(.hidx)")
     p.add_argument("checkpoint", help="a checkpoint (last.pt) or an export")
-    p.add_argument("--data", required=True, help="query | train | database (the run's split), a DeepHash-pytorch "
-                   "list file, or an ImageFolder directory")
+    p.add_argument("--data", required=True, help="query | train | database | validation (the run's split), a "
+                   "DeepHash-pytorch list file, or an ImageFolder directory")
     p.add_argument("--data-dir", default=None, help="image root (default: the run's, or the list file's folder)")
     p.add_argument("--image-size", type=int, default=None, help="decode size of image files (default: the run's)")
     p.add_argument("--out", required=True, help="codes.pt (packed codes, labels, ids) or index.hidx "

@@ -25,13 +25,14 @@ import torch
 from hashkern._io import atomic_write
 from hashkern._validation import check_float, check_int
 
-__all__ = ["ConfigFromDict", "LoopConfig", "LR_SCHEDULES", "PRECISIONS", "option", "add_config_arguments",
+__all__ = ["ConfigFromDict", "LoopConfig", "LR_SCHEDULES", "LR_STEPS", "PRECISIONS", "option", "add_config_arguments",
            "config_from_args", "read_config_file", "write_config_toml", "MAX_LR"]
 
 MAX_LR = 10.0  # Adam steps each weight by about lr: beyond this a run only diverges (1e300 overflows Adam)
 # --precision: the autocast dtype of the forward pass (None: plain fp32, no autocast).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 LR_SCHEDULES = ("cosine", "constant")  # --lr-schedule: the learning rate's factor after the warm-up
+LR_STEPS = ("step", "epoch")  # --lr-step: how often the schedule's factor changes
 
 
 def option(default: Any = MISSING, *, help: str = "", factory=MISSING, **cli) -> Any:
@@ -70,6 +71,8 @@ class LoopConfig(ConfigFromDict):
     warmup_steps: int = option(0, help="linear warm-up steps before the learning-rate schedule")
     lr_schedule: str = option("cosine", help="after the warm-up: cosine (decay to 0 at the last step) or constant "
                               "(CIBHash's code)", choices=LR_SCHEDULES)
+    lr_step: str = option("step", help="the cosine's factor changes every step, or once an epoch (WCH's code: "
+                          "CosineAnnealingLR(T_max=epochs) stepped per epoch)", choices=LR_STEPS)
     seed: int = option(0, help="seeds the weights, the batch order and every step's randomness")
     checkpoint_every: int = option(0, help="steps between checkpoints (0: every epoch)")
     precision: str = option("fp32", help="forward pass precision: autocast to bf16 or fp16 (fp16 adds a gradient "
@@ -88,6 +91,8 @@ class LoopConfig(ConfigFromDict):
             raise TypeError(f"backbone_kwargs must be a dict, got {type(self.backbone_kwargs).__name__}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_step not in LR_STEPS:
+            raise ValueError(f"lr_step must be one of {LR_STEPS}, got {self.lr_step!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}")
 

@@ -89,12 +89,18 @@ def _canonical(obj):
     return obj
 
 
-def _lr_lambda(total: int, warmup: int, schedule: str = "cosine"):
-    def f(step: int) -> float:  # linear warm-up, then cosine to 0 or constant
+def _lr_lambda(total: int, warmup: int, schedule: str = "cosine", steps_per_epoch: int | None = None):
+    """The learning rate's factor at each step: linear warm-up, then cosine to 0 or constant.
+
+    ``steps_per_epoch``: the cosine moves once an epoch, at epoch ``e`` of ``E`` 0.5 (1 + cos(π e / E)),
+    as ``CosineAnnealingLR(T_max=E)`` stepped after each epoch (the warm-up still counts steps)."""
+    def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         if schedule == "constant":
             return 1.0
+        if steps_per_epoch:
+            return 0.5 * (1 + math.cos(math.pi * (step // steps_per_epoch) / max(1, total // steps_per_epoch)))
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
     return f
 
@@ -179,7 +185,9 @@ class TrainingLoop:
         self.optimizer = torch.optim.Adam(task.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            _lr_lambda(self.total_steps, config.warmup_steps,
-                                                                      config.lr_schedule))
+                                                                      config.lr_schedule,
+                                                                      self.steps_per_epoch
+                                                                      if config.lr_step == "epoch" else None))
         self.step, self.history = 0, {"loss": [], "eval": []}
         self.autocast_dtype = PRECISIONS[config.precision]
         self.scaler = torch.amp.GradScaler(self.device.type) if config.precision == "fp16" else None
@@ -225,11 +233,13 @@ class TrainingLoop:
                 "step": self.step, "history": self.history,
                 **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})}
 
-    def save(self) -> None:
+    def save(self, path: str | None = None) -> None:
+        """Checkpoint to ``last.pt`` (and write ``config.toml``), or to ``path`` (rank 0)."""
         if self.rank == 0:
             os.makedirs(self.out_dir, exist_ok=True)  # the run folder is ours to create
-            save_checkpoint(self.checkpoint_path, _canonical(self.state()))
-            write_config_toml(self.config_path, self.config)
+            save_checkpoint(path or self.checkpoint_path, _canonical(self.state()))
+            if path is None:
+                write_config_toml(self.config_path, self.config)
 
     def step_indices(self, start: int, stop: int) -> StepIndices:
         """The training-set positions of this process's share of global batches ``start..stop-1``."""

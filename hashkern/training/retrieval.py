@@ -21,15 +21,32 @@ from hashkern.training.checkpoint import load_checkpoint, model_from_checkpoint
 from hashkern.training.data import make_transforms
 from hashkern.training.evaluate import encode_images
 
-__all__ = ["load_model", "export_model", "encode_to_file"]
+__all__ = ["load_model", "export_model", "encode_to_file", "run_record"]
 
 
 def _preprocess_config(train_config: dict) -> dict:
-    """What the preprocessing of a run depends on: its dataset and augmentations (the normalisation) and
-    image channels."""
+    """What the preprocessing of a run depends on: its dataset and augmentations (the normalisation),
+    image channels, and how image files are decoded."""
     dataset = train_config.get("dataset", "fashion-mnist")
     return {"dataset": dataset, "channels": 1 if dataset == "fashion-mnist" else 3,
-            "augment": train_config.get("augment", "hashkern")}
+            "augment": train_config.get("augment", "hashkern"), "image_size": train_config.get("image_size", 224),
+            "image_resize": train_config.get("image_resize", "stretch")}
+
+
+def _export_meta(path: str) -> dict:
+    with open(path + ".json") as f:
+        return json.load(f)
+
+
+def run_record(path: str | os.PathLike) -> dict:
+    """What a checkpoint or an export records of its run: ``model_config``, and ``train_config`` (the
+    run's :class:`~hashkern.training.train.TrainConfig` as a dict) unless an older export lacks it."""
+    path = os.fspath(path)
+    if os.path.isfile(path + ".json"):  # an export
+        meta = _export_meta(path)
+        return {key: meta[key] for key in ("model_config", "train_config") if key in meta}
+    state = load_checkpoint(path)
+    return {"model_config": state["model_config"], "train_config": state["train_config"]}
 
 
 def _preprocess(model, info: dict):
@@ -45,8 +62,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """
     path = os.fspath(path)
     if os.path.isfile(path + ".json"):  # an export
-        with open(path + ".json") as f:
-            meta = json.load(f)
+        meta = _export_meta(path)
         model = build_model(load_weights=False, **meta["model_config"])
         load_strict(model, read_state_dict(path), path, "hashing model")
         info = meta["preprocess"]
@@ -65,7 +81,8 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike) -> str:
     model = model_from_checkpoint(state, checkpoint)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": "hashkern-export", "model_config": state["model_config"],
-            "preprocess": _preprocess_config(state["train_config"]), "step": state["step"]}
+            "preprocess": _preprocess_config(state["train_config"]), "train_config": state["train_config"],
+            "step": state["step"]}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if out.endswith(".safetensors"):
         from safetensors.torch import save  # an ImportError says to install it

@@ -2,8 +2,9 @@
 
 One JSON object per line: ``{"step", "epoch", "loss", "lr"}`` after each training step (``epoch``
 counts finished epochs, fractional mid-epoch), ``{"step", "epoch", "map@k", ...}`` after each
-evaluation. A resumed run first drops the lines logged after its checkpoint's step, so the log of
-an interrupted and resumed run is the log of the straight run.
+evaluation (with ``"on": "validation"`` when measured on a protocol's validation queries). A resumed
+run first drops the lines logged after its checkpoint's step, so the log of an interrupted and resumed
+run is the log of the straight run.
 """
 from __future__ import annotations
 
@@ -63,10 +64,11 @@ def plot_metrics(runs: dict, path: str | os.PathLike) -> None:
     for label, records in runs.items():
         steps = [(r["step"], r["loss"]) for r in records if "loss" in r and math.isfinite(r["loss"])]
         axes[0, 0].plot([s for s, _ in steps], [v for _, v in steps], linewidth=1, label=label)
-        if panels == 2 and maps[label]:
-            key = next(k for k in maps[label][0] if k.startswith("map@"))
-            axes[0, 1].plot([r["epoch"] for r in maps[label]], [r[key] for r in maps[label]], marker="o",
-                            label=f"{label} ({key})")
+        for on in dict.fromkeys(r.get("on", "query") for r in maps[label]):  # validation and query: one curve each
+            points = [r for r in maps[label] if r.get("on", "query") == on]
+            key = next(k for k in points[0] if k.startswith("map@"))
+            axes[0, 1].plot([r["epoch"] for r in points], [r[key] for r in points], marker="o",
+                            label=f"{label} ({key}{', validation' if on == 'validation' else ''})")
     axes[0, 0].set(xlabel="step", ylabel="training loss", title="Loss")
     if panels == 2:
         axes[0, 1].set(xlabel="epoch", ylabel="mAP", title="Retrieval mAP")

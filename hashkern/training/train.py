@@ -7,6 +7,7 @@ precision-recall curve of the trained codes.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 
 import torch
@@ -16,10 +17,13 @@ from hashkern.models import BACKBONES, METHODS, build_model
 from hashkern.training.config import LoopConfig, option
 from hashkern.training.data import DATASETS, load_split, make_transforms
 from hashkern.training.data.augment import AUGMENTATIONS
+from hashkern.training.data.streamed import RESIZE_MODES
 from hashkern.training.evaluate import METRICS, encode_images, evaluate_codes, subset_database
 from hashkern.training.loop import Task, TrainingLoop, epoch_order
 
-__all__ = ["TrainConfig", "HashingTask", "Trainer", "config_split", "epoch_order"]
+__all__ = ["TrainConfig", "HashingTask", "Trainer", "config_split", "epoch_order", "KEEP"]
+
+KEEP = ("last", "best")  # --keep: the model a run ends with
 
 
 def _backbone_name(name: str) -> str:
@@ -39,6 +43,9 @@ class TrainConfig(LoopConfig):
                                  "(fmnist-vit: --backbone-arg pretrained=true loads the weights shipped with hashkern)",
                                  aliases=("backbone-weights",))
     image_size: int = option(224, help="imagelist / imagefolder: images are decoded at this size²")
+    image_resize: str = option("stretch", help="imagelist / imagefolder: stretch (the whole image to size²) or "
+                               "center-crop (the short side to size, then the centre square: WCH's code)",
+                               choices=RESIZE_MODES)
     train_list: str | None = option(None, help="imagelist: training list file (default <data-dir>/train.txt)")
     query_list: str | None = option(None, help="imagelist: query list file (default <data-dir>/test.txt)")
     database_list: str | None = option(None, help="imagelist: database list file (default <data-dir>/database.txt)")
@@ -50,6 +57,10 @@ class TrainConfig(LoopConfig):
     database_size: int | None = option(None, help="evaluate on a seeded subset of the database (None: all)")
     topk: int = option(1000, help="mAP@k cut-off")
     eval_every: int = option(0, help="epochs between mAP evaluations (0: only at the end)")
+    keep: str = option("last", help="the model the run ends with: last, or best: the best mAP@topk of the "
+                       "--eval-every evaluations and the last epoch, on the protocol's validation queries where it "
+                       "has them (cifar10-cibhash, as CIBHash's code), else on the queries (as WCH's code); "
+                       "written to best.pt", choices=KEEP)
     augment: str = option("hashkern", help="two-view augmentations, all seeded per sample: hashkern (this "
                           "library's), cibhash or wch (the official code's pipeline and ImageNet normalisation)",
                           choices=tuple(AUGMENTATIONS))
@@ -63,6 +74,10 @@ class TrainConfig(LoopConfig):
             _backbone_name(self.backbone)
         except argparse.ArgumentTypeError as exc:
             raise ValueError(f"backbone: {exc}") from None
+        if self.image_resize not in RESIZE_MODES:
+            raise ValueError(f"image_resize must be one of {RESIZE_MODES}, got {self.image_resize!r}")
+        if self.keep not in KEEP:
+            raise ValueError(f"keep must be one of {KEEP}, got {self.keep!r}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {tuple(AUGMENTATIONS)}, got {self.augment!r}")
         for name in ("bits", "query_per_class", "train_per_class", "topk", "image_size"):
@@ -70,6 +85,8 @@ class TrainConfig(LoopConfig):
         super().__post_init__()
         check_float("backbone_lr_scale", self.backbone_lr_scale, low=0)
         check_int("eval_every", self.eval_every, low=0)
+        if self.keep == "best" and self.eval_every == 0:
+            raise ValueError("keep='best' chooses among evaluations: set eval_every >= 1 (--eval-every)")
         if self.database_size is not None:
             check_int("database_size", self.database_size, low=1)
         if not isinstance(self.model_kwargs, dict):
@@ -78,10 +95,10 @@ class TrainConfig(LoopConfig):
 
 def config_split(config: TrainConfig, data_dir: str | None = None):
     """The data split ``config`` describes (``data_dir`` overrides its folder)."""
+    lists = {"query": config.query_list, "train": config.train_list, "database": config.database_list}
     return load_split(config.dataset, data_dir or config.data_dir, seed=config.seed,
                       query_per_class=config.query_per_class, train_per_class=config.train_per_class,
-                      image_size=config.image_size, lists={"query": config.query_list, "train": config.train_list,
-                                                           "database": config.database_list})
+                      image_size=config.image_size, image_resize=config.image_resize, lists=lists)
 
 
 class HashingTask(Task):
@@ -123,11 +140,32 @@ class HashingTask(Task):
         return f"{self.config.method} {self.config.bits} bits"
 
     def end_of_epoch(self, loop: TrainingLoop, epoch: int, seconds: float) -> None:
-        """The mAP every ``eval_every`` epochs (not after the last: the caller evaluates the final model)."""
-        if self.config.eval_every and epoch % self.config.eval_every == 0 and loop.step < loop.total_steps:
+        """The mAP every ``eval_every`` epochs. ``keep="best"``: also after the last epoch, on the selection
+        queries, and the best model so far is written to ``best.pt``; otherwise not after the last (the
+        caller evaluates the final model)."""
+        cfg, last = self.config, loop.step == loop.total_steps
+        periodic = cfg.eval_every and epoch % cfg.eval_every == 0
+        if cfg.keep == "best" and (periodic or last):
+            on = self.selection_queries
+            key = f"map@{cfg.topk}"
+            earlier = [r[key] for r in loop.history["eval"] if r.get("on") == on]
+            record = {"step": loop.step, "on": on, **self.evaluate(metrics=("map",), on=on)}
+            loop.history["eval"].append(record)
+            loop.log_metrics({"epoch": epoch, **record})
+            if not earlier or record[key] > max(earlier):  # ties keep the earlier model, as both codes do
+                loop.save(best_path(loop.out_dir))
+                loop.log(f"epoch {epoch}: {on} {key} {record[key]:.4f}, the best so far: {best_path(loop.out_dir)}")
+            else:
+                loop.log(f"epoch {epoch}: {on} {key} {record[key]:.4f} (best {max(earlier):.4f})")
+        elif periodic and not last:
             loop.history["eval"].append({"step": loop.step, **self.evaluate(metrics=("map",))})
             loop.log_metrics({"epoch": epoch, **loop.history["eval"][-1]})
             loop.log(f"epoch {epoch}: {loop.history['eval'][-1]}")
+
+    @property
+    def selection_queries(self) -> str:
+        """The queries ``keep="best"`` chooses on: "validation" when the split has them, else "query"."""
+        return "validation" if self.split.validation is not None else "query"
 
     def encode(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """images [n, C, H, W] uint8 -> codes [n, K] ±1 (float32, on CPU)."""
@@ -135,12 +173,21 @@ class HashingTask(Task):
         return encode_images(self.model.encode, images, normalize=self.normalize, device=self.device,
                              batch_size=batch_size)
 
-    def evaluate(self, metrics=METRICS) -> dict:
-        """mAP@topk, P@H<=2 and the PR curve (as ``metrics`` asks) of the split's queries against its database."""
+    def evaluate(self, metrics=METRICS, on: str = "query") -> dict:
+        """mAP@topk, P@H<=2 and the PR curve (as ``metrics`` asks) of the split's queries (``on="validation"``:
+        its validation queries) against its database."""
+        queries = {"query": self.split.query, "validation": self.split.validation}[on]
+        if queries is None:
+            raise ValueError(f"the {self.config.dataset} split has no validation queries")
         db = subset_database(self.split.database, self.config.database_size, self.config.seed)
-        return evaluate_codes(q_codes=self.encode(self.split.query.images), q_labels=self.split.query.labels,
+        return evaluate_codes(q_codes=self.encode(queries.images), q_labels=queries.labels,
                               db_codes=self.encode(db.images), db_labels=db.labels, topk=self.config.topk,
                               metrics=metrics)
+
+
+def best_path(out_dir: str) -> str:
+    """Where a ``keep="best"`` run writes its best model (a checkpoint like ``last.pt``)."""
+    return os.path.join(out_dir, "best.pt")
 
 
 class Trainer(TrainingLoop):
@@ -148,10 +195,14 @@ class Trainer(TrainingLoop):
     returns the history; ``evaluate()`` measures the codes on the split's queries and database.
 
     ``resume=True`` continues from ``out_dir/last.pt``; ``max_steps`` stops early (the run can be resumed).
+    ``config.keep == "best"`` also writes ``out_dir/best.pt`` (see :meth:`HashingTask.end_of_epoch`); a run
+    started afresh removes an earlier run's.
     """
 
     def __init__(self, config: TrainConfig, out_dir: str, *, split=None, **kwargs):
         super().__init__(HashingTask(config, split), out_dir, **kwargs)
+        if not kwargs.get("resume") and self.rank == 0 and os.path.lexists(self.best_path):
+            os.remove(self.best_path)  # an earlier run's: this run starts afresh
 
     @property
     def split(self):
@@ -164,6 +215,11 @@ class Trainer(TrainingLoop):
     def encode(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """images [n, C, H, W] uint8 -> codes [n, K] ±1 (float32, on CPU)."""
         return self.task.encode(images, batch_size)
+
+    @property
+    def best_path(self) -> str:
+        """``out_dir/best.pt``: the best model of a ``keep="best"`` run."""
+        return best_path(self.out_dir)
 
     def evaluate(self, metrics=METRICS) -> dict:
         """:meth:`HashingTask.evaluate` of the model as trained so far."""

@@ -15,9 +15,12 @@ from hashkern.training.train import TrainConfig
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
-WCH = {"lr": 1e-5, "lr_schedule": "cosine", "epochs": 50, "batch_size": 32, "backbone": "vit-b16", "augment": "wch"}
+# WCH: CosineAnnealingLR(T_max=epoch) stepped per epoch, "test_map": 10 with the best mAP kept,
+# transforms.Resize(224) + CenterCrop(224). CIBHash: validate_frequency 20, the best validation epoch kept.
+WCH = {"lr": 1e-5, "lr_schedule": "cosine", "lr_step": "epoch", "epochs": 50, "batch_size": 32,
+       "backbone": "vit-b16", "augment": "wch", "eval_every": 10, "keep": "best"}
 CIBHASH = {"lr": 1e-3, "lr_schedule": "constant", "epochs": 60, "batch_size": 64, "backbone": "vgg16",
-           "augment": "cibhash", "dataset": "cifar10-cibhash"}
+           "augment": "cibhash", "dataset": "cifar10-cibhash", "eval_every": 20, "keep": "best"}
 TOPK = {"cifar10": 1000, "cifar10-cibhash": 1000, "imagelist": 5000}  # config_dataset; CIBHash's topK 1000
 
 
@@ -54,6 +57,7 @@ def test_the_commands_carry_the_official_settings(method, settings):
         assert config.topk == TOPK[config.dataset]
         if config.dataset == "imagelist":
             assert config.query_list and config.database_list and config.train_list
+            assert config.image_resize == ("center-crop" if method == "wch" else "stretch")
 
 
 def test_cibhash_command_states_the_official_loss_weights_which_are_the_defaults():

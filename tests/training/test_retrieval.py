@@ -102,6 +102,24 @@ def test_export_loads_with_plain_torch_load_and_load_model(run, tmp_path, suffix
     assert torch.equal(codes[ckpt], codes[exported]) and codes[ckpt].shape == (5, 8)
 
 
+def test_encode_from_an_export_equals_encode_from_its_checkpoint(run, tmp_path, capsys):
+    """`hashkern encode` takes "a checkpoint (last.pt) or an export": the export carries its run's config."""
+    data, out = run
+    ckpt, exported = os.path.join(out, "last.pt"), str(tmp_path / "model.pt")
+    assert main(["export", ckpt, "--out", exported]) == 0
+    for source, name in ((ckpt, "a.pt"), (exported, "b.pt")):
+        assert main(["encode", source, "--data", "database", "--data-dir", data, "--out", str(tmp_path / name)]) == 0
+    a, b = (torch.load(tmp_path / name, weights_only=True) for name in ("a.pt", "b.pt"))
+    assert torch.equal(a["codes"], b["codes"]) and torch.equal(a["labels"], b["labels"]) and len(a["ids"]) == 20
+    meta = json.load(open(exported + ".json"))
+    del meta["train_config"]  # an export from before exports carried it: split names are refused, clearly
+    json.dump(meta, open(exported + ".json", "w"))
+    capsys.readouterr()
+    assert main(["encode", exported, "--data", "query", "--out", str(tmp_path / "c.pt")]) == 2
+    assert "--data query needs the run's split" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "c.pt")
+
+
 def test_load_model_keeps_import_hashkern_free_of_the_application():
     code = "import sys, hashkern; hashkern.load_model; print([m for m in sys.modules if 'training' in m])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -56,6 +56,28 @@ def test_image_files_decode_what_the_in_memory_loader_decodes(jpegs):
     assert torch.equal(files.subset(torch.tensor([9, 2]))[:], whole[[9, 2]])
 
 
+def test_a_runs_image_resize_reaches_every_part_of_its_split(tmp_path):
+    from PIL import Image
+
+    from hashkern.training.data.streamed import decode_image
+    from hashkern.training.train import config_split
+
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, size=(12 + 6 * i, 20, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    for name in ("train", "test", "database"):
+        (tmp_path / f"{name}.txt").write_text("".join(f"{i}.png {i % 2} {1 - i % 2}\n" for i in range(4)))
+    config = TrainConfig(method="nsh", dataset="imagelist", data_dir=str(tmp_path), image_size=8,
+                         image_resize="center-crop")
+    split = config_split(config)
+    for part in (split.train, split.query, split.database, split.database.subset(torch.tensor([2, 0]))):
+        assert part.images.resize == "center-crop"
+    assert torch.equal(split.train.images[2], decode_image(str(tmp_path / "2.png"), 8, "center-crop"))
+    assert not torch.equal(split.train.images[2], decode_image(str(tmp_path / "2.png"), 8))
+    with pytest.raises(ValueError, match="image_resize must be one of"):
+        TrainConfig(method="nsh", image_resize="pad")
+
+
 def test_list_files_anywhere_and_image_folders(jpegs, tmp_path):
     lists = tmp_path / "lists"
     lists.mkdir()

@@ -123,6 +123,8 @@ def test_config_validation(split, tmp_path):
         TrainConfig.from_dict({"method": "nsh", "colour": 1})
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         TrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="lr_step must be one of"):
+        TrainConfig(lr_step="batch")
     with pytest.raises(ValueError, match="smaller than one global batch"):
         Trainer(_cfg(batch_size=64), str(tmp_path), split=split, progress=False)
 
@@ -143,6 +145,23 @@ def test_learning_rate_schedules(tmp_path, split, schedule):
         assert rates[2:] == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)])
 
 
+def test_cosine_stepped_per_epoch_is_wchs_cosine_annealing(tmp_path, split):
+    """--lr-step epoch: the rate of every step of epoch e is CosineAnnealingLR(T_max=epochs)'s after e
+    scheduler steps, as RosieYuu/WCH train.py steps it once an epoch."""
+    tr = Trainer(_cfg(epochs=5, lr=1e-5, lr_step="epoch"), str(tmp_path), split=split, progress=False)
+    reference_opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-5)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(reference_opt, T_max=5)
+    for epoch in range(5):
+        for _ in range(tr.steps_per_epoch):
+            assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(reference_opt.param_groups[0]["lr"],
+                                                                       rel=1e-12, abs=1e-20), epoch
+            tr.optimizer.step()
+            tr.scheduler.step()
+        reference_opt.step()
+        reference.step()
+    assert tr.steps_per_epoch == 2
+
+
 def test_fine_tuning_from_the_shipped_backbone_with_a_gentler_backbone_lr(tmp_path, split):
     from hashkern.models import build_backbone
 
@@ -160,3 +179,68 @@ def test_fine_tuning_from_the_shipped_backbone_with_a_gentler_backbone_lr(tmp_pa
     for bad in (-0.1, float("inf"), True, "0.1"):
         with pytest.raises((ValueError, TypeError), match="backbone_lr_scale"):
             _cfg(backbone_lr_scale=bad)
+
+
+def _sha(path):
+    import hashlib
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_keep_best_writes_the_best_evaluated_model_and_resumes_to_the_same_file(tmp_path, split):
+    cfg = _cfg("wch", epochs=3, lr=1e-2, keep="best", eval_every=1, checkpoint_every=1)
+    straight = Trainer(cfg, str(tmp_path / "a"), split=split, progress=False, device="cpu")
+    straight.fit()
+    evals = straight.history["eval"]
+    assert [r["step"] for r in evals] == [2, 4, 6] and {r["on"] for r in evals} == {"query"}  # the last epoch too
+    best = max(range(3), key=lambda i: (evals[i]["map@10"], -i))  # ties: the earlier epoch
+    kept = load_checkpoint(straight.best_path)
+    assert kept["step"] == evals[best]["step"]
+    assert evaluate_checkpoint(straight.best_path, split=split, device="cpu")["map@10"] == pytest.approx(
+        evals[best]["map@10"], abs=1e-12)
+    part = Trainer(cfg, str(tmp_path / "b"), split=split, progress=False, device="cpu")
+    part.fit(max_steps=3)
+    del part
+    resumed = Trainer(cfg, str(tmp_path / "b"), split=split, progress=False, device="cpu", resume=True)
+    resumed.fit()
+    assert _sha(tmp_path / "b" / "best.pt") == _sha(straight.best_path)
+    assert _sha(tmp_path / "b" / "last.pt") == _sha(straight.checkpoint_path)
+    fresh = Trainer(_cfg("wch", epochs=1), str(tmp_path / "a"), split=split, progress=False, device="cpu",
+                    overwrite=True)
+    assert not os.path.exists(fresh.best_path)  # the earlier run's best is not left beside a new run
+    with pytest.raises(ValueError, match="eval_every >= 1"):
+        TrainConfig(method="nsh", keep="best")
+    with pytest.raises(ValueError, match="keep must be one of"):
+        TrainConfig(method="nsh", keep="first")
+
+
+@pytest.mark.parametrize("scores,kept_epoch", [([0.3, 0.5, 0.4], 2), ([0.5, 0.5, 0.2], 1), ([0.1, 0.2, 0.3], 3)])
+def test_keep_best_chooses_on_the_validation_queries_when_the_split_has_them(tmp_path, split, monkeypatch, scores,
+                                                                           kept_epoch):
+    """CIBHash's code chooses its epoch on validation queries (strictly better replaces, ties keep the
+    earlier); the queries themselves are never looked at before the end."""
+    from hashkern.training.data import Split
+    from hashkern.training.train import HashingTask
+
+    with_validation = Split(split.query, split.train, split.database, validation=split.query.subset(torch.arange(5)))
+    asked = []
+
+    def scripted(self, metrics=("map",), on="query"):
+        asked.append(on)
+        return {"map@10": scores[len(asked) - 1]}
+
+    monkeypatch.setattr(HashingTask, "evaluate", scripted)
+    tr = Trainer(_cfg(epochs=3, keep="best", eval_every=1), str(tmp_path), split=with_validation, progress=False)
+    tr.fit()
+    assert asked == ["validation"] * 3
+    assert [r["on"] for r in tr.history["eval"]] == ["validation"] * 3
+    assert load_checkpoint(tr.best_path)["step"] == kept_epoch * tr.steps_per_epoch
+
+
+def test_keep_best_evaluates_every_eval_every_epochs_and_the_last(tmp_path, split, monkeypatch):
+    from hashkern.training.train import HashingTask
+
+    monkeypatch.setattr(HashingTask, "evaluate", lambda self, metrics=("map",), on="query": {"map@10": 0.5})
+    tr = Trainer(_cfg(epochs=5, keep="best", eval_every=2), str(tmp_path), split=split, progress=False)
+    tr.fit()
+    assert [r["step"] // tr.steps_per_epoch for r in tr.history["eval"]] == [2, 4, 5]
+    assert load_checkpoint(tr.best_path)["step"] == 2 * tr.steps_per_epoch

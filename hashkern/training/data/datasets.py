@@ -155,15 +155,16 @@ def read_image_list(list_file: str) -> tuple[list[str], torch.Tensor]:
     return paths, torch.tensor(rows, dtype=torch.int64)
 
 
-def load_image_list(image_root: str, list_file: str, image_size: int = 224) -> ImageSet:
-    """Decode every image of a list (resized to ``image_size``²) into memory: images [N, 3, S, S]."""
-    streamed = image_list(image_root, list_file, image_size)
+def load_image_list(image_root: str, list_file: str, image_size: int = 224, resize: str = "stretch") -> ImageSet:
+    """Decode every image of a list (to ``image_size``², see :func:`image_list`) into memory: images [N, 3, S, S]."""
+    streamed = image_list(image_root, list_file, image_size, resize)
     return ImageSet(streamed.images[:], streamed.labels, streamed.name)
 
 
-def image_list(image_root: str, list_file: str, image_size: int = 224) -> ImageSet:
-    """A DeepHash-pytorch list whose images stay on disk (:class:`ImageFiles`, decoded on demand);
+def image_list(image_root: str, list_file: str, image_size: int = 224, resize: str = "stretch") -> ImageSet:
+    """A DeepHash-pytorch list whose images stay on disk (:class:`ImageFiles`, decoded on demand to
+    ``image_size``², ``resize`` one of :data:`~hashkern.training.data.streamed.RESIZE_MODES`);
     paths are relative to ``image_root``, the list file may be anywhere."""
     paths, labels = read_image_list(list_file)
-    return ImageSet(ImageFiles(image_root, paths, image_size), labels,
+    return ImageSet(ImageFiles(image_root, paths, image_size, resize), labels,
                     os.path.basename(os.path.dirname(os.path.abspath(list_file))))

@@ -23,10 +23,12 @@ LIST_PARTS = {"query": "test", "train": "train", "database": "database"}  # Deep
 
 @dataclass
 class Split:
-    """query / train / database image sets of one dataset."""
+    """query / train / database image sets of one dataset, and the validation queries of a protocol that
+    has them (None otherwise): a run that keeps its best epoch chooses it on these, not on the queries."""
     query: ImageSet
     train: ImageSet
     database: ImageSet
+    validation: ImageSet | None = None
 
 
 def standard_split(labels: torch.Tensor, query_per_class: int = 100, train_per_class: int = 500,
@@ -73,19 +75,21 @@ def standard_split(labels: torch.Tensor, query_per_class: int = 100, train_per_c
 
 
 def cibhash_cifar10_split(official_test: torch.Tensor, labels: torch.Tensor, train_per_class: int = 500,
-                          seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                          seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """CIBHash's code's CIFAR-10 split (zexuanqiu/CIBHash ``utils/data.py``, ``get_cifar``): index tensors
-    (query, train, database).
+    (query, train, database, validation).
 
     official_test: [N] bool, labels: [N] int64. The database is every image of the training batches;
-    ``train_per_class`` of them per class are the training images (also in the database); the queries
-    are a seeded random half of the test batch (the code's other half is a validation set, unused here).
+    ``train_per_class`` of them per class are the training images (also in the database); the test
+    batch is shuffled (seeded) into two halves: the first the validation queries the code chooses its
+    epoch on, the second the queries it reports.
     """
     check_tensor("official_test", official_test, ndim=1, dtypes=(torch.bool,))
     check_int("train_per_class", train_per_class, low=1)
     gen = torch.Generator().manual_seed(int(seed))
     test, database = torch.nonzero(official_test).flatten(), torch.nonzero(~official_test).flatten()
-    query = test[torch.randperm(test.numel(), generator=gen)][test.numel() // 2:]
+    shuffled = test[torch.randperm(test.numel(), generator=gen)]
+    validation, query = shuffled[:test.numel() // 2], shuffled[test.numel() // 2:]
     train = []
     for c in torch.unique(labels[database]).tolist():
         members = database[labels[database] == c]
@@ -93,21 +97,23 @@ def cibhash_cifar10_split(official_test: torch.Tensor, labels: torch.Tensor, tra
             raise ValueError(f"class {c} has {members.numel()} training-batch images, fewer than "
                              f"train_per_class = {train_per_class}")
         train.append(members[torch.randperm(members.numel(), generator=gen)][:train_per_class])
-    return query, torch.cat(train), database
+    return query, torch.cat(train), database, validation
 
 
 def load_split(dataset: str, data_dir: str | None = None, *, seed: int = 0, query_per_class: int = 100,
-               train_per_class: int = 500, image_size: int = 224, lists: dict | None = None) -> Split:
+               train_per_class: int = 500, image_size: int = 224, image_resize: str = "stretch",
+               lists: dict | None = None) -> Split:
     """Load ``dataset`` (one of :data:`DATASETS`) and split it.
 
     Single-label sets get :func:`standard_split`; ``"cifar10-1"`` is DeepHash-pytorch's variant
     whose database also holds the training images (59,000 with the defaults); ``"cifar10-cibhash"``
-    is CIBHash's code's split (:func:`cibhash_cifar10_split`: 5,000 queries from the test batch, the
-    50,000 training images as database; ``query_per_class`` is not used). ``"imagelist"``
+    is CIBHash's code's split (:func:`cibhash_cifar10_split`: 5,000 queries and 5,000 validation queries
+    from the test batch, the 50,000 training images as database; ``query_per_class`` is not used). ``"imagelist"``
     brings its own DeepHash-pytorch lists: ``lists`` maps "query", "train", "database" to list
     files anywhere (default ``data_dir``/test.txt, train.txt, database.txt), paths inside relative to
     ``data_dir``. ``"imagefolder"``: ``data_dir/<class>/<image>``, split by :func:`standard_split`.
-    Both keep their images on disk (:class:`ImageFiles`, decoded to ``image_size``² on demand).
+    Both keep their images on disk (:class:`ImageFiles`, decoded to ``image_size``² on demand as
+    ``image_resize`` says).
     Fashion-MNIST takes its queries from
     the official test split and its training images from the training split (so a backbone
     pretrained on the training split, see :func:`load_pretraining_images`, has never seen a query);
@@ -123,19 +129,19 @@ def load_split(dataset: str, data_dir: str | None = None, *, seed: int = 0, quer
         lists = {**{part: None for part in LIST_PARTS}, **(lists or {})}
         if data_dir is None:
             raise ValueError("imagelist needs --data-dir: the folder the listed image paths are relative to")
-        sets = [image_list(data_dir, lists[part] or os.path.join(data_dir, f"{name}.txt"), image_size)
+        sets = [image_list(data_dir, lists[part] or os.path.join(data_dir, f"{name}.txt"), image_size, image_resize)
                 for part, name in LIST_PARTS.items()]
         return Split(*sets)
     elif dataset == "imagefolder":
         if data_dir is None:
             raise ValueError("imagefolder needs --data-dir: a folder of <class>/<image> files")
         paths, labels, _ = read_image_folder(data_dir)
-        full = ImageSet(ImageFiles(data_dir, paths, image_size), labels, os.path.basename(data_dir))
+        full = ImageSet(ImageFiles(data_dir, paths, image_size, image_resize), labels, os.path.basename(data_dir))
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
     if dataset == "cifar10-cibhash":
-        q, t, d = cibhash_cifar10_split(full.official_test, full.labels, train_per_class, seed)
-        return Split(full.subset(q), full.subset(t), full.subset(d))
+        q, t, d, v = cibhash_cifar10_split(full.official_test, full.labels, train_per_class, seed)
+        return Split(full.subset(q), full.subset(t), full.subset(d), full.subset(v))
     query_from = full.official_test if dataset == "fashion-mnist" else None
     q, t, d = standard_split(full.labels, query_per_class, train_per_class, seed, query_from=query_from)
     if dataset == "cifar10-1":  # the database is every image but the queries

@@ -2,8 +2,9 @@
 
 :class:`ImageFiles` stands where a uint8 ``[N, 3, S, S]`` tensor stands (``shape``, ``dtype``,
 ``len``, indexing) but holds only the file paths: memory is a few bytes per image (the path),
-not ``3·S²``. Decoding is deterministic (PIL, RGB, bilinear resize to ``S×S``, exactly what
-:func:`~hashkern.training.data.datasets.load_image_list` decodes), so which process decodes an
+not ``3·S²``. Decoding is deterministic (PIL, RGB, bilinear: the whole image resized to ``S×S``, or its
+short side to ``S`` and the centre ``S×S`` kept, as torchvision's ``Resize(S)`` + ``CenterCrop(S)``
+that WCH's code applies), so which process decodes an
 image -- the main one or a DataLoader worker -- never changes a result. :func:`step_batches`
 decodes the batches of a run's steps ahead in DataLoader workers (pinned memory, prefetch).
 """
@@ -16,24 +17,50 @@ import torch
 
 from hashkern._validation import check_int
 
-__all__ = ["ImageFiles", "IMAGE_EXTENSIONS", "read_image_folder", "decode_image", "step_batches"]
+__all__ = ["ImageFiles", "IMAGE_EXTENSIONS", "RESIZE_MODES", "read_image_folder", "decode_image", "step_batches"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+# How a file becomes size×size: "stretch" resizes the whole image (aspect not kept); "center-crop"
+# resizes the short side to size (aspect kept) and keeps the centre square.
+RESIZE_MODES = ("stretch", "center-crop")
 
 
-def decode_image(path: str, size: int) -> torch.Tensor:
-    """The image file at ``path`` as uint8 [3, size, size] (RGB, bilinear resize)."""
+def check_resize(resize: str) -> str:
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"image resize must be one of {RESIZE_MODES}, got {resize!r}")
+    return resize
+
+
+def _center_crop_box(width: int, height: int, size: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """(resized (w, h), crop box) of torchvision's ``Resize(size)`` then ``CenterCrop(size)``."""
+    if width <= height:
+        new = (size, int(size * height / width))
+    else:
+        new = (int(size * width / height), size)
+    left, top = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
+    return new, (left, top, left + size, top + size)
+
+
+def decode_image(path: str, size: int, resize: str = "stretch") -> torch.Tensor:
+    """The image file at ``path`` as uint8 [3, size, size] (RGB, bilinear; ``resize``: one of
+    :data:`RESIZE_MODES`)."""
     from PIL import Image
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image {path!r} not found; check --data-dir points at the image root")
     with Image.open(path) as im:
-        im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+        im = im.convert("RGB")
+        if check_resize(resize) == "stretch":
+            im = im.resize((size, size), Image.BILINEAR)
+        else:
+            new, box = _center_crop_box(im.width, im.height, size)
+            im = im.resize(new, Image.BILINEAR).crop(box)
         return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
 class ImageFiles:
-    """Image files under ``root`` read on demand as uint8 ``[3, size, size]`` each.
+    """Image files under ``root`` read on demand as uint8 ``[3, size, size]`` each (``resize``: one of
+    :data:`RESIZE_MODES`).
 
     ``files[i]`` -> [3, S, S]; ``files[index]`` (slice, sequence or int64 tensor) -> [n, 3, S, S];
     ``files.subset(index)`` -> another ImageFiles, nothing decoded. ``paths`` are relative to
@@ -42,8 +69,9 @@ class ImageFiles:
 
     dtype = torch.uint8
 
-    def __init__(self, root: str, paths, size: int = 224):
+    def __init__(self, root: str, paths, size: int = 224, resize: str = "stretch"):
         self.root, self.size = os.fspath(root), check_int("size", size, low=1)
+        self.resize = check_resize(resize)
         # One fixed-width bytes array, not a Python str per image.
         self._paths = paths if isinstance(paths, np.ndarray) else np.array([os.fsencode(p) for p in paths])
 
@@ -74,15 +102,15 @@ class ImageFiles:
 
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)) or (isinstance(index, torch.Tensor) and index.dim() == 0):
-            return decode_image(self.path(int(index)), self.size)
-        rows = [decode_image(self.path(int(i)), self.size) for i in self._positions(index)]
+            return decode_image(self.path(int(index)), self.size, self.resize)
+        rows = [decode_image(self.path(int(i)), self.size, self.resize) for i in self._positions(index)]
         return torch.stack(rows) if rows else torch.empty(0, 3, self.size, self.size, dtype=torch.uint8)
 
     def subset(self, index) -> "ImageFiles":
-        return ImageFiles(self.root, self._paths[self._positions(index)], self.size)
+        return ImageFiles(self.root, self._paths[self._positions(index)], self.size, self.resize)
 
     def __repr__(self) -> str:
-        return f"ImageFiles({len(self)} images under {self.root!r}, decoded to {self.size}x{self.size})"
+        return f"ImageFiles({len(self)} images under {self.root!r}, decoded to {self.size}x{self.size}, {self.resize})"
 
 
 def read_image_folder(root: str) -> tuple[list[str], torch.Tensor, list[str]]:

@@ -62,12 +62,16 @@ def test_cifar10_pickles(tmp_path):
 
 def test_cibhash_cifar10_split(tmp_path):
     """zexuanqiu/CIBHash get_cifar: training images per class from the training batches, which are the whole
-    database; queries: a random half of the test batch."""
+    database; the shuffled test batch's first half the validation queries, its second half the queries."""
     _, labels = write_cifar10(str(tmp_path), per_batch=20)  # 100 training-batch images, 20 test images
     split = load_split("cifar10-cibhash", str(tmp_path), seed=4, train_per_class=2)
     data = load_cifar10(str(tmp_path))
     assert data.official_test.tolist() == [False] * 100 + [True] * 20
     assert len(split.query) == 10 and split.query.official_test.all()
+    assert len(split.validation) == 10 and split.validation.official_test.all()
+    test_rows = {tuple(x.flatten().tolist()) for x in data.images[100:]}
+    halves = [{tuple(x.flatten().tolist()) for x in part.images} for part in (split.query, split.validation)]
+    assert not halves[0] & halves[1] and halves[0] | halves[1] == test_rows
     assert len(split.database) == 100 and not split.database.official_test.any()
     assert torch.equal(split.database.images, data.images[:100])
     assert torch.bincount(split.train.labels, minlength=10).tolist() == [2] * 10
@@ -111,6 +115,31 @@ def test_image_list(tmp_path):
         (tmp_path / f"{name}.txt").write_text((tmp_path / "test.txt").read_text())
     split = load_split("imagelist", str(tmp_path), image_size=4)
     assert len(split.query) == len(split.train) == len(split.database) == 3
+    assert split.validation is None  # DeepHash-pytorch's lists have no validation part
+
+
+@pytest.mark.parametrize("shape", [(9, 7), (7, 9), (6, 6), (50, 13), (13, 50)])
+def test_center_crop_decoding_is_torchvisions_resize_and_center_crop(tmp_path, shape):
+    """WCH's code: transforms.Resize(S) (short side to S) then CenterCrop(S), on a PIL image."""
+    from PIL import Image
+    arr = np.random.default_rng(sum(shape)).integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    (tmp_path / "list.txt").write_text("a.png 1 0\n")
+    size = 5
+    got = load_image_list(str(tmp_path), str(tmp_path / "list.txt"), image_size=size, resize="center-crop").images[0]
+    assert got.shape == (3, size, size)
+    h, w = shape
+    new = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)  # (width, height)
+    left, top = int(round((new[0] - size) / 2)), int(round((new[1] - size) / 2))
+    ref = np.asarray(Image.fromarray(arr).resize(new, Image.BILINEAR).crop((left, top, left + size, top + size)))
+    assert torch.equal(got, torch.from_numpy(ref.copy()).permute(2, 0, 1))
+    tv = pytest.importorskip("torchvision.transforms")
+    expected = tv.Compose([tv.Resize(size), tv.CenterCrop(size), tv.PILToTensor()])(Image.fromarray(arr))
+    assert torch.equal(got, expected)
+    if h != w:  # stretching differs: it keeps the whole image
+        assert not torch.equal(got, load_image_list(str(tmp_path), str(tmp_path / "list.txt"), size).images[0])
+    with pytest.raises(ValueError, match="resize must be one of"):
+        load_image_list(str(tmp_path), str(tmp_path / "list.txt"), size, resize="crop")
 
 
 @pytest.mark.parametrize("classes,per_class", [(10, 20), (3, 7), (1, 3)])
