@@ -59,8 +59,9 @@ def cmd_train(args) -> int:
         else:
             result = trainer.evaluate()
         write_json(os.path.join(out, "eval.json"), result)
-        kept = result.get("step", trainer.step)
-        trainer.log_metrics({"step": kept, "epoch": kept / trainer.steps_per_epoch, "on": "query",
+        kept = {"kept_step": result["step"], "kept_epoch": result["step"] / trainer.steps_per_epoch} \
+            if cfg.keep == "best" else {}
+        trainer.log_metrics({"step": trainer.step, "epoch": cfg.epochs, "on": "query", **kept,
                              f"map@{cfg.topk}": result[f"map@{cfg.topk}"], "p@r2": result["p@r2"]})
         plot_pr({f"{cfg.method} {cfg.bits} bits": result["pr"]}, os.path.join(out, "pr.png"))
         print(f"mAP@{cfg.topk} {result[f'map@{cfg.topk}']:.4f}  P@H<=2 {result['p@r2']:.4f}  "
@@ -85,6 +86,9 @@ def cmd_eval(args) -> int:
     return 0
 
 
+SPLIT_PARTS = ("query", "train", "database", "validation")  # `encode --data` names for the run's own split
+
+
 def _encode_data(args, state: dict):
     """(images, labels, ids) of ``--data``: a part of the checkpoint's split, a list file or an image folder."""
     import torch
@@ -95,13 +99,16 @@ def _encode_data(args, state: dict):
     from hashkern.training.train import TrainConfig, config_split
 
     if "train_config" not in state:  # an export written before exports carried their run's config
-        if args.data in ("query", "train", "database"):
+        if args.data in SPLIT_PARTS:
             raise ValueError(f"--data {args.data} needs the run's split, which {args.checkpoint!r} does not record: "
                              "pass its checkpoint, a list file or an image folder")
+        if args.image_size is None:
+            raise ValueError(f"{args.checkpoint!r} does not record the size its run decoded image files at: "
+                             "pass --image-size")
         state = {"train_config": {"method": state["model_config"]["method"]}}
     cfg = TrainConfig.from_dict(state["train_config"])
     size = args.image_size or cfg.image_size
-    if args.data in ("query", "train", "database", "validation"):
+    if args.data in SPLIT_PARTS:
         part = getattr(config_split(replace(cfg, image_size=size), args.data_dir), args.data)
         if part is None:
             raise ValueError(f"--data validation: the {cfg.dataset} split has no validation queries")
@@ -214,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="query | train | database | validation (the run's split), a "
                    "DeepHash-pytorch list file, or an ImageFolder directory")
     p.add_argument("--data-dir", default=None, help="image root (default: the run's, or the list file's folder)")
-    p.add_argument("--image-size", type=int, default=None, help="decode size of image files (default: the run's)")
+    p.add_argument("--image-size", type=int, default=None, help="decode size of image files (default: the run's; "
+                   "needed with an export that does not record it)")
     p.add_argument("--out", required=True, help="codes.pt (packed codes, labels, ids) or index.hidx "
                    "(+ index.meta.pt with labels and ids)")
     p.add_argument("--batch-size", type=int, default=256)

@@ -93,6 +93,10 @@ class LoopConfig(ConfigFromDict):
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.lr_step not in LR_STEPS:
             raise ValueError(f"lr_step must be one of {LR_STEPS}, got {self.lr_step!r}")
+        if self.lr_step == "epoch" and (self.warmup_steps or self.lr_schedule != "cosine"):
+            raise ValueError("lr_step='epoch' (--lr-step epoch) moves the cosine once an epoch, from the first step: "
+                             f"it takes lr_schedule='cosine' and no warmup_steps, got {self.lr_schedule!r} and "
+                             f"{self.warmup_steps}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}")
 

@@ -92,15 +92,15 @@ def _canonical(obj):
 def _lr_lambda(total: int, warmup: int, schedule: str = "cosine", steps_per_epoch: int | None = None):
     """The learning rate's factor at each step: linear warm-up, then cosine to 0 or constant.
 
-    ``steps_per_epoch``: the cosine moves once an epoch, at epoch ``e`` of ``E`` 0.5 (1 + cos(π e / E)),
-    as ``CosineAnnealingLR(T_max=E)`` stepped after each epoch (the warm-up still counts steps)."""
+    ``steps_per_epoch``: no warm-up, a cosine that moves once an epoch: at epoch ``e`` of ``E``
+    0.5 (1 + cos(π e / E)), as ``CosineAnnealingLR(T_max=E)`` stepped after each epoch."""
     def f(step: int) -> float:
+        if steps_per_epoch:
+            return 0.5 * (1 + math.cos(math.pi * (step // steps_per_epoch) / max(1, total // steps_per_epoch)))
         if step < warmup:
             return (step + 1) / warmup
         if schedule == "constant":
             return 1.0
-        if steps_per_epoch:
-            return 0.5 * (1 + math.cos(math.pi * (step // steps_per_epoch) / max(1, total // steps_per_epoch)))
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
     return f
 
@@ -189,6 +189,7 @@ class TrainingLoop:
                                                                       self.steps_per_epoch
                                                                       if config.lr_step == "epoch" else None))
         self.step, self.history = 0, {"loss": [], "eval": []}
+        self.saved_step = None  # the step last.pt holds, once this process wrote or read it
         self.autocast_dtype = PRECISIONS[config.precision]
         self.scaler = torch.amp.GradScaler(self.device.type) if config.precision == "fp16" else None
         if state is not None:
@@ -223,6 +224,7 @@ class TrainingLoop:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.history = state["step"], state["history"]
+        self.saved_step = self.step
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
 
@@ -240,6 +242,8 @@ class TrainingLoop:
             save_checkpoint(path or self.checkpoint_path, _canonical(self.state()))
             if path is None:
                 write_config_toml(self.config_path, self.config)
+        if path is None:
+            self.saved_step = self.step
 
     def step_indices(self, start: int, stop: int) -> StepIndices:
         """The training-set positions of this process's share of global batches ``start..stop-1``."""
@@ -329,7 +333,7 @@ class TrainingLoop:
             end_of_epoch = self.step % self.steps_per_epoch == 0
             if end_of_epoch and self.rank == 0:
                 self.task.end_of_epoch(self, self.step // self.steps_per_epoch, time.time() - start)
-            if self.step % every == 0 or self.step == stop:
+            if (self.step % every == 0 or self.step == stop) and self.saved_step != self.step:
                 self.save()
         self.history["seconds"] = self.history.get("seconds", 0.0) + (time.time() - start)
         return self.history

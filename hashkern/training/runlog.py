@@ -2,7 +2,8 @@
 
 One JSON object per line: ``{"step", "epoch", "loss", "lr"}`` after each training step (``epoch``
 counts finished epochs, fractional mid-epoch), ``{"step", "epoch", "map@k", ...}`` after each
-evaluation (with ``"on": "validation"`` when measured on a protocol's validation queries). A resumed
+evaluation (with ``"on": "validation"`` when measured on a protocol's validation queries; the last
+one of a ``--keep best`` run adds ``"kept_step"`` and ``"kept_epoch"``, the kept model's). A resumed
 run first drops the lines logged after its checkpoint's step, so the log of an interrupted and resumed
 run is the log of the straight run.
 """
@@ -64,11 +65,16 @@ def plot_metrics(runs: dict, path: str | os.PathLike) -> None:
     for label, records in runs.items():
         steps = [(r["step"], r["loss"]) for r in records if "loss" in r and math.isfinite(r["loss"])]
         axes[0, 0].plot([s for s, _ in steps], [v for _, v in steps], linewidth=1, label=label)
-        for on in dict.fromkeys(r.get("on", "query") for r in maps[label]):  # validation and query: one curve each
-            points = [r for r in maps[label] if r.get("on", "query") == on]
+        curves = [r for r in maps[label] if "kept_step" not in r]
+        for on in dict.fromkeys(r.get("on", "query") for r in curves):  # validation and query: one curve each
+            points = [r for r in curves if r.get("on", "query") == on]
             key = next(k for k in points[0] if k.startswith("map@"))
             axes[0, 1].plot([r["epoch"] for r in points], [r[key] for r in points], marker="o",
                             label=f"{label} ({key}{', validation' if on == 'validation' else ''})")
+        for r in (r for r in maps[label] if "kept_step" in r):  # --keep best: the kept model on the queries
+            key = next(k for k in r if k.startswith("map@"))
+            axes[0, 1].plot([r["kept_epoch"]], [r[key]], marker="*", markersize=12, linestyle="none",
+                            label=f"{label} kept ({key})")
     axes[0, 0].set(xlabel="step", ylabel="training loss", title="Loss")
     if panels == 2:
         axes[0, 1].set(xlabel="epoch", ylabel="mAP", title="Retrieval mAP")

@@ -14,6 +14,7 @@ import torch
 
 from hashkern._validation import check_float, check_int
 from hashkern.models import BACKBONES, METHODS, build_model
+from hashkern.training.checkpoint import CheckpointError, load_checkpoint
 from hashkern.training.config import LoopConfig, option
 from hashkern.training.data import DATASETS, load_split, make_transforms
 from hashkern.training.data.augment import AUGMENTATIONS
@@ -153,6 +154,7 @@ class HashingTask(Task):
             loop.history["eval"].append(record)
             loop.log_metrics({"epoch": epoch, **record})
             if not earlier or record[key] > max(earlier):  # ties keep the earlier model, as both codes do
+                loop.save()  # last.pt first: a run stopped before best.pt is written can rewrite it on resume
                 loop.save(best_path(loop.out_dir))
                 loop.log(f"epoch {epoch}: {on} {key} {record[key]:.4f}, the best so far: {best_path(loop.out_dir)}")
             else:
@@ -201,8 +203,30 @@ class Trainer(TrainingLoop):
 
     def __init__(self, config: TrainConfig, out_dir: str, *, split=None, **kwargs):
         super().__init__(HashingTask(config, split), out_dir, **kwargs)
-        if not kwargs.get("resume") and self.rank == 0 and os.path.lexists(self.best_path):
-            os.remove(self.best_path)  # an earlier run's: this run starts afresh
+        if self.rank != 0:
+            return
+        if self.step == 0:
+            if os.path.lexists(self.best_path):
+                os.remove(self.best_path)  # an earlier run's: this run starts afresh
+        elif config.keep == "best":
+            self._check_best_on_resume()
+
+    def _check_best_on_resume(self) -> None:
+        """``best.pt`` must be the model of the evaluation the restored history chose. A run stopped between
+        writing ``last.pt`` and ``best.pt`` (the only order it writes them in) is repaired from the restored
+        state; any other mismatch is refused before training resumes."""
+        key, on = f"map@{self.config.topk}", self.task.selection_queries
+        evals = [r for r in self.history["eval"] if r.get("on") == on]
+        chosen = max(evals, key=lambda r: r[key]) if evals else None  # max keeps the first of equals
+        kept = load_checkpoint(self.best_path)["step"] if os.path.exists(self.best_path) else None
+        if chosen is None and kept is not None:
+            os.remove(self.best_path)  # no evaluation of this run chose it
+        elif chosen is not None and kept != chosen["step"]:
+            if chosen["step"] != self.step:
+                raise CheckpointError(f"{self.best_path!r} is {'missing' if kept is None else f'of step {kept}'}, "
+                                      f"but this run's history chose the model of step {chosen['step']}, which "
+                                      "cannot be rebuilt: start the run afresh (--overwrite)")
+            self.save(self.best_path)
 
     @property
     def split(self):

@@ -41,6 +41,50 @@ def test_train_then_eval(tmp_path, fmnist, capsys):
     assert json.load(open(os.path.join(out, "eval.json")))["map@10"] == pytest.approx(result["map@10"])
 
 
+def test_keep_best_on_cibhashs_split_chooses_on_validation_and_reports_the_kept_model(tmp_path, capsys):
+    """--data cifar10-cibhash --keep best: evaluations on the validation half choose best.pt, eval.json measures
+    it on the queries, metrics.jsonl says which is which, and `encode --data validation` encodes that half."""
+    from synthetic_data import write_cifar10
+
+    from hashkern.training.runlog import read_metrics
+    from hashkern.training.train import TrainConfig, config_split
+
+    data, out = str(tmp_path / "cifar"), str(tmp_path / "run")
+    write_cifar10(data, per_batch=20)  # 100 training-batch images, 20 test images
+    flags = ["--data", "cifar10-cibhash", "--data-dir", data, "--out", out, "--epochs", "3", "--batch-size", "8",
+             "--bits", "8", "--train-per-class", "2", "--topk", "10", "--no-progress", "--lr", "0.01",
+             "--backbone-arg", "patch_size=8", "--backbone-arg", "embed_dim=16", "--backbone-arg", "depth=1",
+             "--backbone-arg", "num_heads=2", "--model-arg", "hidden=16", "--eval-every", "2", "--keep", "best"]
+    assert main(["train", "--method", "cibhash", *flags]) == 0
+    assert "kept " + os.path.join(out, "best.pt") in capsys.readouterr().out
+    history = load_checkpoint(os.path.join(out, "last.pt"))["history"]["eval"]
+    assert [(r["step"], r["on"]) for r in history] == [(4, "validation"), (6, "validation")]  # epochs 2 and 3
+    chosen = max(history, key=lambda r: r["map@10"])
+    result = json.load(open(os.path.join(out, "eval.json")))
+    assert result["step"] == chosen["step"] == load_checkpoint(os.path.join(out, "best.pt"))["step"]
+    assert result["num_queries"] == 10 and result["database_size"] == 100
+    records = read_metrics(os.path.join(out, "metrics.jsonl"))
+    assert [r["on"] for r in records if "map@10" in r] == ["validation", "validation", "query"]
+    assert records[-1]["kept_step"] == chosen["step"] and records[-1]["map@10"] == pytest.approx(result["map@10"])
+    assert main(["plot", out, "--out", str(tmp_path / "curves.png")]) == 0
+    assert main(["encode", os.path.join(out, "best.pt"), "--data", "validation", "--out", str(tmp_path / "v.pt")]) == 0
+    encoded = torch.load(tmp_path / "v.pt", weights_only=True)
+    split = config_split(TrainConfig.from_dict(load_checkpoint(os.path.join(out, "best.pt"))["train_config"]))
+    assert torch.equal(encoded["labels"], split.validation.labels) and len(encoded["ids"]) == 10
+    # an export from before exports carried their run's config: no split names, and the decode size asked for
+    assert main(["export", os.path.join(out, "best.pt"), "--out", str(tmp_path / "m.pt")]) == 0
+    meta = json.load(open(tmp_path / "m.pt.json"))
+    del meta["train_config"]
+    json.dump(meta, open(tmp_path / "m.pt.json", "w"))
+    capsys.readouterr()
+    assert main(["encode", str(tmp_path / "m.pt"), "--data", "validation", "--out", str(tmp_path / "w.pt")]) == 2
+    assert "--data validation needs the run's split" in capsys.readouterr().err
+    (tmp_path / "list.txt").write_text("")
+    assert main(["encode", str(tmp_path / "m.pt"), "--data", str(tmp_path / "list.txt"),
+                 "--out", str(tmp_path / "w.pt")]) == 2
+    assert "pass --image-size" in capsys.readouterr().err
+
+
 def test_cibhash_augmentations_evaluate_and_encode_with_their_normalisation(tmp_path, fmnist, monkeypatch):
     """--augment cibhash normalises with ImageNet's mean and std: eval, load_model and exports must too."""
     from hashkern.training import checkpoint_eval

@@ -125,6 +125,9 @@ def test_config_validation(split, tmp_path):
         TrainConfig(lr_schedule="linear")
     with pytest.raises(ValueError, match="lr_step must be one of"):
         TrainConfig(lr_step="batch")
+    for meaningless in ({"warmup_steps": 3}, {"lr_schedule": "constant"}):  # WCH's per-epoch cosine has neither
+        with pytest.raises(ValueError, match="--lr-step epoch"):
+            TrainConfig(lr_step="epoch", **meaningless)
     with pytest.raises(ValueError, match="smaller than one global batch"):
         Trainer(_cfg(batch_size=64), str(tmp_path), split=split, progress=False)
 
@@ -244,3 +247,36 @@ def test_keep_best_evaluates_every_eval_every_epochs_and_the_last(tmp_path, spli
     tr.fit()
     assert [r["step"] // tr.steps_per_epoch for r in tr.history["eval"]] == [2, 4, 5]
     assert load_checkpoint(tr.best_path)["step"] == 2 * tr.steps_per_epoch
+
+
+def test_resume_repairs_a_best_pt_lost_between_the_two_writes_and_refuses_other_mismatches(tmp_path, split,
+                                                                                          monkeypatch):
+    """A new best writes last.pt, then best.pt: a run stopped between the two resumes from the chosen state
+    and rewrites best.pt; a best.pt that is missing or of another step than the history chose is refused."""
+    from hashkern.training.train import HashingTask
+
+    scores = iter([0.5, 0.4, 0.3, 0.5, 0.4, 0.3])
+    monkeypatch.setattr(HashingTask, "evaluate", lambda self, metrics=("map",), on="query": {"map@10": next(scores)})
+    cfg = _cfg(epochs=3, keep="best", eval_every=1)
+    straight = Trainer(cfg, str(tmp_path / "a"), split=split, progress=False)
+    straight.fit()
+    assert load_checkpoint(straight.best_path)["step"] == 2
+    part = Trainer(cfg, str(tmp_path / "b"), split=split, progress=False)
+    part.fit(max_steps=2)  # epoch 1 chose its model: last.pt and best.pt both at step 2
+    os.remove(part.best_path)  # as if stopped after last.pt was written
+    resumed = Trainer(cfg, str(tmp_path / "b"), split=split, progress=False, resume=True)
+    assert _sha(resumed.best_path) == _sha(straight.best_path)  # rebuilt from the restored state
+    resumed.fit()
+    assert _sha(resumed.best_path) == _sha(straight.best_path)
+    assert _sha(resumed.checkpoint_path) == _sha(straight.checkpoint_path)
+
+    scores = iter([0.5, 0.4])
+    part = Trainer(cfg, str(tmp_path / "c"), split=split, progress=False)
+    part.fit(max_steps=4)  # the history chose step 2; last.pt is at step 4
+    os.remove(part.best_path)
+    with pytest.raises(CheckpointError, match="missing, but this run's history chose the model of step 2"):
+        Trainer(cfg, str(tmp_path / "c"), split=split, progress=False, resume=True)
+    import shutil
+    shutil.copyfile(part.checkpoint_path, part.best_path)  # a best.pt of the wrong step
+    with pytest.raises(CheckpointError, match="of step 4, but this run's history chose the model of step 2"):
+        Trainer(cfg, str(tmp_path / "c"), split=split, progress=False, resume=True)
