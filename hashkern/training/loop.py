@@ -299,6 +299,20 @@ class TrainingLoop:
         if self.metrics is not None:
             self.metrics.append(record)
 
+    def raise_on_every_rank(self, problem: Exception | None) -> None:
+        """Raise ``problem`` (what this rank found, or None) on every rank when any rank found one, so no
+        rank waits in a collective for one that stopped. A rank without a problem of its own raises a
+        :class:`RuntimeError` that points at the rank that had one."""
+        failed = problem is not None
+        if self.distributed:
+            import torch.distributed as dist
+
+            flag = torch.tensor([1.0 if failed else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            failed = bool(flag.item())
+        if failed:
+            raise problem or RuntimeError("another rank stopped this run before training; its error says why")
+
     def _check_finite(self, loss: float, step: int) -> None:
         """Refuse a non-finite loss on any rank, before the step is applied (every rank raises alike)."""
         finite = math.isfinite(loss)

@@ -203,13 +203,17 @@ class Trainer(TrainingLoop):
 
     def __init__(self, config: TrainConfig, out_dir: str, *, split=None, **kwargs):
         super().__init__(HashingTask(config, split), out_dir, **kwargs)
-        if self.rank != 0:
-            return
-        if self.step == 0:
-            if os.path.lexists(self.best_path):
-                os.remove(self.best_path)  # an earlier run's: this run starts afresh
-        elif config.keep == "best":
-            self._check_best_on_resume()
+        problem = None
+        if self.rank == 0:  # the rank that writes best.pt
+            try:
+                if self.step == 0:
+                    if os.path.lexists(self.best_path):
+                        os.remove(self.best_path)  # an earlier run's: this run starts afresh
+                elif config.keep == "best":
+                    self._check_best_on_resume()
+            except (OSError, CheckpointError) as exc:
+                problem = exc
+        self.raise_on_every_rank(problem)
 
     def _check_best_on_resume(self) -> None:
         """``best.pt`` must be the model of the evaluation the restored history chose. A run stopped between
