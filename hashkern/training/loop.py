@@ -138,8 +138,9 @@ class Task:
         """The progress bar's label."""
         return type(self).__name__
 
-    def end_of_epoch(self, loop: "TrainingLoop", epoch: int, seconds: float) -> None:
-        """Called on rank 0 after each completed epoch (``seconds`` since this fit started)."""
+    def end_of_epoch(self, loop: "TrainingLoop", epoch: int, seconds: float) -> str | None:
+        """Called on rank 0 after each completed epoch (``seconds`` since this fit started). May return a
+        path: the loop then writes ``last.pt`` and, after it, this state to that path as well."""
 
 
 class TrainingLoop:
@@ -189,7 +190,6 @@ class TrainingLoop:
                                                                       self.steps_per_epoch
                                                                       if config.lr_step == "epoch" else None))
         self.step, self.history = 0, {"loss": [], "eval": []}
-        self.saved_step = None  # the step last.pt holds, once this process wrote or read it
         self.autocast_dtype = PRECISIONS[config.precision]
         self.scaler = torch.amp.GradScaler(self.device.type) if config.precision == "fp16" else None
         if state is not None:
@@ -224,7 +224,6 @@ class TrainingLoop:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.history = state["step"], state["history"]
-        self.saved_step = self.step
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
 
@@ -242,8 +241,6 @@ class TrainingLoop:
             save_checkpoint(path or self.checkpoint_path, _canonical(self.state()))
             if path is None:
                 write_config_toml(self.config_path, self.config)
-        if path is None:
-            self.saved_step = self.step
 
     def step_indices(self, start: int, stop: int) -> StepIndices:
         """The training-set positions of this process's share of global batches ``start..stop-1``."""
@@ -344,10 +341,12 @@ class TrainingLoop:
             self.log_metrics({"step": self.step, "epoch": self.step / self.steps_per_epoch, "loss": loss, "lr": lr})
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss:.4f}", epoch=step // self.steps_per_epoch + 1)
-            end_of_epoch = self.step % self.steps_per_epoch == 0
-            if end_of_epoch and self.rank == 0:
-                self.task.end_of_epoch(self, self.step // self.steps_per_epoch, time.time() - start)
-            if (self.step % every == 0 or self.step == stop) and self.saved_step != self.step:
+            keep_as = None
+            if self.step % self.steps_per_epoch == 0 and self.rank == 0:
+                keep_as = self.task.end_of_epoch(self, self.step // self.steps_per_epoch, time.time() - start)
+            if self.step % every == 0 or self.step == stop or keep_as:
                 self.save()
+            if keep_as:  # after last.pt: a run stopped between the two can rebuild the copy on resume
+                self.save(keep_as)
         self.history["seconds"] = self.history.get("seconds", 0.0) + (time.time() - start)
         return self.history

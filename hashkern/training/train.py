@@ -140,26 +140,21 @@ class HashingTask(Task):
     def describe(self) -> str:
         return f"{self.config.method} {self.config.bits} bits"
 
-    def end_of_epoch(self, loop: TrainingLoop, epoch: int, seconds: float) -> None:
+    def end_of_epoch(self, loop: TrainingLoop, epoch: int, seconds: float) -> str | None:
         """The mAP every ``eval_every`` epochs. ``keep="best"``: also after the last epoch, on the selection
-        queries, and the best model so far is written to ``best.pt``; otherwise not after the last (the
-        caller evaluates the final model)."""
+        queries, and returns ``best.pt`` (for the loop to write) when this model is the best so far;
+        otherwise not after the last (the caller evaluates the final model)."""
         cfg, last = self.config, loop.step == loop.total_steps
         periodic = cfg.eval_every and epoch % cfg.eval_every == 0
         if cfg.keep == "best" and (periodic or last):
-            on = self.selection_queries
-            key = f"map@{cfg.topk}"
-            earlier = [r[key] for r in loop.history["eval"] if r.get("on") == on]
+            on, key = self.selection_queries, f"map@{cfg.topk}"
             record = {"step": loop.step, "on": on, **self.evaluate(metrics=("map",), on=on)}
             loop.history["eval"].append(record)
             loop.log_metrics({"epoch": epoch, **record})
-            if not earlier or record[key] > max(earlier):  # ties keep the earlier model, as both codes do
-                loop.save()  # last.pt first: a run stopped before best.pt is written can rewrite it on resume
-                loop.save(best_path(loop.out_dir))
-                loop.log(f"epoch {epoch}: {on} {key} {record[key]:.4f}, the best so far: {best_path(loop.out_dir)}")
-            else:
-                loop.log(f"epoch {epoch}: {on} {key} {record[key]:.4f} (best {max(earlier):.4f})")
-        elif periodic and not last:
+            chosen = self.chosen_evaluation(loop.history)
+            loop.log(f"epoch {epoch}: {on} {key} {record[key]:.4f} (best {chosen[key]:.4f})")
+            return best_path(loop.out_dir) if chosen is record else None
+        if periodic and not last:
             loop.history["eval"].append({"step": loop.step, **self.evaluate(metrics=("map",))})
             loop.log_metrics({"epoch": epoch, **loop.history["eval"][-1]})
             loop.log(f"epoch {epoch}: {loop.history['eval'][-1]}")
@@ -168,6 +163,12 @@ class HashingTask(Task):
     def selection_queries(self) -> str:
         """The queries ``keep="best"`` chooses on: "validation" when the split has them, else "query"."""
         return "validation" if self.split.validation is not None else "query"
+
+    def chosen_evaluation(self, history: dict) -> dict | None:
+        """The evaluation ``keep="best"`` keeps: the first of the best mAP@topk on the selection queries (ties
+        keep the earlier model, as both official codes do), or None before any."""
+        evals = [r for r in history["eval"] if r.get("on") == self.selection_queries]
+        return max(evals, key=lambda r: r[f"map@{self.config.topk}"]) if evals else None  # max: first of equals
 
     def encode(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """images [n, C, H, W] uint8 -> codes [n, K] ±1 (float32, on CPU)."""
@@ -219,9 +220,7 @@ class Trainer(TrainingLoop):
         """``best.pt`` must be the model of the evaluation the restored history chose. A run stopped between
         writing ``last.pt`` and ``best.pt`` (the only order it writes them in) is repaired from the restored
         state; any other mismatch is refused before training resumes."""
-        key, on = f"map@{self.config.topk}", self.task.selection_queries
-        evals = [r for r in self.history["eval"] if r.get("on") == on]
-        chosen = max(evals, key=lambda r: r[key]) if evals else None  # max keeps the first of equals
+        chosen = self.task.chosen_evaluation(self.history)
         kept = load_checkpoint(self.best_path)["step"] if os.path.exists(self.best_path) else None
         if chosen is None and kept is not None:
             os.remove(self.best_path)  # no evaluation of this run chose it
